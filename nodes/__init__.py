@@ -1,0 +1,1 @@
+"""The node API (``Node``, events) and pinflow's built-in nodes."""

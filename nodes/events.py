@@ -1,0 +1,137 @@
+"""Events a node receives, and the bounded per-input queues they wait in.
+
+An :class:`Event` is a ``dict`` with dora's keys (``type``, ``id``, ``value``, ``metadata``)
+so dora nodes port with one changed import, plus helpers to get the payload back in the
+sender's shape: ``to_numpy()``, ``to_torch()``, ``to_bytes()``.
+"""
+
+from __future__ import annotations
+
+import collections
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pinflow.transport import codec
+
+INPUT = "INPUT"
+INPUT_CLOSED = "INPUT_CLOSED"
+STOP = "STOP"
+ERROR = "ERROR"
+
+
+class Event(dict):
+    """One event; payload helpers keep the received memory alive while any view exists.
+
+    Keys: ``type`` (INPUT, INPUT_CLOSED, STOP, ERROR), ``id`` (input name, or the reason of a
+    STOP), ``value`` (a ``pyarrow.Array`` for INPUT), ``metadata`` (the sender's dict, plus
+    ``shape``/``dtype`` for tensors), ``seq`` (sender's sequence number) and ``sent_ns``
+    (sender's wall clock when sent, for latency).
+    """
+
+    _layout: dict[str, Any] | None = None
+    _holder: np.ndarray | None = None
+
+    def to_numpy(self) -> np.ndarray:
+        """A numpy array with the sender's dtype and shape (zero-copy for tensors and bytes)."""
+        if self._layout is None or self._holder is None:
+            raise ValueError(f"{self.get('type')} event has no payload (or it was released)")
+        return codec.decode_numpy(self._layout, self._holder, self["value"])
+
+    def to_bytes(self) -> bytes:
+        """The payload bytes (a copy)."""
+        return self.to_numpy().tobytes()
+
+    def to_torch(self) -> Any:
+        """A CPU ``torch.Tensor`` sharing the payload memory (needs ``pinflow[torch]``)."""
+        try:
+            import torch
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(
+                "event.to_torch() needs torch: pip install 'pinflow[torch]'"
+            ) from None
+        array = self.to_numpy()
+        with warnings.catch_warnings():
+            # Received memory is read-only by contract; torch only warns that it cannot
+            # enforce that. Writing into the tensor is undefined behaviour.
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            return torch.from_numpy(array)
+
+    def release(self) -> None:
+        """Drop this event's references to the payload now instead of at garbage collection.
+
+        Views you took before (numpy arrays, tensors) stay valid: the memory is handed back to
+        the producer only once the last of them is gone too.
+        """
+        self._layout = None
+        self._holder = None
+        if "value" in self:
+            self["value"] = None
+
+    def __enter__(self) -> Event:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def make_event(kind: str, event_id: str, **extra: Any) -> Event:
+    event = Event(type=kind, id=event_id, value=None, metadata={})
+    event.update(extra)
+    return event
+
+
+@dataclass
+class Pending:
+    """A received message waiting in an input queue, decoded only when delivered."""
+
+    arrival: int
+    build: Callable[[], Event]
+    discard: Callable[[], None] = lambda: None
+
+
+@dataclass
+class InputQueue:
+    """Bounded queue of one input; overflow drops by policy and is counted, never silent."""
+
+    name: str
+    size: int
+    policy: str = "drop_oldest"
+    items: collections.deque[Pending] = field(default_factory=collections.deque)
+    received: int = 0
+    dropped: int = 0
+    delivered: int = 0
+    closed: bool = False       # no more messages will be queued
+    close_queued: bool = False  # INPUT_CLOSED is waiting behind the queued messages
+    close_delivered: bool = False
+
+    def push(self, item: Pending) -> None:
+        """Queue ``item`` (caller holds the node's lock)."""
+        if self.closed:
+            item.discard()
+            return
+        self.received += 1
+        if len(self.items) >= self.size:
+            self.dropped += 1
+            if self.policy == "drop_newest":
+                item.discard()
+                return
+            self.items.popleft().discard()
+        self.items.append(item)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_queued = True
+
+    def drain(self) -> None:
+        while self.items:
+            self.items.popleft().discard()
+
+
+def timer_value(tick_ns: int) -> pa.Array:
+    """Value of a timer event: the scheduled tick time in ns since the epoch."""
+    return pa.array([tick_ns], type=pa.uint64())

@@ -1,0 +1,366 @@
+"""``Node``: a dataflow node's view of the run — events in, outputs out.
+
+Created inside a process started by ``pinflow run``. Construction joins the run's zenoh
+mesh, declares one subscriber per upstream output and one publisher per output, then waits
+until the launcher says every node is ready, so no message sent afterwards is lost to a
+subscriber that did not exist yet.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import yaml
+import zenoh
+from pinflow.nodes import events
+from pinflow.nodes.events import Event, InputQueue, Pending
+from pinflow.nodes.wiring import Wiring
+from pinflow.transport import codec, message
+from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.session import open_session
+
+from pinflow.errors import ClosedError, DescriptorError, NodeEnvironmentError, PinflowError
+from pinflow.spec import InputSpec, NodeSpec
+
+log = logging.getLogger("pinflow.node")
+
+# A crashed producer's liveliness token can vanish before its last in-flight messages are
+# handled; wait this long before closing its consumers' inputs so none are cut off.
+_CLOSE_GRACE_S = 0.2
+_PEER_WAIT_S = 10.0
+
+
+class UnknownOutputError(PinflowError, ValueError):
+    """``send_output`` named an output that the node does not declare in the YAML."""
+
+
+class Node:
+    """A running node. Iterate it for events; call :meth:`send_output` to publish.
+
+    ``for event in node`` yields INPUT and INPUT_CLOSED events in arrival order and ends
+    after STOP (or once every input is closed). ``next(timeout)`` returns ``None`` on
+    timeout and after the end.
+    """
+
+    def __init__(self, *, wiring: Wiring | None = None) -> None:
+        self._wiring = wiring or Wiring.from_env()
+        self._spec: NodeSpec = self._wiring.spec
+        self._keys = RunKeys(self._wiring.run_id)
+        self._lock = threading.Condition()
+        self._arrivals = itertools.count()
+        self._queues: dict[str, InputQueue] = {
+            i.name: InputQueue(i.name, i.queue_size, i.queue_policy) for i in self._spec.inputs
+        }
+        self._stop_reason: str | None = None
+        self._stop_delivered = False
+        self._closed = False
+        self._alive_peers: set[str] = set()
+        self._state: set[str] = set()
+        self._timer_stop = threading.Event()
+        self._timers: list[threading.Thread] = []
+        self._seq: dict[str, itertools.count] = {}
+        self._publishers: dict[str, zenoh.Publisher] = {}
+        self._declared: list[Any] = []
+        self.malformed = 0
+        """Messages refused because they were malformed (logged and dropped)."""
+        self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)
+        try:
+            self._join()
+        except BaseException:
+            self._session.close()
+            raise
+        # zenoh runs callbacks on non-daemon threads that end only when the session closes,
+        # and the interpreter joins those threads *before* atexit handlers run; this hook
+        # runs before that join, so a node that simply returns from main() still exits.
+        threading._register_atexit(self.close)  # type: ignore[attr-defined]
+
+    # -- identity -------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """This node's id in the dataflow."""
+        return self._spec.id
+
+    @property
+    def run_id(self) -> str:
+        """Unique id of this run of the dataflow."""
+        return self._wiring.run_id
+
+    def dataflow_descriptor(self) -> dict[str, Any]:
+        """The dataflow YAML as a plain dict (as dora's ``dataflow_descriptor()``)."""
+        with open(self._wiring.dataflow, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _join(self) -> None:
+        session, keys = self._session, self._keys
+        by_source: dict[tuple[str, str], list[InputSpec]] = collections.defaultdict(list)
+        for spec in self._spec.inputs:
+            if spec.is_timer:
+                continue
+            by_source[(spec.source_node, spec.source_output)].append(spec)
+        for (node_id, output_id), specs in by_source.items():
+            names = [s.name for s in specs]
+            self._declared.append(
+                session.declare_subscriber(
+                    keys.data(node_id, output_id),
+                    lambda sample, names=names: self._on_data(names, sample),
+                )
+            )
+        for output in self._spec.outputs:
+            self._publishers[output.id] = session.declare_publisher(
+                keys.data(self.id, output.id),
+                congestion_control=zenoh.CongestionControl.BLOCK,
+                reliability=zenoh.Reliability.RELIABLE,
+            )
+            self._seq[output.id] = itertools.count()
+        liveliness = session.liveliness()
+        self._declared.append(
+            liveliness.declare_subscriber(keys.alive_all(), self._on_alive, history=True)
+        )
+        self._declared.append(
+            liveliness.declare_subscriber(keys.state_all(), self._on_state, history=True)
+        )
+        self._declared.append(
+            liveliness.declare_subscriber(keys.launcher(), self._on_launcher, history=True)
+        )
+        # Declared after the subscribers: a peer that sees this token also knows them.
+        self._declared.append(liveliness.declare_token(keys.alive(self.id)))
+        self._wait_for(lambda: self._wiring.peers() <= self._alive_peers or self._started(),
+                       _PEER_WAIT_S, required=False)
+        self._declared.append(liveliness.declare_token(keys.ready(self.id)))
+        if not self._wait_for(self._started, self._wiring.startup_timeout_s, required=True):
+            raise NodeEnvironmentError(
+                f"node {self.id!r}: the launcher did not start the run within "
+                f"{self._wiring.startup_timeout_s:.0f} s"
+            )
+        for spec in self._spec.inputs:
+            if spec.is_timer:
+                self._start_timer(spec)
+
+    def _started(self) -> bool:
+        return "running" in self._state or self._stop_reason is not None
+
+    def _wait_for(self, predicate: Any, timeout: float, *, required: bool) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if not required:
+                        log.warning("node %s: peers %s not reachable yet", self.id,
+                                    sorted(self._wiring.peers() - self._alive_peers))
+                    return False
+                self._lock.wait(min(left, 0.1))
+        return True
+
+    # -- zenoh callbacks (zenoh threads; keep short) --------------------------------------
+    def _on_data(self, names: list[str], sample: zenoh.Sample) -> None:
+        try:
+            attachment = sample.attachment
+            if attachment is None:
+                raise DescriptorError("message without header")
+            header = message.decode(attachment.to_bytes())
+            if header.kind == "eos":
+                with self._lock:
+                    for name in names:
+                        self._queues[name].close()
+                    self._lock.notify_all()
+                return
+            payload = sample.payload.to_bytes()
+            codec.check_layout(header.layout, len(payload))
+        except DescriptorError as exc:
+            self.malformed += 1
+            log.warning("node %s: dropped malformed message on %s: %s",
+                        self.id, sample.key_expr, exc)
+            return
+        holder = np.frombuffer(payload, dtype=np.uint8)
+        with self._lock:
+            for name in names:
+                self._queues[name].push(
+                    Pending(next(self._arrivals),
+                            lambda name=name: self._input_event(name, header, holder))
+                )
+            self._lock.notify_all()
+
+    def _input_event(self, name: str, header: message.Header, holder: np.ndarray) -> Event:
+        assert header.layout is not None
+        event = events.make_event(
+            events.INPUT, name,
+            value=codec.decode_value(header.layout, holder),
+            metadata=dict(header.metadata or {}),
+            seq=header.seq, sent_ns=header.sent_ns,
+        )
+        event._layout, event._holder = header.layout, holder
+        return event
+
+    def _on_alive(self, sample: zenoh.Sample) -> None:
+        node_id = last_part(sample.key_expr)
+        with self._lock:
+            if sample.kind == zenoh.SampleKind.PUT:
+                self._alive_peers.add(node_id)
+            else:
+                self._alive_peers.discard(node_id)
+                timer = threading.Timer(_CLOSE_GRACE_S, self._close_inputs_from, (node_id,))
+                timer.daemon = True
+                timer.start()
+            self._lock.notify_all()
+
+    def _close_inputs_from(self, node_id: str) -> None:
+        with self._lock:
+            for spec in self._spec.inputs:
+                if spec.source_node == node_id and node_id not in self._alive_peers:
+                    self._queues[spec.name].close()
+            self._lock.notify_all()
+
+    def _on_state(self, sample: zenoh.Sample) -> None:
+        state = last_part(sample.key_expr)
+        with self._lock:
+            if sample.kind == zenoh.SampleKind.PUT:
+                self._state.add(state)
+                if state == "stop" and self._stop_reason is None:
+                    self._stop_reason = "MANUAL"
+            self._lock.notify_all()
+
+    def _on_launcher(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.DELETE:
+            with self._lock:
+                if self._stop_reason is None:
+                    self._stop_reason = "LAUNCHER_LOST"
+                self._lock.notify_all()
+
+    # -- timers ---------------------------------------------------------------------------
+    def _start_timer(self, spec: InputSpec) -> None:
+        thread = threading.Thread(target=self._run_timer, args=(spec,), daemon=True,
+                                  name=f"pinflow-timer-{spec.name}")
+        thread.start()
+        self._timers.append(thread)
+
+    def _run_timer(self, spec: InputSpec) -> None:
+        """Tick on a fixed grid (start + k * period) so lateness never accumulates as drift;
+        ticks missed while the process was descheduled are skipped, not bunched."""
+        assert spec.timer_period_s is not None
+        period_ns = int(spec.timer_period_s * 1e9)
+        start = time.monotonic_ns()
+        wall_offset = time.time_ns() - start
+        k = 1
+        while not self._timer_stop.wait(max(0.0, (start + k * period_ns - time.monotonic_ns())
+                                            / 1e9)):
+            now = time.monotonic_ns()
+            tick = start + k * period_ns
+            k = max(k + 1, (now - start) // period_ns + 1)
+            seq = k
+            with self._lock:
+                self._queues[spec.name].push(Pending(
+                    next(self._arrivals),
+                    lambda tick=tick, seq=seq: events.make_event(
+                        events.INPUT, spec.name, value=events.timer_value(tick + wall_offset),
+                        seq=seq, sent_ns=tick + wall_offset),
+                ))
+                self._lock.notify_all()
+
+    # -- receiving ------------------------------------------------------------------------
+    def next(self, timeout: float | None = None) -> Event | None:
+        """The next event, or ``None`` on timeout and once the node's event stream ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                event = self._take()
+                if event is not None or self._ended():
+                    return event
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._lock.wait(left)
+
+    def _ended(self) -> bool:
+        if self._stop_delivered:
+            return True
+        queues = self._queues.values()
+        return bool(self._queues) and all(q.close_delivered for q in queues)
+
+    def _take(self) -> Event | None:
+        """Pop the oldest deliverable event (caller holds the lock); STOP goes first."""
+        if self._stop_reason is not None and not self._stop_delivered:
+            self._stop_delivered = True
+            for queue in self._queues.values():
+                queue.drain()
+            return events.make_event(events.STOP, self._stop_reason)
+        best: InputQueue | None = None
+        for queue in self._queues.values():
+            if queue.items and (best is None or best.items[0].arrival > queue.items[0].arrival):
+                best = queue
+        if best is not None:
+            best.delivered += 1
+            return best.items.popleft().build()
+        for queue in self._queues.values():
+            if queue.close_queued:
+                queue.close_queued = False
+                queue.close_delivered = True
+                return events.make_event(events.INPUT_CLOSED, queue.name)
+        return None
+
+    def __iter__(self) -> Iterator[Event]:
+        while (event := self.next()) is not None:
+            yield event
+
+    # -- sending --------------------------------------------------------------------------
+    def send_output(self, output_id: str, data: Any, metadata: dict[str, Any] | None = None
+                    ) -> None:
+        """Publish ``data`` on ``output_id`` to every consumer.
+
+        ``data``: pyarrow array, numpy array, bytes-like or torch tensor; dtype and shape
+        reach the receiver. ``metadata``: a JSON-serialisable dict.
+        """
+        if self._closed:
+            raise ClosedError(f"node {self.id!r} is closed")
+        publisher = self._publishers.get(output_id)
+        if publisher is None:
+            raise UnknownOutputError(
+                f"node {self.id!r} has no output {output_id!r} "
+                f"(declared: {', '.join(self._publishers) or 'none'}); add it under "
+                f"`outputs:` in {self._wiring.dataflow}"
+            )
+        encoded = codec.encode(data)
+        header = message.Header("inline", next(self._seq[output_id]), time.time_ns(),
+                                layout=encoded.layout, metadata=metadata)
+        publisher.put(encoded.data.tobytes(), attachment=header.encode())
+
+    # -- logging --------------------------------------------------------------------------
+    def log(self, message_: str, level: str = "info", **fields: Any) -> None:
+        """Write one structured line (``LEVEL node: message key=value ...``) to stderr;
+        the launcher prefixes it with the node id and keeps it in the node's log file."""
+        extra = " ".join(f"{k}={v!r}" for k, v in fields.items())
+        print(f"{level.upper()} {self.id}: {message_}{' ' + extra if extra else ''}",
+              file=sys.stderr, flush=True)
+
+    # -- shutdown -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Tell consumers the outputs ended, leave the mesh. Idempotent; runs at exit."""
+        if self._closed:
+            return
+        self._closed = True
+        self._timer_stop.set()
+        try:
+            for output_id, publisher in self._publishers.items():
+                eos = message.Header("eos", next(self._seq[output_id]), time.time_ns())
+                publisher.put(b"", attachment=eos.encode())
+            for declared in reversed(self._declared):
+                declared.undeclare()
+            for publisher in self._publishers.values():
+                publisher.undeclare()
+        finally:
+            self._session.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,72 @@
+"""The ``pinflow`` command: each subcommand parses its arguments and calls one function.
+
+User errors print ``pinflow: error: ...`` and exit 2 (spec) or 1 (anything else), never a
+traceback; ``--debug`` shows the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from pinflow import spec as spec_module
+from pinflow.errors import PinflowError, SpecError
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    dataflow = spec_module.load(args.file)
+    print(f"{args.file}: ok ({len(dataflow.nodes)} node(s))")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pinflow import launcher
+
+    dataflow = spec_module.load(args.file)
+    result = launcher.run(dataflow, stop_after=args.stop_after, grace_s=args.grace,
+                          log_dir=args.log_dir)
+    summary = result.summary()
+    print(f"pinflow | {summary}" if result.ok else f"pinflow: error: {summary}",
+          file=sys.stdout if result.ok else sys.stderr, flush=True)
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a dataflow YAML and report every problem")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("run", help="run a dataflow until its nodes exit or it is stopped")
+    p.add_argument("file", type=Path)
+    p.add_argument("--stop-after", type=float, metavar="SECONDS",
+                   help="send STOP to every node after this many seconds")
+    p.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+                   help="time nodes get to exit after STOP before SIGTERM (default 5)")
+    p.add_argument("--log-dir", type=Path, metavar="DIR",
+                   help="where per-node logs go, in a folder per run (default ./out)")
+    p.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SpecError as exc:
+        for line in exc.messages:
+            print(f"pinflow: error: {line}", file=sys.stderr)
+        return 2
+    except PinflowError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"pinflow: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,54 @@
+"""Exceptions raised by pinflow, split by whose fault a failure is.
+
+    PinflowError
+    ├── SpecError           the dataflow YAML is wrong (carries file:line messages)
+    ├── NodeEnvironmentError a node script was started outside a dataflow
+    ├── LaunchError         a node could not be started
+    └── TransportError      the data plane failed
+        ├── PayloadError    data that cannot be sent (type, size)
+        ├── DescriptorError a received message is malformed or hostile
+        ├── PoolExhausted   no free slot within the output's timeout
+        └── ClosedError     you used something after closing it
+"""
+
+from __future__ import annotations
+
+
+class PinflowError(Exception):
+    """Base of every error pinflow raises on purpose."""
+
+
+class SpecError(PinflowError):
+    """The dataflow file is invalid; ``messages`` has one ``file:line: text`` per problem."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self.messages = list(messages)
+        super().__init__("\n".join(self.messages))
+
+
+class NodeEnvironmentError(PinflowError):
+    """``Node()`` was created in a process that the launcher did not start."""
+
+
+class LaunchError(PinflowError):
+    """A node process could not be started (missing interpreter, file, permissions)."""
+
+
+class TransportError(PinflowError):
+    """Something in the data plane failed; subclasses say what."""
+
+
+class PayloadError(TransportError, TypeError):
+    """The data given to ``send_output`` cannot be sent (unsupported type or layout)."""
+
+
+class DescriptorError(TransportError):
+    """A received message is malformed, stale or points outside what it may touch."""
+
+
+class PoolExhausted(TransportError):
+    """Every slot of an output's pool is still held by consumers after the output's timeout."""
+
+
+class ClosedError(TransportError):
+    """The node or channel was closed by this process and cannot be used any more."""

@@ -1,0 +1,271 @@
+"""``pinflow run``: start every node of a dataflow, relay their output, stop them cleanly.
+
+The launcher owns the run: a unique run id, a private folder for the zenoh unix sockets,
+one zenoh session that nodes use as a rendezvous (payloads go node to node), one process
+per node in its own process group, and the stop sequence STOP -> grace -> SIGTERM -> SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import zenoh
+
+from pinflow.errors import LaunchError
+from pinflow.nodes.wiring import ENV_VAR, Wiring
+from pinflow.spec import DataflowSpec, NodeSpec
+from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.session import LAUNCHER_SOCKET, open_session, unix_endpoint
+
+TAIL_LINES = 8
+
+
+def new_run_id() -> str:
+    """Short, unique per run: names keys, sockets and (later) shared-memory segments."""
+    return secrets.token_hex(6)
+
+
+@dataclass
+class NodeProcess:
+    spec: NodeSpec
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    reader: threading.Thread | None = None
+    killed: str | None = None  # "SIGTERM"/"SIGKILL" when the launcher had to force it
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    node_id: str
+    returncode: int
+    forced: str | None
+    tail: list[str]
+    log_path: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.forced is None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    results: list[NodeResult]
+    log_dir: Path
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def failures(self) -> list[NodeResult]:
+        return [r for r in self.results if not r.ok]
+
+    def summary(self) -> str:
+        lines = [f"run {self.run_id}: {len(self.results)} node(s), logs in {self.log_dir}"]
+        for r in self.results:
+            if r.ok:
+                continue
+            why = (f"did not stop within the grace period ({r.forced})" if r.forced
+                   else f"exit code {r.returncode}" if r.returncode >= 0
+                   else f"killed by signal {signal.Signals(-r.returncode).name}")
+            lines.append(f"  node {r.node_id!r} failed: {why}; last lines:")
+            lines.extend(f"    | {line}" for line in r.tail or ["(no output)"])
+        return "\n".join(lines)
+
+
+class Launcher:
+    """Runs one dataflow to completion; see :func:`run`."""
+
+    def __init__(self, spec: DataflowSpec, *, log_dir: Path | None = None,
+                 grace_s: float = 5.0, startup_timeout_s: float = 60.0,
+                 out: TextIO | None = None) -> None:
+        self.spec = spec
+        self.run_id = new_run_id()
+        self.keys = RunKeys(self.run_id)
+        self.grace_s = grace_s
+        self.startup_timeout_s = startup_timeout_s
+        self.out = out or sys.stdout
+        self.log_dir = (log_dir or Path.cwd() / "out") / self.run_id
+        self.stop_requested = threading.Event()
+        self._print_lock = threading.Lock()
+        self._ready: set[str] = set()
+        self._procs: dict[str, NodeProcess] = {}
+        self._tokens: list[zenoh.LivelinessToken] = []
+
+    # -- output ---------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        with self._print_lock:
+            print(f"pinflow | {text}", file=self.out, flush=True)
+
+    def _relay(self, proc: NodeProcess) -> None:
+        """Copy a node's output to its log file and to our stdout, prefixed with its id."""
+        assert proc.process.stdout is not None
+        width = max(len(n.id) for n in self.spec.nodes)
+        with open(proc.log_path, "w", encoding="utf-8") as log_file:
+            for raw in proc.process.stdout:
+                line = raw.decode("utf-8", errors="replace").rstrip("\n")
+                log_file.write(line + "\n")
+                log_file.flush()
+                proc.tail.append(line)
+                with self._print_lock:
+                    print(f"{proc.spec.id:<{width}} | {line}", file=self.out, flush=True)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def run(self, stop_after: float | None = None) -> RunResult:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        sock_dir = Path(tempfile.mkdtemp(prefix=f"pinflow-{self.run_id}-"))
+        session = open_session(listen=[unix_endpoint(sock_dir / LAUNCHER_SOCKET)], connect=[])
+        try:
+            liveliness = session.liveliness()
+            self._tokens.append(liveliness.declare_token(self.keys.launcher()))
+            ready_sub = liveliness.declare_subscriber(self.keys.ready_all(), self._on_ready,
+                                                      history=True)
+            self._spawn_all(sock_dir)
+            self._wait_ready()
+            self._tokens.append(liveliness.declare_token(self.keys.state("running")))
+            self.say(f"run {self.run_id} started: {len(self._procs)} node(s)")
+            deadline = None if stop_after is None else time.monotonic() + stop_after
+            while not self.stop_requested.is_set() and self._any_alive():
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.say(f"--stop-after {stop_after:g}s reached, stopping")
+                    break
+                time.sleep(0.05)
+            self._tokens.append(liveliness.declare_token(self.keys.state("stop")))
+            self._stop_all()
+            ready_sub.undeclare()
+        finally:
+            self._kill_all()
+            for token in self._tokens:
+                token.undeclare()
+            session.close()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+        return RunResult(self.run_id, self._results(), self.log_dir)
+
+    def _on_ready(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.PUT:
+            self._ready.add(last_part(sample.key_expr))
+
+    def _spawn_all(self, sock_dir: Path) -> None:
+        launcher_endpoint = unix_endpoint(sock_dir / LAUNCHER_SOCKET)
+        for index, node in enumerate(self.spec.nodes):
+            consumers = {
+                out.id: [[c, i.name] for c, i in self.spec.consumers_of(node.id, out.id)]
+                for out in node.outputs
+            }
+            wiring = Wiring(
+                run_id=self.run_id, dataflow=str(self.spec.path), node=node.to_dict(),
+                listen=[unix_endpoint(sock_dir / f"{index}.sock")],
+                connect=[launcher_endpoint], consumers=consumers,
+                startup_timeout_s=self.startup_timeout_s,
+            )
+            self._procs[node.id] = self._spawn(node, wiring)
+
+    def _spawn(self, node: NodeSpec, wiring: Wiring) -> NodeProcess:
+        how, target = ("path", str(node.path)) if node.path else ("module", str(node.module))
+        cmd = [sys.executable, "-u", "-m", "pinflow._child", str(os.getpid()), how, target,
+               *node.args]
+        env = {**os.environ, **node.env, ENV_VAR: wiring.to_env(), "PYTHONUNBUFFERED": "1"}
+        try:
+            process = subprocess.Popen(
+                cmd, cwd=self.spec.path.parent, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            raise LaunchError(f"cannot start node {node.id!r} ({' '.join(cmd)}): {exc}") from exc
+        proc = NodeProcess(node, process, self.log_dir / f"{node.id}.log")
+        proc.reader = threading.Thread(target=self._relay, args=(proc,), daemon=True,
+                                       name=f"pinflow-relay-{node.id}")
+        proc.reader.start()
+        return proc
+
+    def _wait_ready(self) -> None:
+        """Hold the start until every live node declared ready (or the startup timeout)."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline and not self.stop_requested.is_set():
+            waiting = [n for n, p in self._procs.items()
+                       if n not in self._ready and p.returncode is None]
+            if not waiting:
+                return
+            time.sleep(0.02)
+        waiting = [n for n, p in self._procs.items()
+                   if n not in self._ready and p.returncode is None]
+        if waiting and not self.stop_requested.is_set():
+            self.say(f"starting without {', '.join(waiting)}: not ready after "
+                     f"{self.startup_timeout_s:g}s (do they create pinflow.Node()?)")
+
+    def _any_alive(self) -> bool:
+        return any(p.returncode is None for p in self._procs.values())
+
+    def _stop_all(self) -> None:
+        """STOP was announced; give nodes the grace period, then SIGTERM, then SIGKILL."""
+        start = time.monotonic()
+        while self._any_alive() and time.monotonic() - start < self.grace_s:
+            time.sleep(0.02)
+        for sig, wait_s in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+            alive = [p for p in self._procs.values() if p.returncode is None]
+            if not alive:
+                break
+            for proc in alive:
+                proc.killed = sig.name
+                self.say(f"node {proc.spec.id!r} still running after STOP: sending {sig.name}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.process.pid, sig)
+            end = time.monotonic() + wait_s
+            while any(p.returncode is None for p in alive) and time.monotonic() < end:
+                time.sleep(0.02)
+
+    def _kill_all(self) -> None:
+        """Last resort on any exit path: no node may outlive the launcher."""
+        for proc in self._procs.values():
+            if proc.returncode is None:
+                proc.killed = proc.killed or "SIGKILL"
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.process.pid, signal.SIGKILL)
+                proc.process.wait()
+            if proc.reader is not None:
+                proc.reader.join(timeout=2.0)
+
+    def _results(self) -> list[NodeResult]:
+        return [
+            NodeResult(p.spec.id, p.process.wait(), p.killed, list(p.tail), p.log_path)
+            for p in self._procs.values()
+        ]
+
+
+def run(spec: DataflowSpec, *, stop_after: float | None = None, log_dir: Path | None = None,
+        grace_s: float = 5.0, out: TextIO | None = None) -> RunResult:
+    """Run ``spec`` until all nodes exit, SIGINT/SIGTERM, or ``stop_after`` seconds.
+
+    A first Ctrl-C starts the graceful stop; a second one skips the grace period.
+    """
+    launcher = Launcher(spec, log_dir=log_dir, grace_s=grace_s, out=out)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if launcher.stop_requested.is_set():
+            launcher.grace_s = 0.0
+        launcher.stop_requested.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return launcher.run(stop_after)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,1 @@
+"""Placeholder node for spec tests."""

@@ -1,0 +1,45 @@
+"""The one place a ``zenoh.Config`` is built, so no session can ever leave the machine.
+
+Every pinflow session is a zenoh *peer* with multicast scouting off that listens and
+connects only on unix-domain sockets inside the run's private socket folder. Peers learn
+each other through gossip over those links and then talk directly, node to node; the
+launcher's session is only a rendezvous point and never relays payloads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import zenoh
+
+LAUNCHER_SOCKET = "launcher.sock"
+
+
+def unix_endpoint(path: Path | str) -> str:
+    """zenoh endpoint string for a unix stream socket at ``path``."""
+    return f"unixsock-stream/{path}"
+
+
+def loopback_config(*, listen: list[str], connect: list[str]) -> zenoh.Config:
+    """A peer config that only uses the given local endpoints.
+
+    Multicast scouting is off (it would send to 224.0.0.224), and zenoh's own shared memory
+    is off because pinflow's slot pools carry large payloads; small control messages do not
+    need it and it would leave files of its own in /dev/shm.
+    """
+    for endpoint in [*listen, *connect]:
+        if not endpoint.startswith(("unixsock-stream/", "tcp/127.0.0.1:", "tcp/[::1]:")):
+            raise ValueError(f"refusing non-loopback zenoh endpoint {endpoint!r}")
+    config = zenoh.Config()
+    config.insert_json5("mode", '"peer"')
+    config.insert_json5("scouting/multicast/enabled", "false")
+    config.insert_json5("listen/endpoints", json.dumps(listen))
+    config.insert_json5("connect/endpoints", json.dumps(connect))
+    config.insert_json5("transport/shared_memory/enabled", "false")
+    return config
+
+
+def open_session(*, listen: list[str], connect: list[str]) -> zenoh.Session:
+    """Open a loopback-only peer session (see :func:`loopback_config`)."""
+    return zenoh.open(loopback_config(listen=listen, connect=connect))
