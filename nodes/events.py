@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
 from pinflow.transport import codec
 
 INPUT = "INPUT"

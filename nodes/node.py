@@ -9,6 +9,7 @@ subscriber that did not exist yet.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import sys
@@ -20,15 +21,17 @@ from typing import Any
 import numpy as np
 import yaml
 import zenoh
+
+from pinflow.errors import ClosedError, DescriptorError, NodeEnvironmentError, PinflowError
 from pinflow.nodes import events
 from pinflow.nodes.events import Event, InputQueue, Pending
 from pinflow.nodes.wiring import Wiring
-from pinflow.transport import codec, message
-from pinflow.transport.keys import RunKeys, last_part
-from pinflow.transport.session import open_session
-
-from pinflow.errors import ClosedError, DescriptorError, NodeEnvironmentError, PinflowError
 from pinflow.spec import InputSpec, NodeSpec
+from pinflow.transport import codec, message
+from pinflow.transport.channel import OutputChannel, PoolOptions
+from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.receiver import SlotReceiver
+from pinflow.transport.session import open_session
 
 log = logging.getLogger("pinflow.node")
 
@@ -66,15 +69,16 @@ class Node:
         self._state: set[str] = set()
         self._timer_stop = threading.Event()
         self._timers: list[threading.Thread] = []
-        self._seq: dict[str, itertools.count] = {}
-        self._publishers: dict[str, zenoh.Publisher] = {}
+        self._outputs: dict[str, OutputChannel] = {}
         self._declared: list[Any] = []
         self.malformed = 0
         """Messages refused because they were malformed (logged and dropped)."""
         self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)
+        self._receiver = SlotReceiver(self._session, self._keys, self._spec.id)
         try:
             self._join()
         except BaseException:
+            self._receiver.close()
             self._session.close()
             raise
         # zenoh runs callbacks on non-daemon threads that end only when the session closes,
@@ -111,16 +115,22 @@ class Node:
             self._declared.append(
                 session.declare_subscriber(
                     keys.data(node_id, output_id),
-                    lambda sample, names=names: self._on_data(names, sample),
+                    lambda sample, names=names, src=(node_id, output_id): self._on_data(
+                        src, names, sample),
                 )
             )
         for output in self._spec.outputs:
-            self._publishers[output.id] = session.declare_publisher(
-                keys.data(self.id, output.id),
-                congestion_control=zenoh.CongestionControl.BLOCK,
-                reliability=zenoh.Reliability.RELIABLE,
+            consumers = self._wiring.consumers.get(output.id, [])
+            options = PoolOptions(
+                slots=output.slots, slot_bytes=output.slot_bytes,
+                shm_threshold=output.shm_threshold, on_full=output.on_full,
+                block_timeout=output.block_timeout, pinned=output.pinned,
+                consumer_queue_sizes=tuple(int(c[2]) for c in consumers),
             )
-            self._seq[output.id] = itertools.count()
+            self._outputs[output.id] = OutputChannel(
+                session, keys, self.id, output.id, options,
+                consumers=[c[0] for c in consumers], alive=self._alive_snapshot,
+            )
         liveliness = session.liveliness()
         self._declared.append(
             liveliness.declare_subscriber(keys.alive_all(), self._on_alive, history=True)
@@ -162,7 +172,8 @@ class Node:
         return True
 
     # -- zenoh callbacks (zenoh threads; keep short) --------------------------------------
-    def _on_data(self, names: list[str], sample: zenoh.Sample) -> None:
+    def _on_data(self, source: tuple[str, str], names: list[str], sample: zenoh.Sample
+                 ) -> None:
         try:
             attachment = sample.attachment
             if attachment is None:
@@ -174,29 +185,36 @@ class Node:
                         self._queues[name].close()
                     self._lock.notify_all()
                 return
-            payload = sample.payload.to_bytes()
-            codec.check_layout(header.layout, len(payload))
+            pinned = False
+            if header.kind == "shm":
+                holder, _mapping = self._receiver.read(source, header.slot)
+                pinned = bool(header.slot and header.slot.get("pin"))
+            else:
+                holder = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8)
+            codec.check_layout(header.layout, holder.nbytes)
         except DescriptorError as exc:
             self.malformed += 1
             log.warning("node %s: dropped malformed message on %s: %s",
                         self.id, sample.key_expr, exc)
             return
-        holder = np.frombuffer(payload, dtype=np.uint8)
         with self._lock:
             for name in names:
                 self._queues[name].push(
                     Pending(next(self._arrivals),
-                            lambda name=name: self._input_event(name, header, holder))
+                            lambda name=name: self._input_event(name, header, holder, pinned))
+                    # the closure owns the holder: dropping the pending message (overflow,
+                    # STOP) or the event built from it is what releases a shared slot
                 )
             self._lock.notify_all()
 
-    def _input_event(self, name: str, header: message.Header, holder: np.ndarray) -> Event:
+    def _input_event(self, name: str, header: message.Header, holder: np.ndarray,
+                     pinned: bool) -> Event:
         assert header.layout is not None
         event = events.make_event(
             events.INPUT, name,
             value=codec.decode_value(header.layout, holder),
             metadata=dict(header.metadata or {}),
-            seq=header.seq, sent_ns=header.sent_ns,
+            seq=header.seq, sent_ns=header.sent_ns, pinned=pinned,
         )
         event._layout, event._holder = header.layout, holder
         return event
@@ -212,6 +230,13 @@ class Node:
                 timer.daemon = True
                 timer.start()
             self._lock.notify_all()
+        if sample.kind != zenoh.SampleKind.PUT:
+            for channel in self._outputs.values():
+                channel.consumer_lost(node_id)
+
+    def _alive_snapshot(self) -> set[str]:
+        with self._lock:
+            return set(self._alive_peers)
 
     def _close_inputs_from(self, node_id: str) -> None:
         with self._lock:
@@ -219,6 +244,7 @@ class Node:
                 if spec.source_node == node_id and node_id not in self._alive_peers:
                     self._queues[spec.name].close()
             self._lock.notify_all()
+        self._receiver.producer_gone(node_id)
 
     def _on_state(self, sample: zenoh.Sample) -> None:
         state = last_part(sample.key_expr)
@@ -312,26 +338,80 @@ class Node:
             yield event
 
     # -- sending --------------------------------------------------------------------------
-    def send_output(self, output_id: str, data: Any, metadata: dict[str, Any] | None = None
-                    ) -> None:
+    def send_output(self, output_id: str, data: Any, metadata: dict[str, Any] | None = None,
+                    pinned: bool = False) -> bool:
         """Publish ``data`` on ``output_id`` to every consumer.
 
         ``data``: pyarrow array, numpy array, bytes-like or torch tensor; dtype and shape
-        reach the receiver. ``metadata``: a JSON-serialisable dict.
+        reach the receiver. ``metadata``: a JSON-serialisable dict. Payloads of at least the
+        output's ``shm_threshold`` (4 KiB) are copied once into a shared-memory slot; smaller
+        ones travel inline. ``pinned=True`` puts the payload in a pinned pool that GPU
+        consumers DMA from (see README). Returns ``False`` only when the output's pool was
+        full and its YAML says ``on_full: drop``.
         """
+        channel = self._channel(output_id)
+        message.check_metadata(metadata)
+        return channel.send(codec.encode(data), metadata, pinned=pinned)
+
+    @contextlib.contextmanager
+    def output_buffer(self, output_id: str, shape: tuple[int, ...] | int,
+                      dtype: Any = np.uint8, *, metadata: dict[str, Any] | None = None,
+                      pinned: bool = False) -> Iterator[np.ndarray | None]:
+        """Loan a shared-memory slot as a writable array; it is sent when the block exits.
+
+        ``with node.output_buffer("image", (1080, 1920, 4)) as frame: decode_into(frame)``
+        writes the payload in place (zero copies). ``metadata`` may be filled inside the
+        block. An exception inside the block returns the slot unsent. Do not keep the array
+        after the block: consumers may be reading it. Yields ``None`` (nothing is sent) when
+        the pool is full and the output says ``on_full: drop``.
+        """
+        channel = self._channel(output_id)
+        dims = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
+        layout, nbytes = codec.tensor_layout(dtype, dims)
+        dt = np.dtype(dtype)
+        loan = channel.loan(nbytes, pinned=pinned)
+        if loan is None:
+            yield None
+            return
+        array = loan.array.view(dt).reshape(dims)
+        try:
+            yield array
+        except BaseException:
+            channel.cancel(loan)
+            raise
+        del array
+        channel.publish(loan, layout, metadata)
+
+    def _channel(self, output_id: str) -> OutputChannel:
         if self._closed:
             raise ClosedError(f"node {self.id!r} is closed")
-        publisher = self._publishers.get(output_id)
-        if publisher is None:
+        channel = self._outputs.get(output_id)
+        if channel is None:
             raise UnknownOutputError(
                 f"node {self.id!r} has no output {output_id!r} "
-                f"(declared: {', '.join(self._publishers) or 'none'}); add it under "
+                f"(declared: {', '.join(self._outputs) or 'none'}); add it under "
                 f"`outputs:` in {self._wiring.dataflow}"
             )
-        encoded = codec.encode(data)
-        header = message.Header("inline", next(self._seq[output_id]), time.time_ns(),
-                                layout=encoded.layout, metadata=metadata)
-        publisher.put(encoded.data.tobytes(), attachment=header.encode())
+        return channel
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this node: per input queue and per output channel and pool."""
+        with self._lock:
+            inputs = {
+                q.name: {"queued": len(q.items), "size": q.size, "received": q.received,
+                         "dropped": q.dropped, "delivered": q.delivered, "closed": q.closed}
+                for q in self._queues.values()
+            }
+        outputs = {}
+        for output_id, channel in self._outputs.items():
+            pool = channel.pool
+            outputs[output_id] = {
+                **vars(channel.stats),
+                "pool": None if pool is None else {**vars(pool.stats()), "pinned": pool.pinned,
+                                                   "segment": pool.name},
+            }
+        return {"inputs": inputs, "outputs": outputs, "malformed": self.malformed,
+                "segments_mapped": self._receiver.segments_mapped}
 
     # -- logging --------------------------------------------------------------------------
     def log(self, message_: str, level: str = "info", **fields: Any) -> None:
@@ -349,13 +429,11 @@ class Node:
         self._closed = True
         self._timer_stop.set()
         try:
-            for output_id, publisher in self._publishers.items():
-                eos = message.Header("eos", next(self._seq[output_id]), time.time_ns())
-                publisher.put(b"", attachment=eos.encode())
+            for channel in self._outputs.values():
+                channel.close()
             for declared in reversed(self._declared):
                 declared.undeclare()
-            for publisher in self._publishers.values():
-                publisher.undeclare()
+            self._receiver.close()
         finally:
             self._session.close()
 

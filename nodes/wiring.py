@@ -26,8 +26,8 @@ class Wiring:
     node: dict[str, Any]            # NodeSpec.to_dict()
     listen: list[str]               # zenoh endpoints this node listens on
     connect: list[str]              # zenoh endpoints it connects to (the launcher)
-    consumers: dict[str, list[list[str]]] = field(default_factory=dict)
-    """output id -> [[consumer node id, input name], ...]"""
+    consumers: dict[str, list[list[Any]]] = field(default_factory=dict)
+    """output id -> [[consumer node id, input name, queue size], ...]"""
     startup_timeout_s: float = 60.0
 
     @property

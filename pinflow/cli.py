@@ -33,6 +33,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from pinflow.transport.cleanup import clean_dead_runs
+
+    removed = clean_dead_runs()
+    for name in removed:
+        print(f"removed /dev/shm/{name}")
+    print(f"{len(removed)} leftover file(s) of dead runs removed; live runs untouched")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -51,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", type=Path, metavar="DIR",
                    help="where per-node logs go, in a folder per run (default ./out)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("clean", help="remove shared memory left by runs that are no longer alive")
+    p.set_defaults(func=_cmd_clean)
     return parser
 
 

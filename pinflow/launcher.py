@@ -27,6 +27,7 @@ import zenoh
 from pinflow.errors import LaunchError
 from pinflow.nodes.wiring import ENV_VAR, Wiring
 from pinflow.spec import DataflowSpec, NodeSpec
+from pinflow.transport.cleanup import RunLock, remove_node_segments
 from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.session import LAUNCHER_SOCKET, open_session, unix_endpoint
 
@@ -46,6 +47,7 @@ class NodeProcess:
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     reader: threading.Thread | None = None
     killed: str | None = None  # "SIGTERM"/"SIGKILL" when the launcher had to force it
+    reaped: bool = False
 
     @property
     def returncode(self) -> int | None:
@@ -131,6 +133,8 @@ class Launcher:
     # -- lifecycle ------------------------------------------------------------------------
     def run(self, stop_after: float | None = None) -> RunResult:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        run_lock = RunLock(self.run_id)
+        run_lock.acquire()  # marks the run's shared memory as live for `pinflow clean`
         sock_dir = Path(tempfile.mkdtemp(prefix=f"pinflow-{self.run_id}-"))
         session = open_session(listen=[unix_endpoint(sock_dir / LAUNCHER_SOCKET)], connect=[])
         try:
@@ -147,6 +151,7 @@ class Launcher:
                 if deadline is not None and time.monotonic() >= deadline:
                     self.say(f"--stop-after {stop_after:g}s reached, stopping")
                     break
+                self._reap()
                 time.sleep(0.05)
             self._tokens.append(liveliness.declare_token(self.keys.state("stop")))
             self._stop_all()
@@ -157,6 +162,7 @@ class Launcher:
                 token.undeclare()
             session.close()
             shutil.rmtree(sock_dir, ignore_errors=True)
+            run_lock.release()  # unlinks every segment of the run that is still there
         return RunResult(self.run_id, self._results(), self.log_dir)
 
     def _on_ready(self, sample: zenoh.Sample) -> None:
@@ -167,7 +173,8 @@ class Launcher:
         launcher_endpoint = unix_endpoint(sock_dir / LAUNCHER_SOCKET)
         for index, node in enumerate(self.spec.nodes):
             consumers = {
-                out.id: [[c, i.name] for c, i in self.spec.consumers_of(node.id, out.id)]
+                out.id: [[c, i.name, i.queue_size]
+                         for c, i in self.spec.consumers_of(node.id, out.id)]
                 for out in node.outputs
             }
             wiring = Wiring(
@@ -210,6 +217,19 @@ class Launcher:
         if waiting and not self.stop_requested.is_set():
             self.say(f"starting without {', '.join(waiting)}: not ready after "
                      f"{self.startup_timeout_s:g}s (do they create pinflow.Node()?)")
+
+    def _reap(self) -> None:
+        """Report nodes that exited while the run goes on, and unlink their segments: a node
+        that crashed could not (consumers keep their mappings, so no data is torn)."""
+        for proc in self._procs.values():
+            code = proc.returncode
+            if code is None or proc.reaped:
+                continue
+            proc.reaped = True
+            removed = remove_node_segments(self.run_id, proc.spec.id)
+            if code != 0:
+                extra = f"; removed {len(removed)} segment(s) it left" if removed else ""
+                self.say(f"node {proc.spec.id!r} exited with code {code}{extra}")
 
     def _any_alive(self) -> bool:
         return any(p.returncode is None for p in self._procs.values())

@@ -31,8 +31,18 @@ TIMER_PREFIX = "pinflow/timer/"
 # here and nowhere else, so unknown-key checks and suggestions stay in step.
 TOP_LEVEL_KEYS = frozenset({"nodes"})
 NODE_KEYS = frozenset({"id", "path", "module", "args", "env", "inputs", "outputs"})
-INPUT_KEYS = frozenset({"source", "queue_size", "queue_policy"})
-OUTPUT_KEYS = frozenset({"id"})
+INPUT_KEYS = frozenset({"source", "queue_size", "queue_policy", "device", "device_required"})
+OUTPUT_KEYS = frozenset(
+    {"id", "pinned", "slots", "slot_bytes", "shm_threshold", "on_full", "block_timeout"}
+)
+DEFAULT_SHM_THRESHOLD = 4096
+ON_FULL_POLICIES = ("block", "drop")
+DEFAULT_BLOCK_TIMEOUT_S = 2.0
+MAX_SLOTS = 250
+_DEVICE_RE = re.compile(r"(cpu|cuda(:\d+)?)")
+_SIZE_RE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+               "KB": 10**3, "MB": 10**6, "GB": 10**9}
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 _ID_RULE = "use only letters, digits, '_' and '-'"
@@ -56,6 +66,10 @@ class InputSpec:
     source_output: str | None = None
     timer_period_s: float | None = None
     line: int = 0
+    device: str | None = None
+    """``cuda``/``cuda:N`` asks for device delivery; ``None``/``cpu`` keeps data on the host."""
+    device_required: bool = False
+    """Fail instead of warning when the device is not usable here."""
 
     @property
     def is_timer(self) -> bool:
@@ -69,6 +83,18 @@ class OutputSpec:
 
     id: str
     line: int = 0
+    pinned: bool = False
+    """Back the pool with page-locked-ready memory that GPU consumers DMA from."""
+    slots: int | None = None
+    """Slots in the pool; ``None`` derives it from the consumers' queue sizes."""
+    slot_bytes: int | None = None
+    """Bytes per slot; ``None`` sizes it from the first large message (and grows, capped)."""
+    shm_threshold: int = DEFAULT_SHM_THRESHOLD
+    """Payloads of at least this many bytes go through shared memory; smaller ones inline."""
+    on_full: str = ON_FULL_POLICIES[0]
+    """``block``: wait up to ``block_timeout`` for a free slot, then raise PoolExhausted;
+    ``drop``: drop the message (send_output returns False), counted in stats."""
+    block_timeout: float = DEFAULT_BLOCK_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -403,10 +429,23 @@ class _Checker:
         self, name: str, key_node: Node, value: Node, iw: str
     ) -> tuple[InputSpec, Node] | None:
         queue_size, policy, source = DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_POLICY, value
+        device, device_required = None, False
         if isinstance(value, MappingNode):
             items = self.items(value, iw)
             self.check_keys(items, INPUT_KEYS, iw)
             found = {key: item for key, _, item in items}
+            if "device" in found:
+                raw = found["device"]
+                if _is_str(raw) and _DEVICE_RE.fullmatch(raw.value):
+                    device = None if raw.value == "cpu" else raw.value
+                else:
+                    self.wrong(raw, f"{iw}: device must be 'cpu', 'cuda' or 'cuda:N'")
+            if "device_required" in found:
+                flag = _bool_value(found["device_required"])
+                if flag is None:
+                    self.wrong(found["device_required"], f"{iw}: device_required must be a bool")
+                else:
+                    device_required = flag
             if "queue_size" in found:
                 size = _int_value(found["queue_size"])
                 if size is None or size < 1:
@@ -454,6 +493,8 @@ class _Checker:
             source_output=output_id,
             timer_period_s=period,
             line=_line(key_node),
+            device=device,
+            device_required=device_required,
         )
         return spec, source
 
@@ -468,12 +509,14 @@ class _Checker:
         known = True
         for index, item in enumerate(value.value, 1):
             ow, id_node = f"{where} output #{index}", item
+            options: dict[str, Any] = {}
             if isinstance(item, MappingNode):
                 items = self.items(item, ow)
                 id_node = {name: vn for name, _, vn in items}.get("id")
                 if _is_str(id_node):
                     ow = f"{where} output '{id_node.value}'"
                 self.check_keys(items, OUTPUT_KEYS, ow)
+                options = self.output_options({k: v for k, _, v in items}, ow)
                 if id_node is None:
                     self.err(item, f"{ow}: missing required key 'id'")
                     known = False
@@ -492,8 +535,46 @@ class _Checker:
                     id_node, f"{where}: duplicate output '{output_id}' (first on line {first.line})"
                 )
             else:
-                outputs.append(OutputSpec(id=output_id, line=_line(id_node)))
+                outputs.append(OutputSpec(id=output_id, line=_line(id_node), **options))
         return outputs, known
+
+    def output_options(self, found: dict[str, Node], ow: str) -> dict[str, Any]:
+        """Pool options of one output mapping; bad values are reported and left at default."""
+        options: dict[str, Any] = {}
+        if "pinned" in found:
+            flag = _bool_value(found["pinned"])
+            if flag is None:
+                self.wrong(found["pinned"], f"{ow}: pinned must be true or false")
+            else:
+                options["pinned"] = flag
+        if "slots" in found:
+            slots = _int_value(found["slots"])
+            if slots is None or not 1 <= slots <= MAX_SLOTS:
+                self.wrong(found["slots"], f"{ow}: slots must be an integer from 1 to {MAX_SLOTS}")
+            else:
+                options["slots"] = slots
+        for key in ("slot_bytes", "shm_threshold"):
+            if key in found:
+                size = _size_value(found[key])
+                if size is None or (key == "slot_bytes" and size < 1):
+                    self.wrong(found[key], f"{ow}: {key} must be a byte count like 8388608 "
+                               "or '8 MiB'")
+                else:
+                    options[key] = size
+        if "on_full" in found:
+            raw = found["on_full"]
+            if _is_str(raw) and raw.value in ON_FULL_POLICIES:
+                options["on_full"] = raw.value
+            else:
+                self.wrong(raw, f"{ow}: on_full must be 'block' or 'drop'")
+        if "block_timeout" in found:
+            raw = found["block_timeout"]
+            seconds = _number_value(raw)
+            if seconds is None or seconds < 0:
+                self.wrong(raw, f"{ow}: block_timeout must be a number of seconds >= 0")
+            else:
+                options["block_timeout"] = seconds
+        return options
 
     def resolve(
         self, node_id: str, inp: InputSpec, source: Node, drafts: dict[str, _Draft]
@@ -539,6 +620,34 @@ def _scalar_text(node: Node) -> str | None:
     if node.tag == _BOOL:
         return "true" if node.value.lower() in _TRUE_WORDS else "false"
     return "" if node.tag == _NULL else node.value
+
+
+def _bool_value(node: Node) -> bool | None:
+    if not isinstance(node, ScalarNode) or node.tag != _BOOL:
+        return None
+    return node.value.lower() in _TRUE_WORDS
+
+
+def _number_value(node: Node) -> float | None:
+    """An int or float scalar (not a bool or string)."""
+    if not isinstance(node, ScalarNode) or node.tag not in (_INT, _TAG + "float"):
+        return None
+    try:
+        return float(node.value)
+    except ValueError:
+        return None
+
+
+def _size_value(node: Node) -> int | None:
+    """A byte count: an int, or a string like '8 MiB' / '4KiB' / '2MB'."""
+    value = _int_value(node)
+    if value is not None:
+        return value if value >= 0 else None
+    if _is_str(node):
+        match = _SIZE_RE.fullmatch(node.value.strip())
+        if match:
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    return None
 
 
 def _int_value(node: Node) -> int | None:

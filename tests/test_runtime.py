@@ -133,3 +133,28 @@ def test_node_outside_a_dataflow_explains_how_to_start_it(tmp_path: Path):
     assert proc.returncode != 0
     assert "was not started by pinflow" in proc.stderr
     assert "pinflow run FILE" in proc.stderr
+
+
+def test_timer_ticks_stay_on_their_grid_without_drift(pinflow):
+    run = pinflow("run", "timer.yml", "--stop-after", "3")
+    assert run.returncode == 0, run.output
+    ticks = [e["value"][0] for e in run.result("recorder")["events"] if e["type"] == "INPUT"]
+    assert 45 <= len(ticks) <= 62
+    period = 50_000_000
+    assert all((t - ticks[0]) % period == 0 for t in ticks), "ticks are start + k * period"
+    assert ticks == sorted(set(ticks))
+
+
+def test_sending_on_an_undeclared_output_is_a_clear_error(pinflow):
+    run = pinflow("run", "undeclared.yml")
+    assert run.returncode == 1
+    assert "node 'sender' has no output 'nope' (declared: data)" in run.stderr
+
+
+def test_validate_reports_file_line_and_exits_2_without_traceback(pinflow, tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("nodes:\n  - id: a\n    module: m\n    inputs:\n      x: b/y\n")
+    run = pinflow("validate", str(bad))
+    assert run.returncode == 2
+    assert f"{bad}:5: node 'a' input 'x': no node 'b'" in run.stderr
+    assert "Traceback" not in run.stderr

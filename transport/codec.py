@@ -46,12 +46,26 @@ def _is_torch_tensor(data: object) -> bool:
     return type(data).__module__.split(".")[0] == "torch" and hasattr(data, "detach")
 
 
-def _numpy_layout(array: np.ndarray, src: str) -> Encoded:
-    if array.dtype.kind not in _RAW_KINDS or array.dtype.fields is not None:
+def _check_dtype(dtype: np.dtype) -> None:
+    if dtype.kind not in _RAW_KINDS or dtype.fields is not None:
         raise PayloadError(
-            f"cannot send numpy dtype {array.dtype}: supported are bool, integer and float "
+            f"cannot send numpy dtype {dtype}: supported are bool, integer and float "
             "dtypes (convert the array, or send a pyarrow array)"
         )
+
+
+def tensor_layout(dtype: Any, shape: tuple[int, ...]) -> tuple[dict[str, Any], int]:
+    """Layout header and byte size of a C-contiguous tensor (for loaned buffers)."""
+    dt = np.dtype(dtype).newbyteorder("=")
+    _check_dtype(dt)
+    if any(d < 0 for d in shape):
+        raise PayloadError(f"negative dimension in shape {shape}")
+    nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+    return {"k": "nd", "dt": dt.str, "sh": list(shape), "src": "numpy"}, nbytes
+
+
+def _numpy_layout(array: np.ndarray, src: str) -> Encoded:
+    _check_dtype(array.dtype)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     array = np.ascontiguousarray(array)

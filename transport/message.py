@@ -45,6 +45,15 @@ class Header:
             ) from None
 
 
+def check_metadata(metadata: dict[str, Any] | None) -> None:
+    """Raise ``PayloadError`` unless ``metadata`` can travel in a header."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise PayloadError(f"metadata must be a dict, got {type(metadata).__name__}")
+    Header("eos", 0, 0, metadata=metadata).encode()
+
+
 def _field(body: dict[str, Any], key: str, typ: type | tuple[type, ...], name: str) -> Any:
     value = body.get(key)
     if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):

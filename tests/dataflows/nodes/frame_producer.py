@@ -1,0 +1,54 @@
+"""Sends FRAMES frames (env; 0 = forever) on `frames`, one per tick, through the copy path
+(MODE=copy) or the loan API (MODE=loan); PINNED=1 asks for a pinned pool."""
+
+import os
+import time
+
+import numpy as np
+from frames import fill, shape_from_env
+from report import report
+
+from pinflow import Node, PoolExhausted
+
+
+def main() -> None:
+    node = Node()
+    total = int(os.environ.get("FRAMES", "20"))
+    mode = os.environ.get("MODE", "copy")
+    pinned = os.environ.get("PINNED") == "1"
+    shape = shape_from_env()
+    report(node.id, {"started": True})
+    frame = np.empty(shape, dtype=np.uint8)
+    sent = dropped = 0
+    longest_send = 0.0
+    error = None
+    for event in node:
+        if event["type"] != "INPUT":
+            continue
+        start = time.monotonic()
+        try:
+            if mode == "loan":
+                with node.output_buffer("frames", shape, np.uint8, pinned=pinned) as buf:
+                    if buf is not None:
+                        fill(buf, sent)
+                ok = buf is not None
+            else:
+                fill(frame, sent)
+                ok = node.send_output("frames", frame, metadata={"index": sent}, pinned=pinned)
+        except PoolExhausted as exc:
+            error = str(exc)
+            break
+        longest_send = max(longest_send, time.monotonic() - start)
+        sent += ok
+        dropped += not ok
+        if total and sent + dropped >= total:
+            break
+    stats = node.stats()["outputs"]["frames"]
+    report(node.id, {"sent": sent, "dropped": dropped, "error": error, "stats": stats,
+                     "longest_send_s": longest_send})
+    if error:
+        raise SystemExit(f"producer stopped: {error}")
+
+
+if __name__ == "__main__":
+    main()

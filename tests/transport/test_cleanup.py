@@ -1,0 +1,172 @@
+"""Run locks and dead-run cleanup, in a private folder under /dev/shm.
+
+clean_dead_runs scans the whole folder, so these tests point SHM_DIR at their own folder:
+they must never judge (or delete) the files of other test runs on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pinflow.errors import LaunchError
+from pinflow.transport import segment as seg_mod
+from pinflow.transport.cleanup import (
+    RunLock,
+    clean_dead_runs,
+    remove_node_segments,
+    remove_run,
+)
+from pinflow.transport.segment import new_incarnation, segment_name
+
+
+@pytest.fixture
+def shm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private SHM_DIR that must be empty again when the test ends."""
+    folder = Path("/dev/shm") / ("pftest-" + secrets.token_hex(5))
+    folder.mkdir(mode=0o700)
+    monkeypatch.setattr(seg_mod, "SHM_DIR", folder)
+    yield folder
+    left = sorted(p.name for p in folder.iterdir())
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    assert left == [], f"test left files behind: {left}"
+
+
+def new_run() -> str:
+    return "t" + secrets.token_hex(5)
+
+
+def touch_segment(run_id: str, node_id: str, output_id: str = "out") -> str:
+    name = segment_name(run_id, node_id, output_id, new_incarnation())
+    (seg_mod.SHM_DIR / name).write_bytes(b"x")
+    return name
+
+
+def names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_a_run_lock_is_a_private_file_that_a_second_launcher_cannot_take(shm: Path) -> None:
+    run_id = new_run()
+    with RunLock(run_id) as lock:
+        assert lock.held
+        assert lock.path == shm / f"pinflow-{run_id}.lock"
+        assert stat.S_IMODE(os.stat(lock.path).st_mode) == 0o600
+        with pytest.raises(LaunchError, match="already running"):
+            RunLock(run_id).acquire()
+    assert not lock.held
+    assert names(shm) == set()
+
+
+def test_releasing_the_lock_removes_the_runs_segments_and_the_lock(shm: Path) -> None:
+    run_id, other = new_run(), new_run()
+    lock = RunLock(run_id)
+    lock.acquire()
+    touch_segment(run_id, "a")
+    touch_segment(run_id, "b")
+    kept = touch_segment(other, "a")
+    lock.release()
+    lock.release()
+    assert names(shm) == {kept}
+    (shm / kept).unlink()
+
+
+def test_remove_run_spares_the_lock_and_other_runs(shm: Path) -> None:
+    run_id, other = new_run(), new_run()
+    with RunLock(run_id) as lock:
+        mine = {touch_segment(run_id, "a"), touch_segment(run_id, "lock")}
+        theirs = touch_segment(other, "a")
+        assert set(remove_run(run_id)) == mine
+        assert names(shm) == {lock.path.name, theirs}
+    (shm / theirs).unlink()
+
+
+def test_remove_node_segments_removes_only_that_nodes_segments(shm: Path) -> None:
+    run_id, other = new_run(), new_run()
+    dead = {touch_segment(run_id, "cam", "image"), touch_segment(run_id, "cam", "depth")}
+    kept = {touch_segment(run_id, "camera", "image"), touch_segment(other, "cam", "image")}
+    assert set(remove_node_segments(run_id, "cam")) == dead
+    assert names(shm) == kept
+    with pytest.raises(ValueError):
+        remove_node_segments(run_id, "*")
+    for name in kept:
+        (shm / name).unlink()
+
+
+CHILD_HOLDS_LOCK = """
+import pathlib, sys
+from pinflow.transport import segment
+from pinflow.transport.cleanup import RunLock
+segment.SHM_DIR = pathlib.Path(sys.argv[1])
+lock = RunLock(sys.argv[2])
+lock.acquire()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_live_lock_holder_protects_its_run_and_dead_runs_are_removed(shm: Path) -> None:
+    live, unlocked, lockless = new_run(), new_run(), new_run()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_HOLDS_LOCK, str(shm), live],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "locked\n"
+        live_files = {f"pinflow-{live}.lock", touch_segment(live, "cam")}
+        # A launcher that died left its lock file behind, unheld.
+        (shm / f"pinflow-{unlocked}.lock").write_bytes(b"")
+        dead_files = {f"pinflow-{unlocked}.lock", touch_segment(unlocked, "cam")}
+        dead_files.add(touch_segment(lockless, "cam"))  # no lock file at all
+        strangers = {"pinflow-not a run", "pinflow-x.y", "somebody-else"}
+        for name in strangers:
+            (shm / name).write_bytes(b"")
+
+        assert set(clean_dead_runs()) == dead_files
+        assert names(shm) == live_files | strangers
+
+        child.kill()  # SIGKILL: no cleanup code runs, only the kernel drops the flock
+        child.wait(timeout=10)
+        assert child.returncode == -signal.SIGKILL
+        assert set(clean_dead_runs()) == live_files
+        assert names(shm) == strangers
+        for name in strangers:
+            (shm / name).unlink()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
+        if child.stdin is not None:
+            child.stdin.close()
+
+
+def test_clean_dead_runs_never_touches_a_run_locked_in_this_process(shm: Path) -> None:
+    run_id = new_run()
+    with RunLock(run_id) as lock:
+        segment = touch_segment(run_id, "cam")
+        assert clean_dead_runs() == []
+        assert names(shm) == {lock.path.name, segment}
+    assert names(shm) == set()
+
+
+def test_a_run_lock_can_be_taken_again_after_a_cleaner_removed_the_dead_one(shm: Path) -> None:
+    run_id = new_run()
+    (shm / f"pinflow-{run_id}.lock").write_bytes(b"")
+    assert clean_dead_runs() == [f"pinflow-{run_id}.lock"]
+    with RunLock(run_id) as lock:
+        assert lock.path.exists()
+    assert names(shm) == set()

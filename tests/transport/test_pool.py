@@ -1,0 +1,325 @@
+"""Slot pools over real /dev/shm segments, read back in this and in other processes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pinflow.errors import ClosedError, DescriptorError, PayloadError
+from pinflow.transport import segment as seg_mod
+from pinflow.transport.cleanup import RunLock
+from pinflow.transport.pool import MAX_SLOTS, SlotPool, SlotReader, SlotRef
+from pinflow.transport.segment import PAGE, Segment, new_incarnation, segment_name
+
+
+@pytest.fixture
+def run_id() -> Iterator[str]:
+    """A fresh run id, locked like a launcher would (so no cleaner removes our files)."""
+    rid = "t" + secrets.token_hex(5)
+    lock = RunLock(rid)
+    lock.acquire()
+    yield rid
+    left = sorted(p.name for p in seg_mod.SHM_DIR.glob(f"pinflow-{rid}.*") if p != lock.path)
+    lock.release()
+    assert left == [], f"test left segments behind: {left}"
+    assert list(seg_mod.SHM_DIR.glob(f"pinflow-{rid}*")) == []
+
+
+@pytest.fixture
+def make_pool(run_id: str) -> Iterator:
+    pools: list[SlotPool] = []
+
+    def make(slots: int = 2, slot_bytes: int = 100, output: str = "out") -> SlotPool:
+        name = segment_name(run_id, "cam", output, new_incarnation())
+        pool = SlotPool(name, slots, slot_bytes, prefault=False)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+def fill(pool: SlotPool, payload: bytes, holders: set[str]) -> SlotRef:
+    loan = pool.acquire(len(payload), timeout=0)
+    assert loan is not None
+    loan.array[:] = list(payload)
+    return pool.publish(loan, holders)
+
+
+def test_the_header_describes_the_slots(make_pool) -> None:
+    pool = make_pool(slots=3, slot_bytes=PAGE + 1)
+    assert pool.total_bytes == PAGE + 3 * 2 * PAGE == pool.segment.size
+    header = struct.unpack_from("<8sIIQQ", pool.segment.buffer, 0)
+    assert header == (b"PINFLOW1", 1, 3, PAGE + 1, 2 * PAGE)
+
+
+def test_pool_sizes_are_validated_with_clear_messages(run_id: str) -> None:
+    name = segment_name(run_id, "cam", "out", new_incarnation())
+    for slots in (0, MAX_SLOTS + 1, True, 2.0):
+        with pytest.raises(ValueError, match="slots must be"):
+            SlotPool(name, slots, 10)
+    for slot_bytes in (0, -1, True):
+        with pytest.raises(ValueError, match="slot_bytes must be"):
+            SlotPool(name, 1, slot_bytes)
+
+
+def test_the_largest_pool_table_fits_the_header_page(make_pool) -> None:
+    pool = make_pool(slots=MAX_SLOTS, slot_bytes=1)
+    refs = [fill(pool, bytes([i]), {"c"}) for i in range(MAX_SLOTS)]
+    reader = SlotReader(pool.segment)
+    assert sorted(ref.index for ref in refs) == list(range(MAX_SLOTS))
+    assert [reader.read(ref).tobytes() for ref in refs] == [bytes([i]) for i in range(MAX_SLOTS)]
+
+
+def test_a_published_slot_is_reused_after_release_with_the_next_generation(make_pool) -> None:
+    pool = make_pool(slots=1)
+    first = fill(pool, b"abc", {"c"})
+    assert (first.index, first.offset, first.length, first.generation) == (0, PAGE, 3, 1)
+    assert pool.acquire(1, timeout=0) is None
+    assert pool.release(first.index, first.generation, "c") is True
+    second = fill(pool, b"defg", {"c"})
+    assert (second.index, second.generation, second.length) == (0, 2, 4)
+    stats = pool.stats()
+    assert (stats.free, stats.in_use, stats.loaned, stats.acquired_total) == (0, 1, 0, 2)
+
+
+def test_the_loan_is_a_writable_view_of_exactly_the_requested_bytes(make_pool) -> None:
+    pool = make_pool()
+    loan = pool.acquire(40, timeout=0)
+    assert loan is not None
+    assert loan.nbytes == loan.array.nbytes == 40 and loan.array.flags.writeable
+    assert loan.array.__array_interface__["data"][0] == pool.segment.address() + PAGE * (
+        1 + loan.index
+    )
+    assert pool.stats().loaned == 1
+    pool.cancel(loan)
+    assert pool.stats().free == 2
+
+
+def test_stale_unknown_and_malformed_releases_are_ignored(make_pool) -> None:
+    pool = make_pool(slots=1)
+    ref = fill(pool, b"a", {"c"})
+    assert pool.release(ref.index, ref.generation + 1, "c") is False
+    assert pool.release(ref.index, ref.generation, "stranger") is False
+    assert pool.release(5, ref.generation, "c") is False
+    assert pool.release(-1, ref.generation, "c") is False
+    assert pool.release(True, ref.generation, "c") is False  # type: ignore[arg-type]
+    assert pool.release("0", ref.generation, "c") is False  # type: ignore[arg-type]
+    assert pool.stats().in_use == 1
+    assert pool.release(ref.index, ref.generation, "c") is True
+    assert pool.release(ref.index, ref.generation, "c") is False
+
+
+def test_a_slot_is_free_only_when_every_holder_released_it(make_pool) -> None:
+    pool = make_pool(slots=1)
+    ref = fill(pool, b"a", {"a", "b"})
+    assert pool.release(ref.index, ref.generation, "a") is True
+    assert pool.acquire(1, timeout=0) is None
+    assert pool.release(ref.index, ref.generation, "b") is True
+    assert pool.acquire(1, timeout=0) is not None
+
+
+def test_publishing_to_nobody_frees_the_slot_at_once(make_pool) -> None:
+    pool = make_pool(slots=1)
+    ref = fill(pool, b"a", set())
+    assert ref.generation == 1
+    assert pool.stats().free == 1
+
+
+def test_dropping_a_dead_consumer_frees_the_slots_only_it_held(make_pool) -> None:
+    pool = make_pool(slots=3)
+    fill(pool, b"a", {"dead"})
+    fill(pool, b"b", {"dead", "alive"})
+    fill(pool, b"c", {"alive"})
+    assert pool.drop_holder("dead") == 1
+    assert pool.drop_holder("dead") == 0
+    stats = pool.stats()
+    assert (stats.free, stats.in_use) == (1, 2)
+
+
+def test_acquire_times_out_with_none_when_all_slots_are_held_and_counts_it(make_pool) -> None:
+    pool = make_pool(slots=1)
+    fill(pool, b"a", {"c"})
+    start = time.monotonic()
+    assert pool.acquire(1, timeout=0.05) is None
+    assert time.monotonic() - start >= 0.045
+    assert pool.acquire(1, timeout=0) is None
+    stats = pool.stats()
+    assert (stats.exhausted_waits, stats.timeouts, stats.acquired_total) == (2, 2, 1)
+
+
+def test_a_waiting_acquire_wakes_when_another_thread_releases(make_pool) -> None:
+    pool = make_pool(slots=1)
+    ref = fill(pool, b"a", {"c"})
+    timer = threading.Timer(0.02, pool.release, (ref.index, ref.generation, "c"))
+    timer.start()
+    loan = pool.acquire(1, timeout=5)
+    timer.join()
+    assert loan is not None and loan.index == ref.index
+    stats = pool.stats()
+    assert (stats.exhausted_waits, stats.timeouts) == (1, 0)
+
+
+def test_closing_the_pool_wakes_a_waiting_acquire_with_closed_error(make_pool) -> None:
+    pool = make_pool(slots=1)
+    fill(pool, b"a", {"c"})
+    timer = threading.Timer(0.02, pool.close)
+    timer.start()
+    with pytest.raises(ClosedError):
+        pool.acquire(1, timeout=None)
+    timer.join()
+    assert not pool.segment.path.exists()
+    pool.close()
+
+
+def test_a_payload_larger_than_a_slot_names_the_slot_bytes_setting(make_pool) -> None:
+    pool = make_pool(slot_bytes=100)
+    with pytest.raises(PayloadError, match=r"101.*100.*slot_bytes") as info:
+        pool.acquire(101, timeout=0)
+    assert pool.name in str(info.value)
+    with pytest.raises(ValueError):
+        pool.acquire(-1, timeout=0)
+
+
+def test_a_loan_can_be_published_or_cancelled_only_once(make_pool) -> None:
+    pool = make_pool(slots=2)
+    loan = pool.acquire(1, timeout=0)
+    assert loan is not None
+    pool.cancel(loan)
+    with pytest.raises(ValueError):
+        pool.publish(loan, {"c"})
+    with pytest.raises(ValueError):
+        pool.cancel(loan)
+    other = make_pool(slots=1, output="other")
+    foreign = other.acquire(1, timeout=0)
+    with pytest.raises(ValueError):
+        pool.publish(foreign, set())
+
+
+def test_slot_refs_round_trip_through_dicts() -> None:
+    ref = SlotRef("pinflow-r.n.o.0a", 1, PAGE * 2, 10, 3)
+    assert ref.to_dict() == {"seg": ref.segment, "idx": 1, "off": PAGE * 2, "len": 10, "gen": 3}
+    assert SlotRef.from_dict(json.loads(json.dumps(ref.to_dict()))) == ref
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seg": None},
+        {"seg": "../etc/passwd"},
+        {"seg": 5},
+        {"idx": True},
+        {"off": -1},
+        {"len": 1.0},
+        {"gen": "3"},
+    ],
+)
+def test_slot_refs_refuse_missing_or_mistyped_fields(change: dict) -> None:
+    good = {"seg": "pinflow-r.n.o.0a", "idx": 1, "off": 2, "len": 10, "gen": 3}
+    bad = {**good, **change}
+    bad = {k: v for k, v in bad.items() if v is not None}
+    with pytest.raises(DescriptorError):
+        SlotRef.from_dict(bad)
+
+
+def test_slot_refs_refuse_non_mappings() -> None:
+    with pytest.raises(DescriptorError):
+        SlotRef.from_dict(["pinflow-r.n.o.0a", 1, 2, 3, 4])
+
+
+def test_a_reader_returns_the_published_bytes_as_a_read_only_view(make_pool) -> None:
+    pool = make_pool()
+    ref = fill(pool, b"payload", {"c"})
+    reader = SlotReader(Segment.open(ref.segment, expected_size=pool.total_bytes))
+    view = reader.read(ref)
+    assert view.tobytes() == b"payload"
+    assert not view.flags.writeable
+    assert reader.current_generation(ref.index) == 1
+    reader.segment.close()
+
+
+def test_a_reader_refuses_refs_that_do_not_match_the_header(make_pool) -> None:
+    pool = make_pool(slots=2, slot_bytes=100)
+    ref = fill(pool, b"abc", {"c"})
+    reader = SlotReader(pool.segment)
+    bad = [
+        SlotRef(ref.segment, ref.index, ref.offset, ref.length, ref.generation + 1),
+        SlotRef(ref.segment, ref.index, ref.offset, ref.length, 0),
+        SlotRef(ref.segment, 2, PAGE * 3, ref.length, ref.generation),
+        SlotRef(ref.segment, ref.index, ref.offset + 1, ref.length, ref.generation),
+        SlotRef(ref.segment, ref.index, ref.offset, 101, ref.generation),
+        SlotRef(ref.segment, ref.index, ref.offset, 2, ref.generation),
+        SlotRef(segment_name("other", "cam", "out", "0a"), ref.index, ref.offset, 3, 1),
+    ]
+    for wrong in bad:
+        with pytest.raises(DescriptorError):
+            reader.read(wrong)
+    unpublished = 1 - ref.index
+    with pytest.raises(DescriptorError):
+        reader.read(SlotRef(ref.segment, unpublished, PAGE * (1 + unpublished), 0, 0))
+    assert reader.read(ref).tobytes() == b"abc"
+
+
+def test_a_ref_goes_stale_as_soon_as_its_slot_is_acquired_again(make_pool) -> None:
+    pool = make_pool(slots=1)
+    ref = fill(pool, b"abc", {"c"})
+    reader = SlotReader(pool.segment)
+    pool.release(ref.index, ref.generation, "c")
+    loan = pool.acquire(3, timeout=0)
+    assert loan is not None
+    with pytest.raises(DescriptorError, match="stale"):
+        reader.read(ref)
+    assert reader.current_generation(ref.index) == 0
+    pool.cancel(loan)
+
+
+def test_a_reader_refuses_segments_without_a_valid_pool_header(run_id: str) -> None:
+    plain = Segment.create(segment_name(run_id, "cam", "x", "0a"), 2 * PAGE, prefault=False)
+    try:
+        with pytest.raises(DescriptorError, match="not a version-1"):
+            SlotReader(plain)
+        struct.pack_into("<8sIIQQ", plain.buffer, 0, b"PINFLOW1", 1, 2, 100, PAGE)
+        with pytest.raises(DescriptorError, match="inconsistent"):
+            SlotReader(plain)  # two slots cannot fit in one page after the header
+        struct.pack_into("<8sIIQQ", plain.buffer, 0, b"PINFLOW1", 1, 1, 100, 100)
+        with pytest.raises(DescriptorError, match="inconsistent"):
+            SlotReader(plain)
+        struct.pack_into("<8sIIQQ", plain.buffer, 0, b"PINFLOW1", 1, 1, 100, PAGE)
+        assert SlotReader(plain).slots == 1
+    finally:
+        plain.unlink()
+        plain.close()
+
+
+CHILD_READS = """
+import json, sys
+from pinflow.transport.pool import SlotReader, SlotRef
+from pinflow.transport.segment import Segment
+ref = SlotRef.from_dict(json.loads(sys.argv[1]))
+reader = SlotReader(Segment.open(ref.segment))
+sys.stdout.write(reader.read(ref).tobytes().hex())
+"""
+
+
+def test_a_reader_in_another_process_reads_the_published_bytes(make_pool) -> None:
+    pool = make_pool(slot_bytes=3 * PAGE)
+    payload = bytes(range(256)) * (2 * PAGE // 256) + b"tail"
+    ref = fill(pool, payload, {"child"})
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_READS, json.dumps(ref.to_dict())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert bytes.fromhex(done.stdout) == payload
+    assert pool.segment.path.exists()

@@ -1,0 +1,272 @@
+"""One output's sending side: inline for small payloads, slot pool for large ones.
+
+A producer calls :meth:`OutputChannel.send` (one copy into a slot) or loans a slot and
+fills it in place (:meth:`OutputChannel.loan` then :meth:`OutputChannel.publish`); zenoh
+then carries only a small descriptor. Consumers hand slots back over the output's release
+key; a consumer that dies is dropped from every slot it held (:meth:`consumer_lost`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zenoh
+
+from pinflow.errors import ClosedError, PayloadError, PoolExhausted
+from pinflow.transport import message
+from pinflow.transport.codec import Encoded
+from pinflow.transport.keys import RunKeys
+from pinflow.transport.pool import MAX_SLOTS, Loan, SlotPool
+from pinflow.transport.segment import PAGE, new_incarnation, segment_name
+
+log = logging.getLogger("pinflow.transport")
+
+MAX_POOL_BYTES_ENV = "PINFLOW_MAX_POOL_BYTES"
+DEFAULT_MAX_POOL_BYTES = 2 << 30
+"""Hard cap on one output's pool (all slots) unless PINFLOW_MAX_POOL_BYTES says otherwise."""
+GROWTH = 1.25
+"""A pool sized from traffic regrows to 1.25x the larger message, so a stream of slowly
+growing payloads does not recreate the segment on every message."""
+
+
+def max_pool_bytes() -> int:
+    raw = os.environ.get(MAX_POOL_BYTES_ENV)
+    return int(raw) if raw else DEFAULT_MAX_POOL_BYTES
+
+
+def _round_up(nbytes: int) -> int:
+    return max(PAGE, -(-nbytes // PAGE) * PAGE)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How an output's pool is sized and what happens when it is full (from the YAML)."""
+
+    slots: int | None
+    slot_bytes: int | None
+    shm_threshold: int
+    on_full: str
+    block_timeout: float
+    pinned: bool
+    consumer_queue_sizes: tuple[int, ...]
+
+    def default_slots(self) -> int:
+        """Every consumer may queue ``queue_size`` messages and work on one more; one more
+        slot lets the producer write the next message meanwhile."""
+        return min(MAX_SLOTS, max(self.consumer_queue_sizes, default=1) + 2)
+
+
+@dataclass
+class ChannelStats:
+    sent_inline: int = 0
+    """Messages sent inside the zenoh message (below the threshold)."""
+    sent_shm: int = 0
+    """Messages sent as slot descriptors."""
+    dropped_full: int = 0
+    """Messages dropped because no slot was free (``on_full: drop``)."""
+    pools_created: int = 0
+    """Segments created for this output (more than one means the pool grew or changed)."""
+
+
+class OutputChannel:
+    """Sending side of one output. Thread-safe for one sender and zenoh callback threads."""
+
+    def __init__(self, session: zenoh.Session, keys: RunKeys, node_id: str, output_id: str,
+                 options: PoolOptions, *, consumers: list[str],
+                 alive: Callable[[], set[str]]) -> None:
+        self.node_id, self.output_id, self.options = node_id, output_id, options
+        self._keys = keys
+        self._consumers = set(consumers)
+        self._alive = alive
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._pool: SlotPool | None = None
+        self._pools: dict[str, SlotPool] = {}
+        self._closed = False
+        self._warned_drop = 0.0
+        self.stats = ChannelStats()
+        self._publisher = session.declare_publisher(
+            keys.data(node_id, output_id),
+            congestion_control=zenoh.CongestionControl.BLOCK,
+            reliability=zenoh.Reliability.RELIABLE,
+        )
+        self._releases = session.declare_subscriber(keys.release(node_id, output_id),
+                                                    self._on_release)
+
+    @property
+    def pool(self) -> SlotPool | None:
+        """The pool new messages go to (``None`` until the first large message)."""
+        return self._pool
+
+    def pools(self) -> list[SlotPool]:
+        with self._lock:
+            return list(self._pools.values())
+
+    # -- sending --------------------------------------------------------------------------
+    def send(self, encoded: Encoded, metadata: dict[str, Any] | None, *,
+             pinned: bool = False) -> bool:
+        """Publish one message; ``False`` if it was dropped because the pool was full."""
+        self._check_open()
+        if encoded.nbytes < self.options.shm_threshold and not pinned:
+            header = message.Header("inline", next(self._seq), time.time_ns(),
+                                    layout=encoded.layout, metadata=metadata)
+            self._publisher.put(encoded.data.tobytes(), attachment=header.encode())
+            self.stats.sent_inline += 1
+            return True
+        loan = self.loan(encoded.nbytes, pinned=pinned)
+        if loan is None:
+            return False
+        np.copyto(loan.array, np.frombuffer(encoded.data, dtype=np.uint8))
+        self.publish(loan, encoded.layout, metadata)
+        return True
+
+    def loan(self, nbytes: int, *, pinned: bool = False) -> Loan | None:
+        """A free slot of ``nbytes`` to fill in place; ``None`` if full under ``on_full: drop``.
+
+        Raises ``PoolExhausted`` under ``on_full: block`` when no slot frees up in time.
+        """
+        self._check_open()
+        pool = self._pool_for(nbytes, pinned)
+        drop = self.options.on_full == "drop"
+        loan = pool.acquire(nbytes, timeout=0.0 if drop else self.options.block_timeout)
+        if loan is not None:
+            return loan
+        if drop:
+            self.stats.dropped_full += 1
+            now = time.monotonic()
+            if now - self._warned_drop > 5.0:
+                self._warned_drop = now
+                log.warning("%s/%s: pool full, dropped a message (%d so far); consumers hold "
+                            "all %d slots", self.node_id, self.output_id,
+                            self.stats.dropped_full, pool.slots)
+            return None
+        raise PoolExhausted(
+            f"output {self.node_id}/{self.output_id}: all {pool.slots} slots of "
+            f"{pool.slot_bytes} bytes are still held by consumers after waiting "
+            f"{self.options.block_timeout:g}s. Consumers keep a slot while any view of a "
+            "received value lives: release events sooner (event.release()), or raise `slots` "
+            "/ `block_timeout` on the output, or set `on_full: drop`."
+        )
+
+    def publish(self, loan: Loan, layout: dict[str, Any], metadata: dict[str, Any] | None
+                ) -> None:
+        """Hand a filled loan to every live consumer of this output."""
+        pool = loan._pool
+        try:
+            message.check_metadata(metadata)
+        except PayloadError:
+            pool.cancel(loan)
+            raise
+        ref = pool.publish(loan, self._consumers & self._alive())
+        header = message.Header("shm", next(self._seq), time.time_ns(), layout=layout,
+                                metadata=metadata, slot=ref.to_dict())
+        self._publisher.put(b"", attachment=header.encode())
+        self.stats.sent_shm += 1
+
+    def cancel(self, loan: Loan) -> None:
+        loan._pool.cancel(loan)
+
+    def _pool_for(self, nbytes: int, pinned: bool) -> SlotPool:
+        """The current pool if the message fits, else a new one (see ``GROWTH``)."""
+        with self._lock:
+            pool = self._pool
+            if pool is not None and nbytes <= pool.slot_bytes and (pool.pinned or not pinned):
+                return pool
+            opts = self.options
+            if opts.slot_bytes is not None and nbytes > opts.slot_bytes:
+                raise PayloadError(
+                    f"output {self.node_id}/{self.output_id}: message of {nbytes} bytes does "
+                    f"not fit a slot of {opts.slot_bytes} bytes; raise `slot_bytes` on the "
+                    "output in the YAML"
+                )
+            slot_bytes = opts.slot_bytes or _round_up(
+                nbytes if pool is None else max(int(nbytes * GROWTH), pool.slot_bytes))
+            slots = opts.slots or opts.default_slots()
+            cap = max_pool_bytes()
+            if opts.slots is None:
+                slots = max(2, min(slots, cap // slot_bytes))
+            if slots * slot_bytes > cap:
+                raise PayloadError(
+                    f"output {self.node_id}/{self.output_id}: a pool of {slots} slots x "
+                    f"{slot_bytes} bytes exceeds the {cap}-byte cap; lower `slots` or set "
+                    f"{MAX_POOL_BYTES_ENV}"
+                )
+            name = segment_name(self._keys.run_id, self.node_id, self.output_id,
+                                new_incarnation())
+            new = SlotPool(name, slots, slot_bytes, pinned=pinned or opts.pinned)
+            self._pools[name] = new
+            self._pool = new
+            self.stats.pools_created += 1
+            if pool is not None:
+                self._retire_if_idle(pool)
+            return new
+
+    def _retire_if_idle(self, pool: SlotPool) -> None:
+        """Close a replaced pool once none of its slots is held (caller holds the lock)."""
+        if pool is not self._pool and pool.idle():
+            self._pools.pop(pool.name, None)
+            pool.close()
+
+    # -- slots coming back -----------------------------------------------------------------
+    def _on_release(self, sample: zenoh.Sample) -> None:
+        try:
+            body = json.loads(sample.payload.to_bytes())
+            holder, name = body["c"], body["seg"]
+            releases = body["r"]
+            with self._lock:
+                pool = self._pools.get(name)
+                if pool is None:
+                    return
+                for index, generation in releases:
+                    pool.release(index, generation, holder)
+                self._retire_if_idle(pool)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s/%s: ignored malformed release: %s", self.node_id, self.output_id,
+                        exc)
+
+    def consumer_lost(self, node_id: str) -> int:
+        """A consumer died: take back every slot it held. Returns how many came free."""
+        freed = 0
+        with self._lock:
+            for pool in list(self._pools.values()):
+                freed += pool.drop_holder(node_id)
+                self._retire_if_idle(pool)
+        return freed
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"output {self.node_id}/{self.output_id} is closed")
+
+    def close(self, drain_timeout: float = 5.0) -> None:
+        """Send end-of-stream, wait for in-flight slots, then unlink the segments.
+
+        A consumer may not have mapped a segment yet when the producer finishes; unlinking
+        then would lose the messages it still has to read. So close waits (up to
+        ``drain_timeout``) until every slot is released or its consumer is gone. Mapped
+        slots stay valid for consumers after the unlink.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        eos = message.Header("eos", next(self._seq), time.time_ns())
+        self._publisher.put(b"", attachment=eos.encode())
+        deadline = time.monotonic() + drain_timeout
+        while time.monotonic() < deadline and not all(p.idle() for p in self.pools()):
+            time.sleep(0.01)
+        self._releases.undeclare()
+        self._publisher.undeclare()
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+            self._pool = None

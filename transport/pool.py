@@ -1,0 +1,366 @@
+"""Fixed-size slots in one shared segment, owned by the producer of one output.
+
+Segment layout (little endian)::
+
+    page 0   header: b"PINFLOW1", u32 version, u32 slot_count, u64 slot_bytes, u64 stride,
+             then slot_count entries of (u64 generation, u64 length)
+    page 1+  slot i's payload at PAGE + i * stride, stride = slot_bytes rounded up to PAGE
+
+The producer writes a payload, then the slot's (generation, length) entry, then publishes a
+``SlotRef`` (outside this module). Consumers check the ref against the table, so a stale or
+forged descriptor is refused instead of read. Generation 0 means "never published or being
+rewritten" and is never valid in a ref. Which consumers still read a slot is tracked only in
+the producer's memory: consumers send releases back, and a dead consumer is dropped whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pinflow.errors import ClosedError, DescriptorError, PayloadError
+from pinflow.transport.segment import PAGE, Segment, parse_segment_name
+
+log = logging.getLogger("pinflow.transport")
+
+MAGIC = b"PINFLOW1"
+VERSION = 1
+MAX_SLOTS = 250
+
+_HEADER = struct.Struct("<8sIIQQ")
+_ENTRY = struct.Struct("<QQ")
+assert _HEADER.size + MAX_SLOTS * _ENTRY.size <= PAGE
+
+
+def _stride(slot_bytes: int) -> int:
+    return -(-slot_bytes // PAGE) * PAGE
+
+
+def _entry_offset(index: int) -> int:
+    return _HEADER.size + index * _ENTRY.size
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(frozen=True)
+class SlotRef:
+    """What a descriptor names: enough for a consumer to find and verify the bytes."""
+
+    segment: str
+    index: int
+    offset: int
+    length: int
+    generation: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seg": self.segment,
+            "idx": self.index,
+            "off": self.offset,
+            "len": self.length,
+            "gen": self.generation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: object) -> SlotRef:
+        """Parse a received descriptor; any missing, mistyped or negative field is refused."""
+        if not isinstance(d, dict):
+            raise DescriptorError(f"slot reference must be a mapping, got {type(d).__name__}")
+        seg = d.get("seg")
+        if not isinstance(seg, str) or parse_segment_name(seg) is None:
+            raise DescriptorError(f"slot reference has an invalid segment name {seg!r}")
+        values = []
+        for key in ("idx", "off", "len", "gen"):
+            value = d.get(key)
+            if not _is_count(value):
+                raise DescriptorError(f"slot reference field {key!r} is invalid: {value!r}")
+            values.append(value)
+        return cls(seg, *values)
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of one pool's counters."""
+
+    slots: int
+    """Number of slots in the pool."""
+    slot_bytes: int
+    """Capacity of each slot in bytes."""
+    free: int
+    """Slots that acquire() can hand out right now."""
+    in_use: int
+    """Published slots that consumers have not all released yet."""
+    loaned: int
+    """Slots acquired and being written, not yet published or cancelled."""
+    acquired_total: int
+    """Successful acquire() calls since creation."""
+    exhausted_waits: int
+    """acquire() calls that found no free slot and had to wait (or give up, with timeout=0)."""
+    timeouts: int
+    """acquire() calls that returned None because no slot freed up in time."""
+
+
+class Loan:
+    """A slot handed out by ``SlotPool.acquire``: fill ``array``, then publish or cancel.
+
+    Only ``acquire`` makes loans. ``array`` is a writable view of exactly ``nbytes`` bytes of
+    the slot; it stays mapped after publishing, but writing through it then races readers.
+    """
+
+    __slots__ = ("_pool", "array", "index", "nbytes")
+
+    def __init__(self, pool: SlotPool, index: int, array: np.ndarray) -> None:
+        self._pool = pool
+        self.index = index
+        self.array = array
+        self.nbytes = int(array.nbytes)
+
+    def __repr__(self) -> str:
+        return f"Loan(pool={self._pool.name!r}, index={self.index}, nbytes={self.nbytes})"
+
+
+class SlotPool:
+    """The producer's slots for one output.
+
+    acquire/publish run on the user's thread, release/drop_holder on network callback
+    threads; one Condition guards all state and wakes acquirers when a slot frees up.
+    """
+
+    def __init__(self, name: str, slots: int, slot_bytes: int, *, prefault: bool = True,
+                 pinned: bool = False) -> None:
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= MAX_SLOTS:
+            raise ValueError(f"pool {name}: slots must be an int in 1..{MAX_SLOTS}, got {slots!r}")
+        if isinstance(slot_bytes, bool) or not isinstance(slot_bytes, int) or slot_bytes < 1:
+            raise ValueError(f"pool {name}: slot_bytes must be an int >= 1, got {slot_bytes!r}")
+        self.name = name
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self.stride = _stride(slot_bytes)
+        self.total_bytes = PAGE + self.stride * slots
+        self.segment = Segment.create(name, self.total_bytes, prefault=prefault)
+        _HEADER.pack_into(self.segment.buffer, 0, MAGIC, VERSION, slots, slot_bytes, self.stride)
+        self.pinned = pinned
+        """Meant for DMA: GPU consumers register it with CUDA once and copy straight from it."""
+        self.locked = False
+        """mlock succeeded (pinned pools try it; the default 8 MiB memlock limit often says no,
+        which costs nothing: the pages are prefaulted and CUDA pins them itself)."""
+        if pinned:
+            self.locked = self.segment.mlock()
+            if not self.locked:
+                log.debug("pool %s: mlock refused (RLIMIT_MEMLOCK); pages stay prefaulted", name)
+        self._cond = threading.Condition()
+        self._generations = [0] * slots
+        # Most recently freed slot is handed out first: its pages are the warmest.
+        self._free = list(range(slots - 1, -1, -1))
+        self._loans: dict[int, Loan] = {}
+        self._holders: dict[int, set[str]] = {}
+        self._acquired_total = 0
+        self._exhausted_waits = 0
+        self._timeouts = 0
+        self._closed = False
+
+    def offset(self, index: int) -> int:
+        """Where slot ``index``'s payload starts in the segment."""
+        return PAGE + index * self.stride
+
+    def _write_entry(self, index: int, generation: int, length: int) -> None:
+        _ENTRY.pack_into(self.segment.buffer, _entry_offset(index), generation, length)
+
+    def acquire(self, nbytes: int, *, timeout: float | None) -> Loan | None:
+        """A free slot's writable view of ``nbytes``; None if none frees up within ``timeout``.
+
+        ``timeout=None`` waits forever, ``0`` never waits.
+        """
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise ValueError(f"pool {self.name}: nbytes must be an int >= 0, got {nbytes!r}")
+        if nbytes > self.slot_bytes:
+            raise PayloadError(
+                f"output pool {self.name}: a {nbytes}-byte payload does not fit its "
+                f"{self.slot_bytes}-byte slots; raise `slot_bytes` for this output in the "
+                "dataflow YAML"
+            )
+        with self._cond:
+            self._check_open()
+            if not self._free:
+                self._exhausted_waits += 1
+                if timeout is None or timeout > 0:
+                    self._cond.wait_for(lambda: self._free or self._closed, timeout)
+                self._check_open()
+                if not self._free:
+                    self._timeouts += 1
+                    return None
+            index = self._free.pop()
+            # Generation 0 in the table while the payload is rewritten: any stale ref fails.
+            self._write_entry(index, 0, 0)
+            loan = Loan(self, index, self.segment.view(self.offset(index), nbytes, writable=True))
+            self._loans[index] = loan
+            self._acquired_total += 1
+            return loan
+
+    def _take_loan(self, loan: Loan) -> None:
+        if loan._pool is not self or self._loans.get(loan.index) is not loan:
+            raise ValueError(f"{loan!r} is not an outstanding loan of pool {self.name}")
+        del self._loans[loan.index]
+
+    def publish(self, loan: Loan, holders: set[str]) -> SlotRef:
+        """Stamp the written slot and hand it to ``holders``, who must each release it.
+
+        With no holders nobody will read the slot, so it is free again at once.
+        """
+        with self._cond:
+            self._check_open()
+            self._take_loan(loan)
+            index = loan.index
+            generation = self._generations[index] + 1
+            self._generations[index] = generation
+            self._write_entry(index, generation, loan.nbytes)
+            if holders:
+                self._holders[index] = set(holders)
+            else:
+                self._free.append(index)
+                self._cond.notify()
+        return SlotRef(self.name, index, self.offset(index), loan.nbytes, generation)
+
+    def cancel(self, loan: Loan) -> None:
+        """Give back a loan that will not be published."""
+        with self._cond:
+            if self._closed:
+                return
+            self._take_loan(loan)
+            self._free.append(loan.index)
+            self._cond.notify()
+
+    def release(self, index: int, generation: int, holder: str) -> bool:
+        """``holder`` is done with the slot; True if it was holding that generation.
+
+        Stale, unknown or malformed releases come from the network and are ignored.
+        """
+        if not (_is_count(index) and _is_count(generation) and isinstance(holder, str)):
+            return False
+        with self._cond:
+            holders = self._holders.get(index)
+            if holders is None or holder not in holders or generation != self._generations[index]:
+                return False
+            holders.discard(holder)
+            if not holders:
+                del self._holders[index]
+                self._free.append(index)
+                self._cond.notify()
+            return True
+
+    def drop_holder(self, holder: str) -> int:
+        """A consumer died: release everything it held; returns how many slots became free."""
+        freed = 0
+        with self._cond:
+            for index in list(self._holders):
+                holders = self._holders[index]
+                if holder in holders:
+                    holders.discard(holder)
+                    if not holders:
+                        del self._holders[index]
+                        self._free.append(index)
+                        freed += 1
+            if freed:
+                self._cond.notify(freed)
+        return freed
+
+    def idle(self) -> bool:
+        """No slot is loaned out or held by a consumer."""
+        with self._cond:
+            return not self._holders and not self._loans
+
+    def generation(self, index: int) -> int:
+        with self._cond:
+            return self._generations[index]
+
+    def stats(self) -> PoolStats:
+        with self._cond:
+            return PoolStats(
+                slots=self.slots,
+                slot_bytes=self.slot_bytes,
+                free=len(self._free),
+                in_use=len(self._holders),
+                loaned=len(self._loans),
+                acquired_total=self._acquired_total,
+                exhausted_waits=self._exhausted_waits,
+                timeouts=self._timeouts,
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"pool {self.name} is closed")
+
+    def close(self) -> None:
+        """Remove and unmap the segment; blocked acquirers get ClosedError."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self.segment.unlink()
+        self.segment.close()
+
+
+class SlotReader:
+    """Consumer side: verify a SlotRef against a mapped segment and return a read-only view."""
+
+    def __init__(self, segment: Segment) -> None:
+        if segment.size < PAGE:
+            raise DescriptorError(f"segment {segment.name} is too small for a pool header")
+        magic, version, slots, slot_bytes, stride = _HEADER.unpack_from(segment.buffer, 0)
+        if magic != MAGIC or version != VERSION:
+            raise DescriptorError(
+                f"segment {segment.name} is not a version-{VERSION} pinflow pool "
+                f"(magic {magic!r}, version {version})"
+            )
+        if (
+            not 1 <= slots <= MAX_SLOTS
+            or slot_bytes < 1
+            or stride != _stride(slot_bytes)
+            or segment.size != PAGE + stride * slots
+        ):
+            raise DescriptorError(
+                f"segment {segment.name} has an inconsistent pool header: {slots} slots of "
+                f"{slot_bytes} bytes, stride {stride}, but {segment.size} bytes mapped"
+            )
+        self.segment = segment
+        self.slots = slots
+        self.slot_bytes = slot_bytes
+        self.stride = stride
+
+    def current_generation(self, index: int) -> int:
+        """Generation the producer last stamped on slot ``index`` (0: never or being written)."""
+        if not 0 <= index < self.slots:
+            raise DescriptorError(f"slot index {index} outside 0..{self.slots - 1}")
+        generation: int = _ENTRY.unpack_from(self.segment.buffer, _entry_offset(index))[0]
+        return generation
+
+    def read(self, ref: SlotRef) -> np.ndarray:
+        """Read-only view of the slot's bytes, after checking ``ref`` against the header."""
+        if ref.segment != self.segment.name:
+            raise DescriptorError(
+                f"slot reference names segment {ref.segment}, not {self.segment.name}"
+            )
+        index = ref.index
+        if not 0 <= index < self.slots:
+            raise DescriptorError(f"slot index {index} outside 0..{self.slots - 1}")
+        if ref.offset != PAGE + index * self.stride:
+            raise DescriptorError(f"slot {index} does not start at offset {ref.offset}")
+        if not 0 <= ref.length <= self.slot_bytes:
+            raise DescriptorError(
+                f"slot length {ref.length} outside 0..{self.slot_bytes} in {self.segment.name}"
+            )
+        generation, length = _ENTRY.unpack_from(self.segment.buffer, _entry_offset(index))
+        if ref.generation == 0 or ref.generation != generation or ref.length != length:
+            raise DescriptorError(
+                f"stale slot reference to {self.segment.name}[{index}]: generation "
+                f"{ref.generation}/{ref.length} bytes, header has {generation}/{length}"
+            )
+        return self.segment.view(ref.offset, ref.length, writable=False)

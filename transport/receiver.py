@@ -1,0 +1,164 @@
+"""Consumer side of shared memory: map each producer segment once, verify every descriptor,
+and send slots back when the last view of a received value is gone.
+
+A received payload is a read-only numpy array directly over the slot; everything built on
+it (the pyarrow value, ``to_numpy()`` views, torch tensors) keeps that array alive. A
+finalizer on it queues the release; a small thread sends releases to the producer in
+batches, so finalizers (which may run on any thread, at any time) never touch zenoh.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import zenoh
+
+from pinflow.errors import DescriptorError
+from pinflow.transport.keys import RunKeys
+from pinflow.transport.pool import SlotReader, SlotRef
+from pinflow.transport.segment import Segment, parse_segment_name
+
+log = logging.getLogger("pinflow.transport")
+
+
+@dataclass
+class Mapping:
+    """One producer segment mapped in this process."""
+
+    segment: Segment
+    reader: SlotReader
+    producer: tuple[str, str]
+
+
+class SlotReceiver:
+    """Turns slot descriptors from this run's producers into zero-copy, verified views."""
+
+    def __init__(self, session: zenoh.Session, keys: RunKeys, node_id: str) -> None:
+        self._session, self._keys, self.node_id = session, keys, node_id
+        self._lock = threading.Lock()
+        self._mappings: dict[str, Mapping] = {}
+        self._publishers: dict[tuple[str, str], zenoh.Publisher] = {}
+        self._pending: queue.SimpleQueue[tuple[str, str, str, int, int] | None] = (
+            queue.SimpleQueue()
+        )
+        self.segments_mapped = 0
+        """Segments this node has mapped so far (one per producer pool, never per message)."""
+        self.on_unmap: list = []
+        """Callbacks ``f(segment)`` run before a mapping is dropped (CUDA unregisters here)."""
+        self._thread = threading.Thread(target=self._send_releases, daemon=True,
+                                        name=f"pinflow-release-{node_id}")
+        self._thread.start()
+
+    def mapping(self, name: str) -> Mapping | None:
+        with self._lock:
+            return self._mappings.get(name)
+
+    def mappings(self) -> list[Mapping]:
+        with self._lock:
+            return list(self._mappings.values())
+
+    def read(self, producer: tuple[str, str], slot: object) -> tuple[np.ndarray, Mapping]:
+        """Verify ``slot`` (a descriptor dict from ``producer`` = (node, output)) and return a
+        read-only view of its bytes whose collection releases the slot."""
+        ref = SlotRef.from_dict(slot)
+        parsed = parse_segment_name(ref.segment)
+        expected = (self._keys.run_id, *producer)
+        if parsed is None or parsed[:3] != expected:
+            raise DescriptorError(
+                f"segment {ref.segment!r} does not belong to {producer[0]}/{producer[1]} of "
+                f"run {self._keys.run_id}; refused"
+            )
+        mapping = self._map(ref.segment, producer)
+        mapping.reader.read(ref)  # checks index, offset, length and generation
+        view = np.frombuffer(mapping.segment.buffer, dtype=np.uint8, count=ref.length,
+                             offset=ref.offset)
+        view.flags.writeable = False
+        weakref.finalize(view, self._pending.put,
+                         (producer[0], producer[1], ref.segment, ref.index, ref.generation))
+        return view, mapping
+
+    def _map(self, name: str, producer: tuple[str, str]) -> Mapping:
+        with self._lock:
+            mapping = self._mappings.get(name)
+            if mapping is not None:
+                return mapping
+            segment = Segment.open(name)
+            try:
+                mapping = Mapping(segment, SlotReader(segment), producer)
+            except DescriptorError:
+                segment.close()
+                raise
+            # A producer uses one pool at a time: older segments of it are finished with
+            # once their views die, so forget them (their memory goes with the last view).
+            for old_name, old in list(self._mappings.items()):
+                if old.producer == producer:
+                    self._forget(old_name)
+            self._mappings[name] = mapping
+            self.segments_mapped += 1
+            return mapping
+
+    def _forget(self, name: str) -> None:
+        """Drop a mapping (caller holds the lock); views still alive keep the memory."""
+        mapping = self._mappings.pop(name)
+        for callback in self.on_unmap:
+            callback(mapping.segment)
+        mapping.segment.close()
+
+    def producer_gone(self, producer_node: str) -> None:
+        """The producer exited or died: its segments will not be written again."""
+        with self._lock:
+            for name, mapping in list(self._mappings.items()):
+                if mapping.producer[0] == producer_node:
+                    self._forget(name)
+
+    def _publisher(self, node: str, output: str) -> zenoh.Publisher:
+        key = (node, output)
+        if key not in self._publishers:
+            self._publishers[key] = self._session.declare_publisher(
+                self._keys.release(node, output),
+                congestion_control=zenoh.CongestionControl.BLOCK,
+                reliability=zenoh.Reliability.RELIABLE,
+            )
+        return self._publishers[key]
+
+    def _send_releases(self) -> None:
+        """Batch whatever releases are queued into one message per segment."""
+        running = True
+        while running:
+            items = [self._pending.get()]
+            while True:
+                try:
+                    items.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            batch: dict[tuple[str, str, str], list[list[int]]] = collections.defaultdict(list)
+            for item in items:
+                if item is None:
+                    running = False
+                    continue
+                node, output, seg, index, generation = item
+                batch[(node, output, seg)].append([index, generation])
+            for (node, output, seg), releases in batch.items():
+                body = {"c": self.node_id, "seg": seg, "r": releases}
+                try:
+                    self._publisher(node, output).put(json.dumps(body).encode())
+                except Exception as exc:  # session closing: the producer reclaims on our exit
+                    log.debug("release to %s/%s not sent: %s", node, output, exc)
+
+    def close(self) -> None:
+        """Stop the release thread (after sending what is queued) and drop all mappings."""
+        self._pending.put(None)
+        self._thread.join(timeout=2.0)
+        with self._lock:
+            for name in list(self._mappings):
+                self._forget(name)
+        for publisher in self._publishers.values():
+            publisher.undeclare()
+        self._publishers.clear()

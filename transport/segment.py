@@ -1,0 +1,240 @@
+"""One shared-memory file in /dev/shm, mapped read-write, with bounds-checked numpy views.
+
+``multiprocessing.shared_memory`` is not used: on Python 3.11 its resource tracker unlinks
+a segment when any process that merely attached to it exits. Plain ``os.open`` + ``mmap``
+leaves the name alone until its owner removes it.
+
+Names are ``pinflow-{run_id}.{node_id}.{output_id}.{incarnation}``: ids cannot contain
+``.``, so the name splits back unambiguously, and the random incarnation keeps a restarted
+producer from ever colliding with (or being confused with) its predecessor's segment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import mmap
+import os
+import re
+import secrets
+import stat
+from pathlib import Path
+
+import numpy as np
+
+from pinflow.errors import ClosedError, DescriptorError, TransportError
+
+SHM_DIR = Path("/dev/shm")
+PREFIX = "pinflow-"
+PAGE = mmap.PAGESIZE
+
+_ID = re.compile(r"[A-Za-z0-9_-]+")
+_INCARNATION = re.compile(r"[0-9a-f]+")
+_NAME = re.compile(r"pinflow-([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([0-9a-f]+)")
+_MADV_POPULATE_WRITE = 23  # Linux >= 5.14; not exported by the mmap module on 3.11
+
+
+def _check_id(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValueError(f"invalid {kind} {value!r}: use only letters, digits, '_' and '-'")
+    return value
+
+
+def segment_name(run_id: str, node_id: str, output_id: str, incarnation: str) -> str:
+    """Name of the segment of one output of one producer incarnation."""
+    _check_id("run id", run_id)
+    _check_id("node id", node_id)
+    _check_id("output id", output_id)
+    if not isinstance(incarnation, str) or not _INCARNATION.fullmatch(incarnation):
+        raise ValueError(f"invalid incarnation {incarnation!r}: use lowercase hex digits")
+    return f"{PREFIX}{run_id}.{node_id}.{output_id}.{incarnation}"
+
+
+def new_incarnation() -> str:
+    """Random tag for one producer process, so restarts never reuse a segment name."""
+    return secrets.token_hex(4)
+
+
+def parse_segment_name(name: str) -> tuple[str, str, str, str] | None:
+    """``(run_id, node_id, output_id, incarnation)``, or None for anything else.
+
+    The strict pattern is what keeps hostile names ('..', '/', NUL) out of path joins.
+    """
+    if not isinstance(name, str):
+        return None
+    match = _NAME.fullmatch(name)
+    if match is None:
+        return None
+    run_id, node_id, output_id, incarnation = match.groups()
+    return run_id, node_id, output_id, incarnation
+
+
+def run_glob(run_id: str) -> str:
+    """Glob pattern matching every file of one run (segments and its lock)."""
+    return f"{PREFIX}{_check_id('run id', run_id)}.*"
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    libc.mlock.restype = ctypes.c_int
+    return libc
+
+
+def _prefault(mm: mmap.mmap) -> None:
+    """Map every page now: a first write to an untouched page costs microseconds later."""
+    try:
+        mm.madvise(_MADV_POPULATE_WRITE)
+    except (OSError, ValueError):
+        np.frombuffer(mm, np.uint8)[::PAGE] = 0
+
+
+class Segment:
+    """A mapped /dev/shm file. ``create`` makes it, ``open`` maps an existing one.
+
+    Both map read-write (consumers later register the mapping with CUDA, which needs it),
+    but ``view(..., writable=False)`` hands out views that numpy refuses to write through.
+    """
+
+    def __init__(self, name: str, path: Path, mm: mmap.mmap, size: int) -> None:
+        self.name = name
+        self.path = path
+        self.size = size
+        self._mm: mmap.mmap | None = mm
+        # Views are slices of these two arrays: cheaper than a frombuffer export per view.
+        self._rw: np.ndarray | None = np.frombuffer(mm, np.uint8)
+        # Over a read-only buffer, so numpy refuses to flip a view's writeable flag back on.
+        self._ro: np.ndarray | None = np.frombuffer(memoryview(mm).toreadonly(), np.uint8)
+        self._address = int(self._rw.__array_interface__["data"][0])
+        self._unlinked = False
+
+    @classmethod
+    def create(cls, name: str, size: int, *, prefault: bool = True) -> Segment:
+        """Create a new segment (fails if the name exists), sized and, by default, prefaulted."""
+        if parse_segment_name(name) is None:
+            raise ValueError(f"invalid segment name {name!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"segment size must be a positive int, got {size!r}")
+        path = SHM_DIR / name
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # independent of the umask
+            os.ftruncate(fd, size)
+            if prefault:
+                try:
+                    # Reserve tmpfs pages now: a full /dev/shm is an error here, not a SIGBUS
+                    # on some later write.
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as exc:
+                    raise TransportError(
+                        f"cannot allocate {size} bytes in {SHM_DIR} for {name}: {exc.strerror}"
+                    ) from exc
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        if prefault:
+            _prefault(mm)
+        return cls(name, path, mm, size)
+
+    @classmethod
+    def open(cls, name: str, *, expected_size: int | None = None) -> Segment:
+        """Map an existing segment named by a peer; anything suspicious is a DescriptorError."""
+        if parse_segment_name(name) is None:
+            raise DescriptorError(f"refused segment name {name!r}")
+        path = SHM_DIR / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise DescriptorError(f"segment {name} does not exist") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DescriptorError(f"segment {name} is not a regular file") from None
+            raise DescriptorError(f"cannot open segment {name}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DescriptorError(f"segment {name} is not a regular file")
+            if st.st_uid != os.getuid():
+                raise DescriptorError(f"segment {name} belongs to uid {st.st_uid}, not us")
+            if st.st_size < 1:
+                raise DescriptorError(f"segment {name} is empty")
+            if expected_size is not None and st.st_size != expected_size:
+                raise DescriptorError(
+                    f"segment {name} has {st.st_size} bytes, expected {expected_size}"
+                )
+            mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        return cls(name, path, mm, st.st_size)
+
+    @property
+    def buffer(self) -> mmap.mmap:
+        """The mapping itself."""
+        if self._mm is None:
+            raise ClosedError(f"segment {self.name} is closed")
+        return self._mm
+
+    def address(self) -> int:
+        """Base address of the mapping (for cudaHostRegister and friends)."""
+        if self._mm is None:
+            raise ClosedError(f"segment {self.name} is closed")
+        return self._address
+
+    def view(self, offset: int, length: int, *, writable: bool) -> np.ndarray:
+        """1-D uint8 view of ``[offset, offset+length)``; no copy."""
+        base = self._rw if writable else self._ro
+        if base is None:
+            raise ClosedError(f"segment {self.name} is closed")
+        if (
+            isinstance(offset, bool)
+            or isinstance(length, bool)
+            or not isinstance(offset, int)
+            or not isinstance(length, int)
+            or offset < 0
+            or length < 0
+            or offset + length > self.size
+        ):
+            raise DescriptorError(
+                f"range offset={offset!r} length={length!r} is outside segment {self.name} "
+                f"of {self.size} bytes"
+            )
+        return base[offset : offset + length]
+
+    def mlock(self) -> bool:
+        """Pin the pages in RAM; False when the memlock limit or permissions forbid it."""
+        if self._mm is None:
+            raise ClosedError(f"segment {self.name} is closed")
+        if _libc().mlock(self._address, self.size) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err in (errno.EPERM, errno.ENOMEM, errno.EAGAIN):
+            return False
+        raise OSError(err, f"mlock of segment {self.name} failed: {os.strerror(err)}")
+
+    def unlink(self) -> None:
+        """Remove the name (new opens fail); existing mappings stay valid."""
+        if self._unlinked:
+            return
+        self.path.unlink(missing_ok=True)
+        self._unlinked = True
+
+    def close(self) -> None:
+        """Unmap now, or, while numpy views still exist, when the last of them is collected."""
+        mm, self._mm = self._mm, None
+        self._rw = self._ro = None
+        if mm is None:
+            return
+        # Live views hold the mmap object (BufferError); it unmaps when they are collected.
+        with contextlib.suppress(BufferError):
+            mm.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._mm is None else f"{self.size} bytes"
+        return f"Segment({self.name!r}, {state})"
