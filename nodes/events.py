@@ -28,13 +28,17 @@ class Event(dict):
     """One event; payload helpers keep the received memory alive while any view exists.
 
     Keys: ``type`` (INPUT, INPUT_CLOSED, STOP, ERROR), ``id`` (input name, or the reason of a
-    STOP), ``value`` (a ``pyarrow.Array`` for INPUT), ``metadata`` (the sender's dict, plus
-    ``shape``/``dtype`` for tensors), ``seq`` (sender's sequence number) and ``sent_ns``
-    (sender's wall clock when sent, for latency).
+    STOP), ``value`` (a ``pyarrow.Array`` for INPUT, flat for tensors: ``to_numpy()``
+    restores dtype and shape), ``metadata`` (the sender's dict), ``seq`` (sender's sequence
+    number), ``sent_ns`` (sender's wall clock at send, for latency), ``pinned`` (the payload
+    sits in a pinned pool: a GPU consumer DMAs it directly) and ``device`` (where
+    ``to_torch()`` delivers: ``cpu`` or the input's CUDA device).
     """
 
     _layout: dict[str, Any] | None = None
     _holder: np.ndarray | None = None
+    _device_tensor: Any = None
+    _to_device: Callable[[Event, str, Any], Any] | None = None
 
     def to_numpy(self) -> np.ndarray:
         """A numpy array with the sender's dtype and shape (zero-copy for tensors and bytes)."""
@@ -46,8 +50,22 @@ class Event(dict):
         """The payload bytes (a copy)."""
         return self.to_numpy().tobytes()
 
-    def to_torch(self) -> Any:
-        """A CPU ``torch.Tensor`` sharing the payload memory (needs ``pinflow[torch]``)."""
+    def to_torch(self, device: str | None = None, stream: Any = None) -> Any:
+        """The payload as a ``torch.Tensor`` (needs ``pinflow[torch]``).
+
+        ``device=None``: where the input delivers (its YAML ``device``), else a CPU tensor
+        sharing the received memory. ``device="cuda"``/``"cuda:N"``: a device tensor; from a
+        pinned slot that is one DMA with no staging copy. The tensor is ordered after its
+        copy on ``stream`` (default: the current stream), so use it there without syncing.
+        Raises ``CudaUnavailable`` (with the reason) if CUDA cannot be used here.
+        """
+        tensor = self._device_tensor
+        if tensor is not None and (device is None or _same_device(str(tensor.device), device)):
+            return tensor
+        if device is not None and device != "cpu":
+            if self._to_device is None:
+                raise ValueError(f"{self.get('type')} event has no payload to copy")
+            return self._to_device(self, device, stream)
         try:
             import torch
         except ModuleNotFoundError:
@@ -69,6 +87,7 @@ class Event(dict):
         """
         self._layout = None
         self._holder = None
+        self._device_tensor = None
         if "value" in self:
             self["value"] = None
 
@@ -77,6 +96,10 @@ class Event(dict):
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _same_device(have: str, want: str) -> bool:
+    return have == want or (want == "cuda" and have == "cuda:0")
 
 
 def make_event(kind: str, event_id: str, **extra: Any) -> Event:

@@ -22,7 +22,13 @@ import numpy as np
 import yaml
 import zenoh
 
-from pinflow.errors import ClosedError, DescriptorError, NodeEnvironmentError, PinflowError
+from pinflow.errors import (
+    ClosedError,
+    CudaUnavailable,
+    DescriptorError,
+    NodeEnvironmentError,
+    PinflowError,
+)
 from pinflow.nodes import events
 from pinflow.nodes.events import Event, InputQueue, Pending
 from pinflow.nodes.wiring import Wiring
@@ -31,6 +37,7 @@ from pinflow.transport import codec, message
 from pinflow.transport.channel import OutputChannel, PoolOptions
 from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.receiver import SlotReceiver
+from pinflow.transport.segment import Segment
 from pinflow.transport.session import open_session
 
 log = logging.getLogger("pinflow.node")
@@ -70,11 +77,14 @@ class Node:
         self._timer_stop = threading.Event()
         self._timers: list[threading.Thread] = []
         self._outputs: dict[str, OutputChannel] = {}
+        self._deliveries: dict[str, Any] = {}  # device -> transport.device.DeviceDelivery
+        self._input_device = self._resolve_devices()
         self._declared: list[Any] = []
         self.malformed = 0
         """Messages refused because they were malformed (logged and dropped)."""
         self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)
         self._receiver = SlotReceiver(self._session, self._keys, self._spec.id)
+        self._receiver.on_unmap.append(self._forget_segment)
         try:
             self._join()
         except BaseException:
@@ -126,6 +136,7 @@ class Node:
                 shm_threshold=output.shm_threshold, on_full=output.on_full,
                 block_timeout=output.block_timeout, pinned=output.pinned,
                 consumer_queue_sizes=tuple(int(c[2]) for c in consumers),
+                pinned_budget=self._wiring.pinned_budget,
             )
             self._outputs[output.id] = OutputChannel(
                 session, keys, self.id, output.id, options,
@@ -185,10 +196,10 @@ class Node:
                         self._queues[name].close()
                     self._lock.notify_all()
                 return
-            pinned = False
+            pinned, segment = False, None
             if header.kind == "shm":
-                holder, _mapping = self._receiver.read(source, header.slot)
-                pinned = bool(header.slot and header.slot.get("pin"))
+                holder, mapping = self._receiver.read(source, header.slot)
+                pinned, segment = mapping.pinned, mapping.segment
             else:
                 holder = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8)
             codec.check_layout(header.layout, holder.nbytes)
@@ -201,23 +212,66 @@ class Node:
             for name in names:
                 self._queues[name].push(
                     Pending(next(self._arrivals),
-                            lambda name=name: self._input_event(name, header, holder, pinned))
+                            lambda name=name: self._input_event(name, header, holder, pinned,
+                                                                segment))
                     # the closure owns the holder: dropping the pending message (overflow,
                     # STOP) or the event built from it is what releases a shared slot
                 )
             self._lock.notify_all()
 
     def _input_event(self, name: str, header: message.Header, holder: np.ndarray,
-                     pinned: bool) -> Event:
+                     pinned: bool, segment: Segment | None) -> Event:
         assert header.layout is not None
+        device = self._input_device.get(name)
         event = events.make_event(
             events.INPUT, name,
             value=codec.decode_value(header.layout, holder),
             metadata=dict(header.metadata or {}),
-            seq=header.seq, sent_ns=header.sent_ns, pinned=pinned,
+            seq=header.seq, sent_ns=header.sent_ns, pinned=pinned, device=device or "cpu",
         )
         event._layout, event._holder = header.layout, holder
+
+        def to_device(_event: Event, target: str, stream: Any) -> Any:
+            return self._delivery(target).deliver(holder, header.layout, segment=segment,
+                                                  pinned=pinned, stream=stream)
+
+        event._to_device = to_device
+        if device is not None:
+            event._device_tensor = to_device(event, device, None)
         return event
+
+    # -- device delivery ------------------------------------------------------------------
+    def _resolve_devices(self) -> dict[str, str]:
+        """Inputs that get device delivery here; CPU fallback (warned) or error if not."""
+        wanted = {i.name: i for i in self._spec.inputs if i.device}
+        if not wanted:
+            return {}
+        from pinflow.transport import cuda
+
+        if cuda.is_available():
+            return {name: spec.device for name, spec in wanted.items() if spec.device}
+        reason = cuda.unavailable_reason()
+        for name, spec in wanted.items():
+            if spec.device_required:
+                raise CudaUnavailable(
+                    f"node {self.id!r} input {name!r} requires {spec.device}: {reason}")
+        devices = ", ".join(sorted({str(spec.device) for spec in wanted.values()}))
+        self.log(f"inputs {sorted(wanted)} asked for {devices} but CUDA is not usable here "
+                 f"({reason}); delivering CPU data", level="warning")
+        return {}
+
+    def _delivery(self, device: str) -> Any:
+        delivery = self._deliveries.get(device)
+        if delivery is None:
+            from pinflow.transport.device import DeviceDelivery
+
+            delivery = self._deliveries[device] = DeviceDelivery(device)
+        return delivery
+
+    def _forget_segment(self, segment: Segment) -> None:
+        """Before a segment is unmapped: finish its copies and unregister it from CUDA."""
+        for delivery in self._deliveries.values():
+            delivery.forget(segment)
 
     def _on_alive(self, sample: zenoh.Sample) -> None:
         node_id = last_part(sample.key_expr)
@@ -410,8 +464,9 @@ class Node:
                 "pool": None if pool is None else {**vars(pool.stats()), "pinned": pool.pinned,
                                                    "segment": pool.name},
             }
+        devices = {device: vars(d.copier.stats).copy() for device, d in self._deliveries.items()}
         return {"inputs": inputs, "outputs": outputs, "malformed": self.malformed,
-                "segments_mapped": self._receiver.segments_mapped}
+                "segments_mapped": self._receiver.segments_mapped, "devices": devices}
 
     # -- logging --------------------------------------------------------------------------
     def log(self, message_: str, level: str = "info", **fields: Any) -> None:
@@ -433,7 +488,9 @@ class Node:
                 channel.close()
             for declared in reversed(self._declared):
                 declared.undeclare()
-            self._receiver.close()
+            self._receiver.close()  # unregisters segments from CUDA before unmapping
+            for delivery in self._deliveries.values():
+                delivery.close()
         finally:
             self._session.close()
 

@@ -29,6 +29,8 @@ class Wiring:
     consumers: dict[str, list[list[Any]]] = field(default_factory=dict)
     """output id -> [[consumer node id, input name, queue size], ...]"""
     startup_timeout_s: float = 60.0
+    pinned_budget: int | None = None
+    """The dataflow's ``pinned_budget`` (bytes), if it sets one."""
 
     @property
     def spec(self) -> NodeSpec:

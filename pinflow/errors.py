@@ -8,7 +8,10 @@
         ├── PayloadError    data that cannot be sent (type, size)
         ├── DescriptorError a received message is malformed or hostile
         ├── PoolExhausted   no free slot within the output's timeout
+        ├── PinnedBudgetExceeded  pinned pools would pass the machine-wide budget
+        ├── CudaError       a CUDA runtime call failed (call, error name, code)
         └── ClosedError     you used something after closing it
+    CudaUnavailable         CUDA was explicitly asked for but cannot be used here (reason)
 """
 
 from __future__ import annotations
@@ -52,3 +55,20 @@ class PoolExhausted(TransportError):
 
 class ClosedError(TransportError):
     """The node or channel was closed by this process and cannot be used any more."""
+
+
+class PinnedBudgetExceeded(TransportError):
+    """Creating a pinned pool would pass the machine-wide pinned-memory budget."""
+
+
+class CudaError(TransportError):
+    """A CUDA runtime call returned an error; ``call``, ``name`` and ``code`` say which."""
+
+    def __init__(self, call: str, name: str, code: int, detail: str = "") -> None:
+        self.call, self.name, self.code = call, name, code
+        super().__init__(f"{call} failed: {name} ({code}){': ' + detail if detail else ''}")
+
+
+class CudaUnavailable(PinflowError):
+    """CUDA was explicitly requested (device delivery, ``to_torch('cuda')``) but cannot be
+    used on this machine; the message says why (no driver, no device, no cuda-python)."""

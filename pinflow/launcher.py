@@ -27,8 +27,11 @@ import zenoh
 from pinflow.errors import LaunchError
 from pinflow.nodes.wiring import ENV_VAR, Wiring
 from pinflow.spec import DataflowSpec, NodeSpec
+from pinflow.transport import budget
+from pinflow.transport.channel import default_slots
 from pinflow.transport.cleanup import RunLock, remove_node_segments
 from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.segment import PAGE
 from pinflow.transport.session import LAUNCHER_SOCKET, open_session, unix_endpoint
 
 TAIL_LINES = 8
@@ -132,6 +135,7 @@ class Launcher:
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self, stop_after: float | None = None) -> RunResult:
+        self.check_pinned_budget()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         run_lock = RunLock(self.run_id)
         run_lock.acquire()  # marks the run's shared memory as live for `pinflow clean`
@@ -165,6 +169,21 @@ class Launcher:
             run_lock.release()  # unlinks every segment of the run that is still there
         return RunResult(self.run_id, self._results(), self.log_dir)
 
+    def check_pinned_budget(self) -> None:
+        """Refuse to start if the pinned pools the YAML sizes up front do not fit the
+        machine's budget: a clear error now instead of a CUDA failure hours later."""
+        wanted = {}
+        for node in self.spec.nodes:
+            for out in node.outputs:
+                if not (out.pinned and out.slot_bytes):
+                    continue
+                sizes = [i.queue_size for _, i in self.spec.consumers_of(node.id, out.id)]
+                slots = out.slots or default_slots(sizes)
+                wanted[f"{node.id}/{out.id} ({slots} x {out.slot_bytes} B)"] = (
+                    PAGE + slots * out.slot_bytes)
+        if wanted:
+            budget.check(wanted, self.spec.pinned_budget)
+
     def _on_ready(self, sample: zenoh.Sample) -> None:
         if sample.kind == zenoh.SampleKind.PUT:
             self._ready.add(last_part(sample.key_expr))
@@ -182,6 +201,7 @@ class Launcher:
                 listen=[unix_endpoint(sock_dir / f"{index}.sock")],
                 connect=[launcher_endpoint], consumers=consumers,
                 startup_timeout_s=self.startup_timeout_s,
+                pinned_budget=self.spec.pinned_budget,
             )
             self._procs[node.id] = self._spawn(node, wiring)
 

@@ -29,7 +29,7 @@ TIMER_PREFIX = "pinflow/timer/"
 
 # Allowed keys per level. Features that add keys (pinned outputs, input devices, ...) add them
 # here and nowhere else, so unknown-key checks and suggestions stay in step.
-TOP_LEVEL_KEYS = frozenset({"nodes"})
+TOP_LEVEL_KEYS = frozenset({"nodes", "pinned_budget"})
 NODE_KEYS = frozenset({"id", "path", "module", "args", "env", "inputs", "outputs"})
 INPUT_KEYS = frozenset({"source", "queue_size", "queue_policy", "device", "device_required"})
 OUTPUT_KEYS = frozenset(
@@ -152,6 +152,9 @@ class DataflowSpec:
 
     path: Path
     nodes: tuple[NodeSpec, ...]
+    pinned_budget: int | None = None
+    """Machine-wide cap on pinned pool bytes for this run (else PINFLOW_PINNED_BUDGET or a
+    quarter of RAM)."""
 
     def node(self, node_id: str) -> NodeSpec:
         """The node ``node_id``; KeyError if absent."""
@@ -202,7 +205,7 @@ def loads(text: str, path: str | Path) -> DataflowSpec:
     if checker.problems:
         ordered = sorted(dict.fromkeys(checker.problems), key=lambda problem: problem[0])
         raise SpecError([f"{label}:{line}: {text}" for line, text in ordered])
-    return DataflowSpec(path=absolute, nodes=nodes)
+    return DataflowSpec(path=absolute, nodes=nodes, pinned_budget=checker.pinned_budget)
 
 
 @dataclass
@@ -220,6 +223,7 @@ class _Checker:
     def __init__(self, base_dir: Path) -> None:
         self.base_dir = base_dir
         self.problems: list[tuple[int, str]] = []
+        self.pinned_budget: int | None = None
 
     def err(self, node: Node | None, text: str) -> None:
         self.problems.append((_line(node), text))
@@ -276,6 +280,11 @@ class _Checker:
             return ()
         items = self.items(root, "top level")
         self.check_keys(items, TOP_LEVEL_KEYS, "top level")
+        budget = {name: value for name, _, value in items}.get("pinned_budget")
+        if budget is not None:
+            self.pinned_budget = _size_value(budget)
+            if self.pinned_budget is None:
+                self.wrong(budget, "pinned_budget must be a byte count like 4294967296 or '4 GiB'")
         listing = {name: value for name, _, value in items}.get("nodes")
         if listing is None:
             self.err(root, "top level: missing required key 'nodes' (a list of nodes)")

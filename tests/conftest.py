@@ -86,3 +86,25 @@ def assert_no_orphans(pids: list[int]) -> None:
     alive = [p for p in pids if psutil.pid_exists(p)
              and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"node processes still alive: {alive}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Real-GPU tests (``@pytest.mark.gpu``) run only where CUDA and a CUDA torch work."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    from pinflow.transport import cuda
+
+    reason = cuda.unavailable_reason()
+    if reason is None:
+        try:
+            import torch
+        except ModuleNotFoundError:
+            reason = "torch is not installed"
+        else:
+            if not torch.cuda.is_available():
+                reason = f"torch {torch.__version__} has no CUDA device"
+    if reason is not None:
+        skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {reason}")
+        for item in gpu_items:
+            item.add_marker(skip)

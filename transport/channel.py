@@ -22,7 +22,7 @@ import numpy as np
 import zenoh
 
 from pinflow.errors import ClosedError, PayloadError, PoolExhausted
-from pinflow.transport import message
+from pinflow.transport import budget, message
 from pinflow.transport.codec import Encoded
 from pinflow.transport.keys import RunKeys
 from pinflow.transport.pool import MAX_SLOTS, Loan, SlotPool
@@ -47,6 +47,12 @@ def _round_up(nbytes: int) -> int:
     return max(PAGE, -(-nbytes // PAGE) * PAGE)
 
 
+def default_slots(consumer_queue_sizes: tuple[int, ...] | list[int]) -> int:
+    """Slots when the YAML gives none: a consumer may queue ``queue_size`` messages and
+    work on one more, and one more slot lets the producer write the next meanwhile."""
+    return min(MAX_SLOTS, max(consumer_queue_sizes, default=1) + 2)
+
+
 @dataclass(frozen=True)
 class PoolOptions:
     """How an output's pool is sized and what happens when it is full (from the YAML)."""
@@ -58,11 +64,10 @@ class PoolOptions:
     block_timeout: float
     pinned: bool
     consumer_queue_sizes: tuple[int, ...]
+    pinned_budget: int | None = None
 
     def default_slots(self) -> int:
-        """Every consumer may queue ``queue_size`` messages and work on one more; one more
-        slot lets the producer write the next message meanwhile."""
-        return min(MAX_SLOTS, max(self.consumer_queue_sizes, default=1) + 2)
+        return default_slots(self.consumer_queue_sizes)
 
 
 @dataclass
@@ -200,9 +205,13 @@ class OutputChannel:
                     f"{slot_bytes} bytes exceeds the {cap}-byte cap; lower `slots` or set "
                     f"{MAX_POOL_BYTES_ENV}"
                 )
+            pinned = pinned or opts.pinned
             name = segment_name(self._keys.run_id, self.node_id, self.output_id,
-                                new_incarnation())
-            new = SlotPool(name, slots, slot_bytes, pinned=pinned or opts.pinned)
+                                new_incarnation(), pinned=pinned)
+            if pinned:
+                budget.check({f"{self.node_id}/{self.output_id}": PAGE + slots * slot_bytes},
+                             self.options.pinned_budget)
+            new = SlotPool(name, slots, slot_bytes, pinned=pinned)
             self._pools[name] = new
             self._pool = new
             self.stats.pools_created += 1

@@ -23,7 +23,7 @@ import zenoh
 from pinflow.errors import DescriptorError
 from pinflow.transport.keys import RunKeys
 from pinflow.transport.pool import SlotReader, SlotRef
-from pinflow.transport.segment import Segment, parse_segment_name
+from pinflow.transport.segment import PINNED_SUFFIX, Segment, parse_segment_name
 
 log = logging.getLogger("pinflow.transport")
 
@@ -35,6 +35,11 @@ class Mapping:
     segment: Segment
     reader: SlotReader
     producer: tuple[str, str]
+
+    @property
+    def pinned(self) -> bool:
+        """The producer made this pool for DMA (``pinned=True``)."""
+        return self.segment.name.endswith(PINNED_SUFFIX)
 
 
 class SlotReceiver:

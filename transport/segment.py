@@ -32,7 +32,12 @@ PAGE = mmap.PAGESIZE
 
 _ID = re.compile(r"[A-Za-z0-9_-]+")
 _INCARNATION = re.compile(r"[0-9a-f]+")
-_NAME = re.compile(r"pinflow-([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([0-9a-f]+)")
+_NAME = re.compile(
+    r"pinflow-([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([0-9a-f]+)(\.pinned)?"
+)
+PINNED_SUFFIX = ".pinned"
+"""Marks pinned pools in their name, so the machine-wide pinned budget can be summed from
+/dev/shm alone, across runs, without opening anyone's segment."""
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14; not exported by the mmap module on 3.11
 
 
@@ -42,14 +47,16 @@ def _check_id(kind: str, value: str) -> str:
     return value
 
 
-def segment_name(run_id: str, node_id: str, output_id: str, incarnation: str) -> str:
+def segment_name(run_id: str, node_id: str, output_id: str, incarnation: str, *,
+                 pinned: bool = False) -> str:
     """Name of the segment of one output of one producer incarnation."""
     _check_id("run id", run_id)
     _check_id("node id", node_id)
     _check_id("output id", output_id)
     if not isinstance(incarnation, str) or not _INCARNATION.fullmatch(incarnation):
         raise ValueError(f"invalid incarnation {incarnation!r}: use lowercase hex digits")
-    return f"{PREFIX}{run_id}.{node_id}.{output_id}.{incarnation}"
+    suffix = PINNED_SUFFIX if pinned else ""
+    return f"{PREFIX}{run_id}.{node_id}.{output_id}.{incarnation}{suffix}"
 
 
 def new_incarnation() -> str:
@@ -67,7 +74,7 @@ def parse_segment_name(name: str) -> tuple[str, str, str, str] | None:
     match = _NAME.fullmatch(name)
     if match is None:
         return None
-    run_id, node_id, output_id, incarnation = match.groups()
+    run_id, node_id, output_id, incarnation, _pinned = match.groups()
     return run_id, node_id, output_id, incarnation
 
 

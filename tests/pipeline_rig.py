@@ -1,0 +1,72 @@
+"""An in-process slot pipeline for the GPU-path tests: producer channel -> zenoh ->
+consumer receiver -> device copier, with real pools, releases and a real zenoh session."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pinflow.transport import codec, message
+from pinflow.transport.channel import OutputChannel, PoolOptions
+from pinflow.transport.cuda import Cuda, DeviceBuffers, DeviceCopier
+from pinflow.transport.keys import RunKeys
+from pinflow.transport.receiver import SlotReceiver
+from pinflow.transport.session import open_session, unix_endpoint
+
+
+@dataclass
+class Rig:
+    """Producer channel -> zenoh -> consumer receiver -> device copier, in one process."""
+
+    channel: OutputChannel
+    receiver: SlotReceiver
+    copier: DeviceCopier
+    runtime: Any
+    buffers: DeviceBuffers
+    inbox: queue.Queue
+
+    def send(self, frame: np.ndarray) -> None:
+        assert self.channel.send(codec.encode(frame), None, pinned=True)
+
+    def receive(self) -> tuple[np.ndarray, object, dict]:
+        header = self.inbox.get(timeout=5)
+        view, mapping = self.receiver.read(("cam", "image"), header.slot)
+        return view, mapping, header.layout
+
+    def held_slots(self) -> int:
+        return self.channel.pool.stats().in_use
+
+
+@contextlib.contextmanager
+def make_rig(tmp_path: Path, runtime: Any, buffers: DeviceBuffers, **options) -> Iterator[Rig]:
+    """Yields one Rig and tears it down (mappings, CUDA registrations, segments)."""
+    keys = RunKeys("t" + secrets.token_hex(5))
+    session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
+    opts = dict(slots=4, slot_bytes=None, shm_threshold=4096, on_full="block",
+                block_timeout=5.0, pinned=True, consumer_queue_sizes=(2,))
+    opts.update(options)
+    channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
+                            consumers=["gpu"], alive=lambda: {"gpu"})
+    inbox: queue.Queue = queue.Queue()
+    sub = session.declare_subscriber(
+        keys.data("cam", "image"),
+        lambda s: inbox.put(message.decode(s.attachment.to_bytes())),
+    )
+    receiver = SlotReceiver(session, keys, "gpu")
+    copier = DeviceCopier(Cuda(runtime), 0, buffers)
+    receiver.on_unmap.append(copier.forget)
+    try:
+        yield Rig(channel, receiver, copier, runtime, buffers, inbox)
+    finally:
+        receiver.close()
+        copier.close()
+        sub.undeclare()
+        channel.close(drain_timeout=0.5)
+        session.close()
