@@ -43,6 +43,16 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from pinflow import doctor
+
+    report = doctor.examine()
+    print(json.dumps(doctor.as_dict(report), indent=2) if args.json else doctor.render(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -61,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", type=Path, metavar="DIR",
                    help="where per-node logs go, in a folder per run (default ./out)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("doctor", help="what CUDA, memory limits and /dev/shm offer the "
+                                      "pinned path here, and which path it takes")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("clean", help="remove shared memory left by runs that are no longer alive")
     p.set_defaults(func=_cmd_clean)
