@@ -360,6 +360,13 @@ class Node:
                     return None
                 self._lock.wait(left)
 
+    @property
+    def ended(self) -> bool:
+        """The event stream is over (STOP delivered, or every input closed): ``next()``
+        returning ``None`` then means the end, not a timeout."""
+        with self._lock:
+            return self._ended()
+
     def _ended(self) -> bool:
         if self._stop_delivered:
             return True

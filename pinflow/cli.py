@@ -53,6 +53,28 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from pinflow import bench
+
+    if args.duration:
+        result = bench.soak(args.duration)
+        print(bench.render_soak(result))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0 if result["flat"] and not result["error"] else 1
+    frames = args.frames or (90 if args.quick else 300)
+    max_frames = 0 if args.no_max_fps else (60 if args.quick else 150)
+    report = bench.run(frames, max_frames, args.arms)
+    print(bench.render(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    if args.plot:
+        bench.plot(report, args.plot)
+    return 1 if any(arm["error"] for arm in report["arms"]) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -71,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", type=Path, metavar="DIR",
                    help="where per-node logs go, in a folder per run (default ./out)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("bench", help="1080p RGBA @ 30 Hz over pinflow and zenoh baselines")
+    p.add_argument("--quick", action="store_true", help="90 frames per arm (under 2 minutes)")
+    p.add_argument("--frames", type=int, help="frames per arm at 30 Hz (default 300)")
+    p.add_argument("--arms", nargs="+", default=["pinned", "shm", "zbytes", "zshm"],
+                   choices=["pinned", "shm", "zbytes", "zshm"], help="which transports")
+    p.add_argument("--no-max-fps", action="store_true",
+                   help="skip the unthrottled run that measures the max sustainable fps")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")
+    p.add_argument("--plot", type=Path, metavar="PATH", help="latency CDF as PNG "
+                   "(pip install 'pinflow[plot]')")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="soak mode: run the pinned flow this long; RSS and pinned bytes "
+                        "must stay flat")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("doctor", help="what CUDA, memory limits and /dev/shm offer the "
                                       "pinned path here, and which path it takes")

@@ -106,6 +106,10 @@ class OutputChannel:
         )
         self._releases = session.declare_subscriber(keys.release(node_id, output_id),
                                                     self._on_release)
+        if options.slot_bytes is not None:
+            # Sized by the YAML: create (and prefault) the pool now, at node start-up,
+            # not on the first message, where it would delay the first frames.
+            self._pool_for(options.slot_bytes, options.pinned)
 
     @property
     def pool(self) -> SlotPool | None:

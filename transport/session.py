@@ -21,12 +21,14 @@ def unix_endpoint(path: Path | str) -> str:
     return f"unixsock-stream/{path}"
 
 
-def loopback_config(*, listen: list[str], connect: list[str]) -> zenoh.Config:
+def loopback_config(*, listen: list[str], connect: list[str],
+                    zenoh_shm: bool | None = False) -> zenoh.Config:
     """A peer config that only uses the given local endpoints.
 
-    Multicast scouting is off (it would send to 224.0.0.224), and zenoh's own shared memory
-    is off because pinflow's slot pools carry large payloads; small control messages do not
-    need it and it would leave files of its own in /dev/shm.
+    Multicast scouting is off (it would send to 224.0.0.224). zenoh's own shared memory is
+    off by default because pinflow's slot pools carry large payloads; small control
+    messages do not need it and it leaves files of its own in /dev/shm. ``zenoh_shm=None``
+    keeps zenoh's default for it, ``True`` forces it on (the benchmark's baselines).
     """
     for endpoint in [*listen, *connect]:
         if not endpoint.startswith(("unixsock-stream/", "tcp/127.0.0.1:", "tcp/[::1]:")):
@@ -36,7 +38,8 @@ def loopback_config(*, listen: list[str], connect: list[str]) -> zenoh.Config:
     config.insert_json5("scouting/multicast/enabled", "false")
     config.insert_json5("listen/endpoints", json.dumps(listen))
     config.insert_json5("connect/endpoints", json.dumps(connect))
-    config.insert_json5("transport/shared_memory/enabled", "false")
+    if zenoh_shm is not None:
+        config.insert_json5("transport/shared_memory/enabled", json.dumps(zenoh_shm))
     return config
 
 
