@@ -12,6 +12,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -31,6 +32,7 @@ from pinflow.errors import (
 )
 from pinflow.nodes import events
 from pinflow.nodes.events import Event, InputQueue, Pending
+from pinflow.nodes.stats import StatsPublisher
 from pinflow.nodes.wiring import Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec, message
@@ -46,6 +48,7 @@ log = logging.getLogger("pinflow.node")
 # handled; wait this long before closing its consumers' inputs so none are cut off.
 _CLOSE_GRACE_S = 0.2
 _PEER_WAIT_S = 10.0
+_RESTART_PEER_WAIT_S = 3.0
 
 
 class UnknownOutputError(PinflowError, ValueError):
@@ -82,6 +85,9 @@ class Node:
         self._declared: list[Any] = []
         self.malformed = 0
         """Messages refused because they were malformed (logged and dropped)."""
+        self._latencies: dict[str, list[float]] = {}
+        self._waiting_s = 0.0
+        self._stats: StatsPublisher | None = None
         self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)
         self._receiver = SlotReceiver(self._session, self._keys, self._spec.id)
         self._receiver.on_unmap.append(self._forget_segment)
@@ -106,6 +112,11 @@ class Node:
     def run_id(self) -> str:
         """Unique id of this run of the dataflow."""
         return self._wiring.run_id
+
+    @property
+    def restart_count(self) -> int:
+        """How many times the launcher restarted this node before this process (0 at first)."""
+        return self._wiring.restarts
 
     def dataflow_descriptor(self) -> dict[str, Any]:
         """The dataflow YAML as a plain dict (as dora's ``dataflow_descriptor()``)."""
@@ -152,10 +163,19 @@ class Node:
         self._declared.append(
             liveliness.declare_subscriber(keys.launcher(), self._on_launcher, history=True)
         )
+        self._declared.append(
+            liveliness.declare_subscriber(keys.gone_all(), self._on_gone, history=True)
+        )
         # Declared after the subscribers: a peer that sees this token also knows them.
         self._declared.append(liveliness.declare_token(keys.alive(self.id)))
-        self._wait_for(lambda: self._wiring.peers() <= self._alive_peers or self._started(),
-                       _PEER_WAIT_S, required=False)
+        if self._wiring.restarts:
+            # A restarted node joins a running flow: wait (briefly) until its peers linked
+            # to it, or its first messages would reach no subscriber.
+            self._wait_for(lambda: self._wiring.peers() <= self._alive_peers,
+                           _RESTART_PEER_WAIT_S, required=False)
+        else:
+            self._wait_for(lambda: self._wiring.peers() <= self._alive_peers or self._started(),
+                           _PEER_WAIT_S, required=False)
         self._declared.append(liveliness.declare_token(keys.ready(self.id)))
         if not self._wait_for(self._started, self._wiring.startup_timeout_s, required=True):
             raise NodeEnvironmentError(
@@ -165,6 +185,13 @@ class Node:
         for spec in self._spec.inputs:
             if spec.is_timer:
                 self._start_timer(spec)
+        stats_key = self._keys.stats(self.id)
+        self._stats = StatsPublisher(
+            lambda body: session.put(stats_key, body),
+            {"node": self.id, "run": self.run_id, "pid": os.getpid(),
+             "restarts": self._wiring.restarts},
+            self.stats, self._take_latencies, self._take_waiting,
+        )
 
     def _started(self) -> bool:
         return "running" in self._state or self._stop_reason is not None
@@ -280,9 +307,12 @@ class Node:
                 self._alive_peers.add(node_id)
             else:
                 self._alive_peers.discard(node_id)
-                timer = threading.Timer(_CLOSE_GRACE_S, self._close_inputs_from, (node_id,))
-                timer.daemon = True
-                timer.start()
+                if node_id not in self._wiring.restartable:
+                    timer = threading.Timer(_CLOSE_GRACE_S, self._close_inputs_from,
+                                            (node_id,))
+                    timer.daemon = True
+                    timer.start()
+                # else: the launcher may restart it; inputs close on its `gone` token
             self._lock.notify_all()
         if sample.kind != zenoh.SampleKind.PUT:
             for channel in self._outputs.values():
@@ -292,13 +322,18 @@ class Node:
         with self._lock:
             return set(self._alive_peers)
 
-    def _close_inputs_from(self, node_id: str) -> None:
+    def _close_inputs_from(self, node_id: str, *, for_good: bool = False) -> None:
         with self._lock:
             for spec in self._spec.inputs:
-                if spec.source_node == node_id and node_id not in self._alive_peers:
+                if spec.source_node == node_id and (for_good or node_id not in self._alive_peers):
                     self._queues[spec.name].close()
             self._lock.notify_all()
         self._receiver.producer_gone(node_id)
+
+    def _on_gone(self, sample: zenoh.Sample) -> None:
+        """The launcher will not restart this node again: close the inputs it fed."""
+        if sample.kind == zenoh.SampleKind.PUT:
+            self._close_inputs_from(last_part(sample.key_expr), for_good=True)
 
     def _on_state(self, sample: zenoh.Sample) -> None:
         state = last_part(sample.key_expr)
@@ -358,7 +393,9 @@ class Node:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return None
+                waited = time.monotonic()
                 self._lock.wait(left)
+                self._waiting_s += time.monotonic() - waited
 
     @property
     def ended(self) -> bool:
@@ -386,7 +423,11 @@ class Node:
                 best = queue
         if best is not None:
             best.delivered += 1
-            return best.items.popleft().build()
+            event = best.items.popleft().build()
+            if event.get("sent_ns"):
+                self._latencies.setdefault(best.name, []).append(
+                    (time.time_ns() - event["sent_ns"]) / 1e6)
+            return event
         for queue in self._queues.values():
             if queue.close_queued:
                 queue.close_queued = False
@@ -455,12 +496,24 @@ class Node:
             )
         return channel
 
+    def _take_latencies(self) -> dict[str, list[float]]:
+        with self._lock:
+            taken, self._latencies = self._latencies, {}
+        return taken
+
+    def _take_waiting(self) -> float:
+        with self._lock:
+            taken, self._waiting_s = self._waiting_s, 0.0
+        return taken
+
     def stats(self) -> dict[str, Any]:
         """Counters of this node: per input queue and per output channel and pool."""
+        sources = {i.name: i.source for i in self._spec.inputs}
         with self._lock:
             inputs = {
-                q.name: {"queued": len(q.items), "size": q.size, "received": q.received,
-                         "dropped": q.dropped, "delivered": q.delivered, "closed": q.closed}
+                q.name: {"source": sources[q.name], "queued": len(q.items), "size": q.size,
+                         "received": q.received, "dropped": q.dropped,
+                         "delivered": q.delivered, "closed": q.closed}
                 for q in self._queues.values()
             }
         outputs = {}
@@ -490,9 +543,15 @@ class Node:
             return
         self._closed = True
         self._timer_stop.set()
+        if self._stats is not None:
+            self._stats.close()
         try:
+            # A node the launcher may restart does not end its streams: its consumers wait
+            # for it to come back, and close their inputs only if the launcher says it is
+            # gone for good.
+            send_eos = self._wiring.restart_policy == "never"
             for channel in self._outputs.values():
-                channel.close()
+                channel.close(send_eos=send_eos)
             for declared in reversed(self._declared):
                 declared.undeclare()
             self._receiver.close()  # unregisters segments from CUDA before unmapping

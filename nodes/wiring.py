@@ -31,6 +31,12 @@ class Wiring:
     startup_timeout_s: float = 60.0
     pinned_budget: int | None = None
     """The dataflow's ``pinned_budget`` (bytes), if it sets one."""
+    restarts: int = 0
+    """How many times the launcher restarted this node before this process."""
+    restart_policy: str = "never"
+    restartable: list[str] = field(default_factory=list)
+    """Upstream nodes the launcher may restart: their loss does not close inputs until the
+    launcher declares them gone for good."""
 
     @property
     def spec(self) -> NodeSpec:

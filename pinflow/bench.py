@@ -48,6 +48,7 @@ class Sampler:
     roles: dict[str, str]  # cmdline fragment -> role ("producer" / "consumer")
     cpu: dict[str, float] = field(default_factory=dict)
     history: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    rss_history: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     rss: dict[str, int] = field(default_factory=dict)
     rss_first: dict[str, int] = field(default_factory=dict)
     rss_last: dict[str, int] = field(default_factory=dict)
@@ -77,6 +78,7 @@ class Sampler:
                     procs += [root, *root.children(recursive=True)]
                 except psutil.Error:
                     continue
+            rss_now: dict[str, int] = {}
             for proc in procs:
                 role = self._role(proc)
                 if role is None:
@@ -89,6 +91,7 @@ class Sampler:
                 self.rss[role] = max(self.rss.get(role, 0), mem)
                 self.rss_first.setdefault(role, mem)
                 self.rss_last[role] = mem
+                rss_now[role] = rss_now.get(role, 0) + mem
             pinned = sum(p.stat().st_size for p in Path("/dev/shm").glob("pinflow-*.pinned")
                          if p.exists())
             self.pinned_bytes = max(self.pinned_bytes, pinned)
@@ -96,6 +99,7 @@ class Sampler:
                 self.pinned_first = pinned if self.pinned_first is None else self.pinned_first
                 self.pinned_last = pinned
             self.history.append((time.time(), dict(self.cpu)))
+            self.rss_history.append((time.time(), rss_now))
             self._stop.wait(0.2)
 
     def cpu_pct(self, role: str, start: float, end: float) -> float | None:
@@ -265,9 +269,14 @@ def soak(duration: float) -> dict[str, Any]:
     frames = int(duration * 30)
     with tempfile.TemporaryDirectory(prefix="pinflow-soak-") as tmp:
         records, sampler, error, wall = _run_arm("pinned", frames, 30.0, device, Path(tmp))
+    # "start" is taken once the flow has streamed for a few seconds: before that, RSS grows
+    # by imports and by the pool pages each process touches for the first time.
+    start = records[0]["capture_ns"] / 1e9 + min(5.0, duration / 4) if records else 0.0
+    end = records[-1]["usable_ns"] / 1e9 if records else 0.0
+    window = [rss for t, rss in sampler.rss_history if start <= t <= end] or [{}]
     rows = {}
     for role in ("producer", "consumer"):
-        first, last = sampler.rss_first.get(role, 0), sampler.rss_last.get(role, 0)
+        first, last = window[0].get(role, 0), window[-1].get(role, 0)
         rows[f"{role}_rss_mib"] = {"start": first / 2**20, "end": last / 2**20}
     rows["pinned_mib"] = {"start": (sampler.pinned_first or 0) / 2**20,
                           "end": sampler.pinned_last / 2**20}
@@ -410,7 +419,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         values = sorted(arm["latencies_ms"])
         if values:
             ax.plot(values, np.linspace(0, 1, len(values)), label=arm["label"])
-    ax.set_xlabel("latency, frame captured -> usable (ms)")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency, frame captured -> usable (ms, log scale)")
     ax.set_ylabel("fraction of frames")
     ax.set_title(f"1080p RGBA @ 30 Hz on {report['device']}")
     ax.legend()

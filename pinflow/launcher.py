@@ -8,31 +8,38 @@ per node in its own process group, and the stop sequence STOP -> grace -> SIGTER
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
 import zenoh
 
+from pinflow.diagnosis import Diagnoser
 from pinflow.errors import LaunchError
 from pinflow.nodes.wiring import ENV_VAR, Wiring
 from pinflow.spec import DataflowSpec, NodeSpec
+from pinflow.supervisor import MemoryWatch, over_limit, restart_delay
 from pinflow.transport import budget
 from pinflow.transport.channel import default_slots
 from pinflow.transport.cleanup import RunLock, remove_node_segments
 from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.segment import PAGE
-from pinflow.transport.session import LAUNCHER_SOCKET, open_session, unix_endpoint
+from pinflow.transport.session import (
+    LAUNCHER_SOCKET,
+    make_run_dir,
+    open_session,
+    unix_endpoint,
+)
 
 TAIL_LINES = 8
 
@@ -45,12 +52,17 @@ def new_run_id() -> str:
 @dataclass
 class NodeProcess:
     spec: NodeSpec
+    wiring: Wiring
     process: subprocess.Popen[bytes]
     log_path: Path
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     reader: threading.Thread | None = None
     killed: str | None = None  # "SIGTERM"/"SIGKILL" when the launcher had to force it
     reaped: bool = False
+    restarts: int = 0
+    restart_at: float | None = None  # monotonic time of a scheduled restart
+    finished: bool = False  # exited and will not be restarted
+    stopped_why: str | None = None  # the launcher stopped it (memory_limit)
 
     @property
     def returncode(self) -> int | None:
@@ -64,10 +76,12 @@ class NodeResult:
     forced: str | None
     tail: list[str]
     log_path: Path
+    restarts: int = 0
+    stopped_why: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and self.forced is None
+        return self.returncode == 0 and self.forced is None and self.stopped_why is None
 
 
 @dataclass(frozen=True)
@@ -86,9 +100,12 @@ class RunResult:
     def summary(self) -> str:
         lines = [f"run {self.run_id}: {len(self.results)} node(s), logs in {self.log_dir}"]
         for r in self.results:
+            if r.restarts:
+                lines.append(f"  node {r.node_id!r} was restarted {r.restarts} time(s)")
             if r.ok:
                 continue
-            why = (f"did not stop within the grace period ({r.forced})" if r.forced
+            why = (f"stopped by the launcher: {r.stopped_why}" if r.stopped_why
+                   else f"did not stop within the grace period ({r.forced})" if r.forced
                    else f"exit code {r.returncode}" if r.returncode >= 0
                    else f"killed by signal {signal.Signals(-r.returncode).name}")
             lines.append(f"  node {r.node_id!r} failed: {why}; last lines:")
@@ -114,18 +131,22 @@ class Launcher:
         self._ready: set[str] = set()
         self._procs: dict[str, NodeProcess] = {}
         self._tokens: list[zenoh.LivelinessToken] = []
+        self._liveliness: zenoh.Liveliness | None = None
+        self._reports: dict[str, tuple[float, dict]] = {}
+        self._diagnoser = Diagnoser()
+        self._memory = MemoryWatch()
 
     # -- output ---------------------------------------------------------------------------
     def say(self, text: str) -> None:
         with self._print_lock:
             print(f"pinflow | {text}", file=self.out, flush=True)
 
-    def _relay(self, proc: NodeProcess) -> None:
+    def _relay(self, proc: NodeProcess, process: subprocess.Popen[bytes]) -> None:
         """Copy a node's output to its log file and to our stdout, prefixed with its id."""
-        assert proc.process.stdout is not None
+        assert process.stdout is not None
         width = max(len(n.id) for n in self.spec.nodes)
-        with open(proc.log_path, "w", encoding="utf-8") as log_file:
-            for raw in proc.process.stdout:
+        with open(proc.log_path, "a", encoding="utf-8") as log_file:
+            for raw in process.stdout:
                 line = raw.decode("utf-8", errors="replace").rstrip("\n")
                 log_file.write(line + "\n")
                 log_file.flush()
@@ -139,26 +160,22 @@ class Launcher:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         run_lock = RunLock(self.run_id)
         run_lock.acquire()  # marks the run's shared memory as live for `pinflow clean`
-        sock_dir = Path(tempfile.mkdtemp(prefix=f"pinflow-{self.run_id}-"))
+        sock_dir = make_run_dir(self.run_id)
         session = open_session(listen=[unix_endpoint(sock_dir / LAUNCHER_SOCKET)], connect=[])
         try:
-            liveliness = session.liveliness()
+            liveliness = self._liveliness = session.liveliness()
             self._tokens.append(liveliness.declare_token(self.keys.launcher()))
             ready_sub = liveliness.declare_subscriber(self.keys.ready_all(), self._on_ready,
                                                       history=True)
+            stats_sub = session.declare_subscriber(self.keys.stats_all(), self._on_stats)
             self._spawn_all(sock_dir)
             self._wait_ready()
             self._tokens.append(liveliness.declare_token(self.keys.state("running")))
             self.say(f"run {self.run_id} started: {len(self._procs)} node(s)")
-            deadline = None if stop_after is None else time.monotonic() + stop_after
-            while not self.stop_requested.is_set() and self._any_alive():
-                if deadline is not None and time.monotonic() >= deadline:
-                    self.say(f"--stop-after {stop_after:g}s reached, stopping")
-                    break
-                self._reap()
-                time.sleep(0.05)
+            self._supervise(stop_after)
             self._tokens.append(liveliness.declare_token(self.keys.state("stop")))
             self._stop_all()
+            stats_sub.undeclare()
             ready_sub.undeclare()
         finally:
             self._kill_all()
@@ -184,6 +201,59 @@ class Launcher:
         if wanted:
             budget.check(wanted, self.spec.pinned_budget)
 
+    def _supervise(self, stop_after: float | None) -> None:
+        """The run's main loop: exits, restarts, memory limits, bottleneck diagnosis."""
+        deadline = None if stop_after is None else time.monotonic() + stop_after
+        next_check = 0.0
+        while not self.stop_requested.is_set() and self._any_alive():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.say(f"--stop-after {stop_after:g}s reached, stopping")
+                return
+            self._reap()
+            self._restart_due(now)
+            if now >= next_check:
+                next_check = now + 0.5
+                self._check_memory()
+                for line in self._diagnoser.lines(self._fresh_reports(now)):
+                    self.say(line)
+            time.sleep(0.05)
+
+    def _on_stats(self, sample: zenoh.Sample) -> None:
+        try:
+            report = json.loads(sample.payload.to_bytes())
+            self._reports[str(report["node"])] = (time.monotonic(), report)
+        except (ValueError, KeyError, TypeError):
+            return
+
+    def _fresh_reports(self, now: float) -> dict[str, dict]:
+        return {node: report for node, (seen, report) in list(self._reports.items())
+                if now - seen < 3.0 and self._procs[node].returncode is None}
+
+    def _check_memory(self) -> None:
+        warning = self._memory.low_memory_warning()
+        if warning:
+            self.say(warning)
+        for proc in self._procs.values():
+            if proc.returncode is not None:
+                continue
+            why = over_limit(proc.spec, proc.process.pid)
+            if why:
+                proc.stopped_why = why
+                self.say(f"node {proc.spec.id!r} {why}; stopping it (its consumers see its "
+                         "outputs closed)")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.process.pid, signal.SIGKILL)
+
+    def _restart_due(self, now: float) -> None:
+        for proc in self._procs.values():
+            if proc.restart_at is not None and now >= proc.restart_at:
+                proc.restart_at = None
+                proc.restarts += 1
+                proc.stopped_why = None
+                wiring = replace(proc.wiring, restarts=proc.restarts)
+                self._start_process(proc, wiring)
+
     def _on_ready(self, sample: zenoh.Sample) -> None:
         if sample.kind == zenoh.SampleKind.PUT:
             self._ready.add(last_part(sample.key_expr))
@@ -196,16 +266,23 @@ class Launcher:
                          for c, i in self.spec.consumers_of(node.id, out.id)]
                 for out in node.outputs
             }
+            restartable = sorted({i.source_node for i in node.inputs if i.source_node
+                                  and self.spec.node(i.source_node).restart != "never"})
             wiring = Wiring(
                 run_id=self.run_id, dataflow=str(self.spec.path), node=node.to_dict(),
                 listen=[unix_endpoint(sock_dir / f"{index}.sock")],
                 connect=[launcher_endpoint], consumers=consumers,
                 startup_timeout_s=self.startup_timeout_s,
                 pinned_budget=self.spec.pinned_budget,
+                restart_policy=node.restart, restartable=restartable,
             )
-            self._procs[node.id] = self._spawn(node, wiring)
+            proc = NodeProcess(node, wiring, None, self.log_dir / f"{node.id}.log")  # type: ignore[arg-type]
+            self._start_process(proc, wiring)
+            self._procs[node.id] = proc
 
-    def _spawn(self, node: NodeSpec, wiring: Wiring) -> NodeProcess:
+    def _start_process(self, proc: NodeProcess, wiring: Wiring) -> None:
+        """(Re)start the node's process; a restart reuses its log file and keeps its tail."""
+        node = proc.spec
         how, target = ("path", str(node.path)) if node.path else ("module", str(node.module))
         cmd = [sys.executable, "-u", "-m", "pinflow._child", str(os.getpid()), how, target,
                *node.args]
@@ -217,11 +294,12 @@ class Launcher:
             )
         except OSError as exc:
             raise LaunchError(f"cannot start node {node.id!r} ({' '.join(cmd)}): {exc}") from exc
-        proc = NodeProcess(node, process, self.log_dir / f"{node.id}.log")
-        proc.reader = threading.Thread(target=self._relay, args=(proc,), daemon=True,
+        if proc.reader is not None:
+            proc.reader.join(timeout=2.0)  # the previous process's output is all relayed
+        proc.process, proc.wiring, proc.reaped = process, wiring, False
+        proc.reader = threading.Thread(target=self._relay, args=(proc, process), daemon=True,
                                        name=f"pinflow-relay-{node.id}")
         proc.reader.start()
-        return proc
 
     def _wait_ready(self) -> None:
         """Hold the start until every live node declared ready (or the startup timeout)."""
@@ -238,9 +316,10 @@ class Launcher:
             self.say(f"starting without {', '.join(waiting)}: not ready after "
                      f"{self.startup_timeout_s:g}s (do they create pinflow.Node()?)")
 
-    def _reap(self) -> None:
-        """Report nodes that exited while the run goes on, and unlink their segments: a node
-        that crashed could not (consumers keep their mappings, so no data is torn)."""
+    def _reap(self, *, stopping: bool = False) -> None:
+        """Handle nodes that exited: unlink the segments a crashed node could not (consumers
+        keep their mappings, so no data is torn), then restart it per its policy or declare
+        it gone for good so its consumers close their inputs."""
         for proc in self._procs.values():
             code = proc.returncode
             if code is None or proc.reaped:
@@ -250,12 +329,31 @@ class Launcher:
             if code != 0:
                 extra = f"; removed {len(removed)} segment(s) it left" if removed else ""
                 self.say(f"node {proc.spec.id!r} exited with code {code}{extra}")
+            delay = restart_delay(proc.spec, proc.restarts, code, stopping=stopping)
+            if delay is not None:
+                proc.restart_at = time.monotonic() + delay
+                self.say(f"restarting node {proc.spec.id!r} in {delay:g}s (restart "
+                         f"{proc.restarts + 1} of {proc.spec.max_restarts}, policy "
+                         f"{proc.spec.restart})")
+            else:
+                self._finish(proc)
+
+    def _finish(self, proc: NodeProcess) -> None:
+        """The node will not run again: tell its consumers (they close its inputs)."""
+        proc.finished = True
+        proc.restart_at = None
+        if self._liveliness is not None:
+            self._tokens.append(self._liveliness.declare_token(self.keys.gone(proc.spec.id)))
 
     def _any_alive(self) -> bool:
-        return any(p.returncode is None for p in self._procs.values())
+        return any(p.returncode is None or p.restart_at is not None
+                   for p in self._procs.values())
 
     def _stop_all(self) -> None:
         """STOP was announced; give nodes the grace period, then SIGTERM, then SIGKILL."""
+        for proc in self._procs.values():
+            if proc.restart_at is not None:
+                self._finish(proc)
         start = time.monotonic()
         while self._any_alive() and time.monotonic() - start < self.grace_s:
             time.sleep(0.02)
@@ -285,7 +383,8 @@ class Launcher:
 
     def _results(self) -> list[NodeResult]:
         return [
-            NodeResult(p.spec.id, p.process.wait(), p.killed, list(p.tail), p.log_path)
+            NodeResult(p.spec.id, p.process.wait(), p.killed, list(p.tail), p.log_path,
+                       p.restarts, p.stopped_why)
             for p in self._procs.values()
         ]
 

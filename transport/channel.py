@@ -260,7 +260,7 @@ class OutputChannel:
         if self._closed:
             raise ClosedError(f"output {self.node_id}/{self.output_id} is closed")
 
-    def close(self, drain_timeout: float = 5.0) -> None:
+    def close(self, drain_timeout: float = 5.0, *, send_eos: bool = True) -> None:
         """Send end-of-stream, wait for in-flight slots, then unlink the segments.
 
         A consumer may not have mapped a segment yet when the producer finishes; unlinking
@@ -271,8 +271,9 @@ class OutputChannel:
         if self._closed:
             return
         self._closed = True
-        eos = message.Header("eos", next(self._seq), time.time_ns())
-        self._publisher.put(b"", attachment=eos.encode())
+        if send_eos:
+            eos = message.Header("eos", next(self._seq), time.time_ns())
+            self._publisher.put(b"", attachment=eos.encode())
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and not all(p.idle() for p in self.pools()):
             time.sleep(0.01)

@@ -58,6 +58,16 @@ class RunKeys:
         """Periodic statistics a node publishes."""
         return f"{self.root}/stats/{_check(node_id)}"
 
+    def stats_all(self) -> str:
+        return f"{self.root}/stats/*"
+
+    def gone(self, node_id: str) -> str:
+        """Declared by the launcher when a node exited and will not be restarted."""
+        return f"{self.root}/gone/{_check(node_id)}"
+
+    def gone_all(self) -> str:
+        return f"{self.root}/gone/*"
+
 
 def last_part(key: str) -> str:
     """Final component of a key expression (the node id of an alive/ready token)."""

@@ -9,11 +9,30 @@ launcher's session is only a rendezvous point and never relays payloads.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import zenoh
 
 LAUNCHER_SOCKET = "launcher.sock"
+
+
+def runs_dir() -> Path:
+    """Where runs keep their sockets: ``<tmp>/pinflow-<uid>/<run id>/``, private to the
+    user, so ``pinflow top`` can find the runs of this machine and nobody else can join."""
+    return Path(tempfile.gettempdir()) / f"pinflow-{os.getuid()}"
+
+
+def make_run_dir(run_id: str) -> Path:
+    """Create the run's socket folder (0700 all the way)."""
+    parent = runs_dir()
+    parent.mkdir(mode=0o700, exist_ok=True)
+    if parent.stat().st_uid != os.getuid():
+        raise PermissionError(f"{parent} belongs to another user; refusing to use it")
+    path = parent / run_id
+    path.mkdir(mode=0o700)
+    return path
 
 
 def unix_endpoint(path: Path | str) -> str:

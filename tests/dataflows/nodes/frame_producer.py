@@ -34,13 +34,16 @@ def main() -> None:
                 ok = buf is not None
             else:
                 fill(frame, sent)
-                ok = node.send_output("frames", frame, metadata={"index": sent}, pinned=pinned)
+                ok = node.send_output("frames", frame, metadata={
+                    "index": sent, "incarnation": node.restart_count}, pinned=pinned)
         except PoolExhausted as exc:
             error = str(exc)
             break
         longest_send = max(longest_send, time.monotonic() - start)
         sent += ok
         dropped += not ok
+        if sent == int(os.environ.get("CRASH_AFTER", "0")) and node.restart_count < 2:
+            os._exit(3)  # a crash without cleanup, to test restarts
         if total and sent + dropped >= total:
             break
     stats = node.stats()["outputs"]["frames"]

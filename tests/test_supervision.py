@@ -1,0 +1,108 @@
+"""Diagnosis, memory limits and restarts, driven with real slow, fast, leaking and crashing
+nodes."""
+
+from __future__ import annotations
+
+import re
+
+from pinflow.diagnosis import Diagnoser, diagnose
+
+
+def _report(node, *, waiting, inputs=None, outputs=None):
+    return {"node": node, "waiting_frac": waiting, "inputs": inputs or {},
+            "outputs": outputs or {}}
+
+
+def _input(source, *, occupancy, drop_rate=0.0, in_rate=30.0, handled=30.0, size=4):
+    return {"source": source, "occupancy": occupancy, "drop_rate": drop_rate,
+            "in_rate": in_rate, "handled_rate": handled, "queued": round(occupancy * size),
+            "size": size, "closed": False}
+
+
+def test_full_dropping_queue_is_diagnosed_as_consumer_bound_with_both_rates():
+    reports = {
+        "cam": _report("cam", waiting=0.9, outputs={"image": {"out_rate": 30.0}}),
+        "gpu": _report("gpu", waiting=0.0, inputs={
+            "image": _input("cam/image", occupancy=1.0, drop_rate=18.0, handled=12.0)}),
+    }
+    (finding,) = diagnose(reports)
+    assert finding.kind == "consumer-bound"
+    assert "'cam/image' produces 30.0 msg/s, 'gpu' handles 12.0 msg/s" in finding.message
+    assert "the consumer 'gpu' is the bottleneck" in finding.message
+
+
+def test_empty_queue_with_busy_producer_is_diagnosed_as_producer_bound():
+    reports = {
+        "net": _report("net", waiting=0.0, outputs={"batch": {"out_rate": 5.0}}),
+        "gpu": _report("gpu", waiting=0.8, inputs={
+            "batch": _input("net/batch", occupancy=0.0, in_rate=5.0, handled=5.0)}),
+    }
+    (finding,) = diagnose(reports)
+    assert finding.kind == "producer-bound"
+    assert "'gpu' waits 80% of the time" in finding.message
+    assert "could handle about 25.0 msg/s" in finding.message
+
+
+def test_rate_limited_producer_and_timers_are_not_bottlenecks():
+    reports = {
+        "cam": _report("cam", waiting=0.95, inputs={
+            "tick": _input("pinflow/timer/hz/30", occupancy=0.0)},
+            outputs={"image": {"out_rate": 30.0}}),
+        "gpu": _report("gpu", waiting=0.8, inputs={
+            "image": _input("cam/image", occupancy=0.0)}),
+    }
+    assert diagnose(reports) == []
+
+
+def test_diagnoser_repeats_a_finding_only_after_a_minute_or_a_change():
+    busy = {
+        "cam": _report("cam", waiting=0.9, outputs={"image": {"out_rate": 30.0}}),
+        "gpu": _report("gpu", waiting=0.0, inputs={
+            "image": _input("cam/image", occupancy=1.0, drop_rate=18.0, handled=12.0)}),
+    }
+    diagnoser = Diagnoser()
+    assert len(diagnoser.lines(busy, now=0.0)) == 1
+    assert diagnoser.lines(busy, now=30.0) == []
+    assert len(diagnoser.lines(busy, now=61.0)) == 1
+
+
+def test_slow_consumer_backlog_is_reported_by_the_launcher(pinflow):
+    run = pinflow("run", "backlog.yml", "--stop-after", "6")
+    assert run.returncode == 0, run.output
+    line = next(x for x in run.stdout.splitlines() if "backlog:" in x)
+    assert "node 'recorder' input 'numbers' (from 'counter/out')" in line
+    rates = [float(x) for x in re.findall(r"([\d.]+) msg/s", line)]
+    assert rates[0] > rates[1] > 0, "producer rate above consumer rate"
+    assert "the consumer 'recorder' is the bottleneck" in line
+
+
+def test_starving_consumer_is_reported_as_producer_bound(pinflow):
+    run = pinflow("run", "starved.yml", "--stop-after", "6")
+    assert run.returncode == 0, run.output
+    assert "starvation: node 'recorder' input 'numbers' (from 'source/out')" in run.stdout
+    assert "the producer 'source' is the bottleneck" in run.stdout
+
+
+def test_leaking_node_is_stopped_at_its_memory_limit_and_consumers_see_it_closed(pinflow):
+    run = pinflow("run", "leak.yml", "--stop-after", "30")
+    assert run.returncode == 1
+    assert re.search(r"node 'leaker' exceeded its memory_limit: private memory [\d.]+ MiB > "
+                     r"150.0 MiB; stopping it", run.stdout)
+    assert "node 'leaker' failed: stopped by the launcher: exceeded its memory_limit" in (
+        run.stderr)
+    events = run.result("recorder")["events"]
+    assert events[-1] == {"type": "INPUT_CLOSED", "id": "numbers"}
+    assert 3 <= len(events) - 1 <= 9
+
+
+def test_crashing_producer_restarts_and_its_consumer_resumes_without_restarting(pinflow):
+    run = pinflow("run", "restart.yml", "--stop-after", "40")
+    assert run.returncode == 0, run.output
+    assert run.stdout.count("restarting node 'producer'") == 2
+    assert "node 'producer' was restarted 2 time(s)" in run.stdout
+    consumer = run.result("consumer")
+    assert consumer["closed"] is True, "closed once the launcher gave the producer up"
+    assert consumer["torn"] == 0
+    # three incarnations of 10 frames each, numbered from 0 by each new process
+    assert consumer["indices"] == list(range(10)) * 3
+    assert consumer["segments_mapped"] == 3, "one new pool per producer incarnation"
