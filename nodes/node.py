@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 import logging
 import os
 import sys
@@ -23,16 +22,13 @@ import numpy as np
 import yaml
 import zenoh
 
-from pinflow.errors import (
-    ClosedError,
-    CudaUnavailable,
-    DescriptorError,
-    NodeEnvironmentError,
-    PinflowError,
-)
+from pinflow.errors import ClosedError, DescriptorError, NodeEnvironmentError, PinflowError
 from pinflow.nodes import events
-from pinflow.nodes.events import Event, InputQueue, Pending
+from pinflow.nodes.devices import Devices
+from pinflow.nodes.events import Event
+from pinflow.nodes.inbox import Inbox
 from pinflow.nodes.stats import StatsPublisher
+from pinflow.nodes.timers import GridTimer
 from pinflow.nodes.wiring import Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec, message
@@ -67,30 +63,22 @@ class Node:
         self._wiring = wiring or Wiring.from_env()
         self._spec: NodeSpec = self._wiring.spec
         self._keys = RunKeys(self._wiring.run_id)
-        self._lock = threading.Condition()
-        self._arrivals = itertools.count()
-        self._queues: dict[str, InputQueue] = {
-            i.name: InputQueue(i.name, i.queue_size, i.queue_policy) for i in self._spec.inputs
-        }
-        self._stop_reason: str | None = None
-        self._stop_delivered = False
+        self._inbox = Inbox(self._spec.inputs)
+        self._lock = self._inbox.cond  # also guards the peer and run state below
         self._closed = False
         self._alive_peers: set[str] = set()
         self._state: set[str] = set()
         self._timer_stop = threading.Event()
-        self._timers: list[threading.Thread] = []
         self._outputs: dict[str, OutputChannel] = {}
-        self._deliveries: dict[str, Any] = {}  # device -> transport.device.DeviceDelivery
-        self._input_device = self._resolve_devices()
+        self._devices = Devices(self._spec.id, self._spec.inputs,
+                                lambda text: self.log(text, level="warning"))
         self._declared: list[Any] = []
         self.malformed = 0
         """Messages refused because they were malformed (logged and dropped)."""
-        self._latencies: dict[str, list[float]] = {}
-        self._waiting_s = 0.0
         self._stats: StatsPublisher | None = None
         self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)
         self._receiver = SlotReceiver(self._session, self._keys, self._spec.id)
-        self._receiver.on_unmap.append(self._forget_segment)
+        self._receiver.on_unmap.append(self._devices.forget)
         try:
             self._join()
         except BaseException:
@@ -183,18 +171,20 @@ class Node:
                 f"{self._wiring.startup_timeout_s:.0f} s"
             )
         for spec in self._spec.inputs:
-            if spec.is_timer:
-                self._start_timer(spec)
+            if spec.timer_period_s is not None:
+                GridTimer(spec.name, spec.timer_period_s,
+                          lambda wall_ns, k, name=spec.name: self._on_tick(name, wall_ns, k),
+                          self._timer_stop)
         stats_key = self._keys.stats(self.id)
         self._stats = StatsPublisher(
             lambda body: session.put(stats_key, body),
             {"node": self.id, "run": self.run_id, "pid": os.getpid(),
              "restarts": self._wiring.restarts},
-            self.stats, self._take_latencies, self._take_waiting,
+            self.stats, self._inbox.take_latencies, self._inbox.take_waiting,
         )
 
     def _started(self) -> bool:
-        return "running" in self._state or self._stop_reason is not None
+        return "running" in self._state or self._inbox.stopping
 
     def _wait_for(self, predicate: Any, timeout: float, *, required: bool) -> bool:
         deadline = time.monotonic() + timeout
@@ -218,10 +208,7 @@ class Node:
                 raise DescriptorError("message without header")
             header = message.decode(attachment.to_bytes())
             if header.kind == "eos":
-                with self._lock:
-                    for name in names:
-                        self._queues[name].close()
-                    self._lock.notify_all()
+                self._inbox.close(names)
                 return
             pinned, segment = False, None
             if header.kind == "shm":
@@ -235,21 +222,15 @@ class Node:
             log.warning("node %s: dropped malformed message on %s: %s",
                         self.id, sample.key_expr, exc)
             return
-        with self._lock:
-            for name in names:
-                self._queues[name].push(
-                    Pending(next(self._arrivals),
-                            lambda name=name: self._input_event(name, header, holder, pinned,
+        # The closure owns the holder: dropping the pending message (overflow, STOP) or the
+        # event built from it is what releases a shared slot.
+        self._inbox.push(names, lambda name: self._input_event(name, header, holder, pinned,
                                                                 segment))
-                    # the closure owns the holder: dropping the pending message (overflow,
-                    # STOP) or the event built from it is what releases a shared slot
-                )
-            self._lock.notify_all()
 
     def _input_event(self, name: str, header: message.Header, holder: np.ndarray,
                      pinned: bool, segment: Segment | None) -> Event:
         assert header.layout is not None
-        device = self._input_device.get(name)
+        device = self._devices.by_input.get(name)
         event = events.make_event(
             events.INPUT, name,
             value=codec.decode_value(header.layout, holder),
@@ -259,46 +240,13 @@ class Node:
         event._layout, event._holder = header.layout, holder
 
         def to_device(_event: Event, target: str, stream: Any) -> Any:
-            return self._delivery(target).deliver(holder, header.layout, segment=segment,
-                                                  pinned=pinned, stream=stream)
+            return self._devices.delivery(target).deliver(
+                holder, header.layout, segment=segment, pinned=pinned, stream=stream)
 
         event._to_device = to_device
         if device is not None:
             event._device_tensor = to_device(event, device, None)
         return event
-
-    # -- device delivery ------------------------------------------------------------------
-    def _resolve_devices(self) -> dict[str, str]:
-        """Inputs that get device delivery here; CPU fallback (warned) or error if not."""
-        wanted = {i.name: i for i in self._spec.inputs if i.device}
-        if not wanted:
-            return {}
-        from pinflow.transport import cuda
-
-        if cuda.is_available():
-            return {name: spec.device for name, spec in wanted.items() if spec.device}
-        reason = cuda.unavailable_reason()
-        for name, spec in wanted.items():
-            if spec.device_required:
-                raise CudaUnavailable(
-                    f"node {self.id!r} input {name!r} requires {spec.device}: {reason}")
-        devices = ", ".join(sorted({str(spec.device) for spec in wanted.values()}))
-        self.log(f"inputs {sorted(wanted)} asked for {devices} but CUDA is not usable here "
-                 f"({reason}); delivering CPU data", level="warning")
-        return {}
-
-    def _delivery(self, device: str) -> Any:
-        delivery = self._deliveries.get(device)
-        if delivery is None:
-            from pinflow.transport.device import DeviceDelivery
-
-            delivery = self._deliveries[device] = DeviceDelivery(device)
-        return delivery
-
-    def _forget_segment(self, segment: Segment) -> None:
-        """Before a segment is unmapped: finish its copies and unregister it from CUDA."""
-        for delivery in self._deliveries.values():
-            delivery.forget(segment)
 
     def _on_alive(self, sample: zenoh.Sample) -> None:
         node_id = last_part(sample.key_expr)
@@ -324,10 +272,8 @@ class Node:
 
     def _close_inputs_from(self, node_id: str, *, for_good: bool = False) -> None:
         with self._lock:
-            for spec in self._spec.inputs:
-                if spec.source_node == node_id and (for_good or node_id not in self._alive_peers):
-                    self._queues[spec.name].close()
-            self._lock.notify_all()
+            if for_good or node_id not in self._alive_peers:
+                self._inbox.close(s.name for s in self._spec.inputs if s.source_node == node_id)
         self._receiver.producer_gone(node_id)
 
     def _on_gone(self, sample: zenoh.Sample) -> None:
@@ -340,100 +286,29 @@ class Node:
         with self._lock:
             if sample.kind == zenoh.SampleKind.PUT:
                 self._state.add(state)
-                if state == "stop" and self._stop_reason is None:
-                    self._stop_reason = "MANUAL"
+                if state == "stop":
+                    self._inbox.stop("MANUAL")
             self._lock.notify_all()
 
     def _on_launcher(self, sample: zenoh.Sample) -> None:
         if sample.kind == zenoh.SampleKind.DELETE:
-            with self._lock:
-                if self._stop_reason is None:
-                    self._stop_reason = "LAUNCHER_LOST"
-                self._lock.notify_all()
+            self._inbox.stop("LAUNCHER_LOST")
 
     # -- timers ---------------------------------------------------------------------------
-    def _start_timer(self, spec: InputSpec) -> None:
-        thread = threading.Thread(target=self._run_timer, args=(spec,), daemon=True,
-                                  name=f"pinflow-timer-{spec.name}")
-        thread.start()
-        self._timers.append(thread)
-
-    def _run_timer(self, spec: InputSpec) -> None:
-        """Tick on a fixed grid (start + k * period) so lateness never accumulates as drift;
-        ticks missed while the process was descheduled are skipped, not bunched."""
-        assert spec.timer_period_s is not None
-        period_ns = int(spec.timer_period_s * 1e9)
-        start = time.monotonic_ns()
-        wall_offset = time.time_ns() - start
-        k = 1
-        while not self._timer_stop.wait(max(0.0, (start + k * period_ns - time.monotonic_ns())
-                                            / 1e9)):
-            now = time.monotonic_ns()
-            tick = start + k * period_ns
-            k = max(k + 1, (now - start) // period_ns + 1)
-            seq = k
-            with self._lock:
-                self._queues[spec.name].push(Pending(
-                    next(self._arrivals),
-                    lambda tick=tick, seq=seq: events.make_event(
-                        events.INPUT, spec.name, value=events.timer_value(tick + wall_offset),
-                        seq=seq, sent_ns=tick + wall_offset),
-                ))
-                self._lock.notify_all()
+    def _on_tick(self, name: str, wall_ns: int, k: int) -> None:
+        self._inbox.push([name], lambda _name: events.make_event(
+            events.INPUT, name, value=events.timer_value(wall_ns), seq=k, sent_ns=wall_ns))
 
     # -- receiving ------------------------------------------------------------------------
     def next(self, timeout: float | None = None) -> Event | None:
         """The next event, or ``None`` on timeout and once the node's event stream ended."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while True:
-                event = self._take()
-                if event is not None or self._ended():
-                    return event
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                waited = time.monotonic()
-                self._lock.wait(left)
-                self._waiting_s += time.monotonic() - waited
+        return self._inbox.next(timeout)
 
     @property
     def ended(self) -> bool:
         """The event stream is over (STOP delivered, or every input closed): ``next()``
         returning ``None`` then means the end, not a timeout."""
-        with self._lock:
-            return self._ended()
-
-    def _ended(self) -> bool:
-        if self._stop_delivered:
-            return True
-        queues = self._queues.values()
-        return bool(self._queues) and all(q.close_delivered for q in queues)
-
-    def _take(self) -> Event | None:
-        """Pop the oldest deliverable event (caller holds the lock); STOP goes first."""
-        if self._stop_reason is not None and not self._stop_delivered:
-            self._stop_delivered = True
-            for queue in self._queues.values():
-                queue.drain()
-            return events.make_event(events.STOP, self._stop_reason)
-        best: InputQueue | None = None
-        for queue in self._queues.values():
-            if queue.items and (best is None or best.items[0].arrival > queue.items[0].arrival):
-                best = queue
-        if best is not None:
-            best.delivered += 1
-            event = best.items.popleft().build()
-            if event.get("sent_ns"):
-                self._latencies.setdefault(best.name, []).append(
-                    (time.time_ns() - event["sent_ns"]) / 1e6)
-            return event
-        for queue in self._queues.values():
-            if queue.close_queued:
-                queue.close_queued = False
-                queue.close_delivered = True
-                return events.make_event(events.INPUT_CLOSED, queue.name)
-        return None
+        return self._inbox.ended
 
     def __iter__(self) -> Iterator[Event]:
         while (event := self.next()) is not None:
@@ -496,26 +371,9 @@ class Node:
             )
         return channel
 
-    def _take_latencies(self) -> dict[str, list[float]]:
-        with self._lock:
-            taken, self._latencies = self._latencies, {}
-        return taken
-
-    def _take_waiting(self) -> float:
-        with self._lock:
-            taken, self._waiting_s = self._waiting_s, 0.0
-        return taken
-
     def stats(self) -> dict[str, Any]:
         """Counters of this node: per input queue and per output channel and pool."""
-        sources = {i.name: i.source for i in self._spec.inputs}
-        with self._lock:
-            inputs = {
-                q.name: {"source": sources[q.name], "queued": len(q.items), "size": q.size,
-                         "received": q.received, "dropped": q.dropped,
-                         "delivered": q.delivered, "closed": q.closed}
-                for q in self._queues.values()
-            }
+        inputs = self._inbox.snapshot()
         outputs = {}
         for output_id, channel in self._outputs.items():
             pool = channel.pool
@@ -524,9 +382,9 @@ class Node:
                 "pool": None if pool is None else {**vars(pool.stats()), "pinned": pool.pinned,
                                                    "segment": pool.name},
             }
-        devices = {device: vars(d.copier.stats).copy() for device, d in self._deliveries.items()}
         return {"inputs": inputs, "outputs": outputs, "malformed": self.malformed,
-                "segments_mapped": self._receiver.segments_mapped, "devices": devices}
+                "segments_mapped": self._receiver.segments_mapped,
+                "devices": self._devices.stats()}
 
     # -- logging --------------------------------------------------------------------------
     def log(self, message_: str, level: str = "info", **fields: Any) -> None:
@@ -555,8 +413,7 @@ class Node:
             for declared in reversed(self._declared):
                 declared.undeclare()
             self._receiver.close()  # unregisters segments from CUDA before unmapping
-            for delivery in self._deliveries.values():
-                delivery.close()
+            self._devices.close()
         finally:
             self._session.close()
 

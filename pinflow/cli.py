@@ -75,6 +75,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 1 if any(arm["error"] for arm in report["arms"]) else 0
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    from pinflow import top
+
+    return top.top(once=args.once)
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from pinflow import top
+
+    if args.wait <= 0:
+        raise PinflowError("--wait must be more than 0 seconds (nodes report once a second)")
+    runs = top.live_runs()
+    if not runs:
+        raise PinflowError(top.NO_RUNS)
+    if args.run is not None:
+        if args.run not in runs:
+            raise PinflowError(f"run {args.run!r} is not running on this machine; running: "
+                               f"{', '.join(runs)}")
+        runs = [args.run]
+    snapshot = top.collect(runs, args.wait)
+    if not any(run["nodes"] for run in snapshot["runs"].values()):
+        raise PinflowError(f"no statistics arrived from run(s) {', '.join(runs)} within "
+                           f"{args.wait:g} s; nodes report once a second once the run started")
+    print(json.dumps(snapshot, indent=2) if args.json else top.render(snapshot))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -108,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="soak mode: run the pinned flow this long; RSS and pinned bytes "
                         "must stay flat")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("top", help="live table of every running dataflow's nodes: queues, "
+                                   "rates, latency, pools, memory, CPU")
+    p.add_argument("--once", action="store_true", help="print one table and exit")
+    p.set_defaults(func=_cmd_top)
+
+    p = sub.add_parser("stats", help="one snapshot of the running dataflows' node statistics")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--wait", type=float, default=2.5, metavar="SECONDS",
+                   help="how long to collect reports (default 2.5; nodes report once a second)")
+    p.add_argument("--run", metavar="RUN_ID", help="only this run (default: every live run)")
+    p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("doctor", help="what CUDA, memory limits and /dev/shm offer the "
                                       "pinned path here, and which path it takes")

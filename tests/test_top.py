@@ -1,0 +1,191 @@
+"""``pinflow stats`` and ``pinflow top`` against real runs of the camera pipeline.
+
+camera_small.yml ends after 30 frames (half a second), before the first once-a-second
+report, so these tests run a variant that streams until the test stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DATAFLOWS
+
+from pinflow import top
+
+NODES = {"camera", "detector", "gpu", "sink"}
+
+
+@contextlib.contextmanager
+def running_camera_flow(tmp_path: Path) -> Iterator[str]:
+    """Start the camera pipeline in the background; yields its run id once it is live."""
+    flow = tmp_path / "camera_live.yml"
+    text = (DATAFLOWS / "camera_small.yml").read_text()
+    assert "--frames 30" in text
+    flow.write_text(text.replace("--frames 30", "--frames 0"))  # 0: until STOP
+    results = tmp_path / "results"
+    results.mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pinflow", "run", str(flow), "--stop-after", "15",
+         "--log-dir", str(tmp_path / "logs")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**os.environ, "PINFLOW_TEST_RESULTS": str(results)}, start_new_session=True,
+    )
+    lines: list[str] = []
+    run_ids: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:  # drains the pipe so the launcher never blocks on a full one
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            match = re.search(r"run (\w+) started", line)
+            if match:
+                run_ids.append(match.group(1))
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(20), f"the run did not start:\n{''.join(lines)}"
+        deadline = time.monotonic() + 5
+        while run_ids[0] not in top.live_runs():
+            assert time.monotonic() < deadline, f"run {run_ids[0]} never looked alive"
+            time.sleep(0.1)
+        yield run_ids[0]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # a graceful stop removes the run's files
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        reader.join(timeout=5)
+
+
+def _complete(snapshot: dict, run_id: str) -> bool:
+    nodes = snapshot["runs"].get(run_id, {}).get("nodes", {})
+    gpu = nodes.get("gpu", {}).get("inputs", {}).get("image", {})
+    return set(nodes) >= NODES and (gpu.get("in_rate") or 0) > 0
+
+
+def test_stats_json_reports_every_node_pool_rates_and_latency(pinflow, tmp_path):
+    with running_camera_flow(tmp_path) as run_id:
+        for _ in range(3):  # the first try can fall before every node's first report
+            result = pinflow("stats", "--json", "--run", run_id, timeout=30)
+            assert result.returncode == 0, result.output
+            snapshot = json.loads(result.stdout)
+            if _complete(snapshot, run_id):
+                break
+    assert set(snapshot["runs"]) == {run_id}
+    nodes = snapshot["runs"][run_id]["nodes"]
+    assert set(nodes) == NODES
+    for node_id, report in nodes.items():
+        assert report["node"] == node_id and report["run"] == run_id
+        assert report["rss_bytes"] > 0 and report["v"] == 1
+
+    image = nodes["camera"]["outputs"]["image"]
+    pool = image["pool"]
+    assert pool["slots"] == 6 and pool["pinned"] is True
+    assert pool["slot_bytes"] >= 320 * 240 * 4
+    assert 0 <= pool["in_use"] <= pool["slots"]
+    assert image["out_rate"] > 0 and image["sent_shm"] > 0
+    assert nodes["camera"]["pinned_bytes"] == 6 * pool["slot_bytes"]
+
+    gpu = nodes["gpu"]["inputs"]["image"]
+    assert gpu["source"] == "camera/image" and gpu["size"] == 8
+    assert gpu["in_rate"] > 0 and gpu["handled_rate"] > 0
+    assert 0 < gpu["latency_p50_ms"] <= gpu["latency_p99_ms"]
+    assert nodes["sink"]["inputs"]["latency"]["latency_p50_ms"] > 0
+
+
+def test_top_once_prints_a_table_naming_every_node(pinflow, tmp_path):
+    with running_camera_flow(tmp_path) as run_id:
+        result = pinflow("top", "--once", timeout=30)
+    assert result.returncode == 0, result.output
+    out = result.stdout
+    rows = [line for line in out.splitlines() if line.startswith(run_id[:6])]
+    assert {row.split()[1] for row in rows} == NODES, out
+    assert any("out image" in row and "pinned 6x300K" in row for row in rows), out
+    assert any("in image" in row and "camera/image" in row for row in rows), out
+    assert "P50" in out and "SLOTS" in out
+    assert "\x1b[" not in out, "no screen clearing when stdout is not a terminal"
+    assert max(len(line) for line in out.splitlines()) <= 120, out
+
+
+def test_stats_without_a_live_run_fails_clearly(pinflow):
+    result = pinflow("stats", "--json", "--run", "no-such-run", "--wait", "0.5")
+    assert result.returncode == 1
+    assert "not running on this machine" in result.stderr or top.NO_RUNS in result.stderr
+    if top.live_runs():
+        pytest.skip("another pinflow run is alive on this machine")
+    result = pinflow("stats", "--json", "--wait", "0.5")
+    assert result.returncode == 1 and result.stdout == ""
+    assert f"pinflow: error: {top.NO_RUNS}" in result.stderr
+    if not top.live_runs():
+        once = pinflow("top", "--once")
+        assert once.returncode == 0 and top.NO_RUNS in once.stdout
+
+
+def test_live_runs_skips_folders_whose_launcher_is_gone(tmp_path, monkeypatch):
+    monkeypatch.setattr(top, "runs_dir", lambda: tmp_path / "runs")
+    monkeypatch.setattr("pinflow.transport.segment.SHM_DIR", tmp_path / "shm")
+    (tmp_path / "shm").mkdir()
+    for run_id in ("alive", "dead", "nolock", "nosocket"):
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        if run_id != "nosocket":
+            (tmp_path / "runs" / run_id / "launcher.sock").touch()
+        if run_id != "nolock":
+            (tmp_path / "shm" / f"pinflow-{run_id}.lock").touch()
+    (tmp_path / "runs" / "not a run id").mkdir()
+    fd = os.open(tmp_path / "shm" / "pinflow-alive.lock", os.O_RDWR)
+    try:
+        # What a live launcher holds; flock conflicts between open files, even in one process.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert top.live_runs() == ["alive"]
+    finally:
+        os.close(fd)
+    assert top.live_runs() == [], "a lock nobody holds means the launcher is gone"
+
+
+def test_render_fits_120_columns_and_lists_devices_and_notes():
+    queue = {"source": "a_very_long_node_name/a_very_long_output", "queued": 3, "size": 8,
+             "received": 10, "dropped": 2, "delivered": 8, "closed": True, "occupancy": 0.4,
+             "in_rate": 1234.5, "handled_rate": 0.01, "drop_rate": 2.0,
+             "latency_p50_ms": 0.123, "latency_p99_ms": 2345.6}
+    pool = {"slots": 4, "slot_bytes": 1920 * 1080 * 4, "free": 1, "in_use": 3, "loaned": 0,
+            "acquired_total": 9, "exhausted_waits": 5, "timeouts": 1, "pinned": False,
+            "segment": "pinflow-x.y.z.1"}
+    report = {
+        "v": 1, "node": "a_very_long_node_name", "run": "0123456789ab", "pid": 1,
+        "restarts": 2, "t": 0, "interval_s": 1.0,
+        "inputs": {"an_input_with_a_long_name": queue},
+        "outputs": {"frames": {"sent": 9, "out_rate": 30.0, "sent_inline": 0, "sent_shm": 9,
+                               "dropped_full": 4, "pools_created": 1, "pool": pool}},
+        "waiting_frac": 0.5, "pinned_bytes": 0,
+        "devices": {"cuda:0": {"registrations": 1, "unregistrations": 0,
+                               "registration_failures": 0, "copies": 7, "pageable_copies": 2,
+                               "bytes_copied": 3 << 20, "in_flight": 1}},
+        "malformed": 1, "rss_bytes": 123 << 20, "private_bytes": 0, "cpu_pct": 12.5,
+    }
+    text = top.render({"runs": {"0123456789ab": {"nodes": {"n": report}},
+                                "ba9876543210": {"nodes": {}}}, "t": time.time_ns()})
+    assert max(len(line) for line in text.splitlines()) <= 120, text
+    assert "shm 4x7.9M" in text and "3/4" in text and "3/8" in text
+    assert "cuda:0: 1 registration(s), 7 pinned cop(ies), 2 pageable, 3.00 MiB copied" in text
+    assert "4 message(s) dropped" in text and "1 malformed" in text and "closed" in text
+    assert "restarted 2 time(s)" in text
+    assert "run ba9876543210: no statistics yet" in text
+    assert top.render({"runs": {}, "t": 0}) == top.NO_RUNS
