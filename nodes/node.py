@@ -179,7 +179,7 @@ class Node:
         self._stats = StatsPublisher(
             lambda body: session.put(stats_key, body),
             {"node": self.id, "run": self.run_id, "pid": os.getpid(),
-             "restarts": self._wiring.restarts},
+             "restarts": self._wiring.restarts, "machine": self._spec.machine},
             self.stats, self._inbox.take_latencies, self._inbox.take_waiting,
         )
 

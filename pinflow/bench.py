@@ -1,4 +1,4 @@
-"""``pinflow bench``: the 1080p RGBA @ 30 Hz flow over four transports, side by side.
+"""``pinflow bench``: the 1080p RGBA @ 30 Hz flow over several transports, side by side.
 
 Arms (same frames, same consumer work, one run; ratios matter, machines are noisy):
   pinned    pinflow, ``pinned=True`` loan API, device delivery (``device: cuda``)
@@ -6,6 +6,10 @@ Arms (same frames, same consumer work, one run; ratios matter, machines are nois
   zbytes    plain zenoh, payload inside the message, zenoh defaults
   zshm      zenoh shared memory + caller-side pinning (consumer copies into its own reused
             pinned buffer, then to the device): the workaround users have today
+  cross     the ``shm`` flow split over two hosts: the camera on the launcher's host, the
+            consumer on a ``pinflow daemon`` host, the two being network namespaces joined
+            by a veth cable (:mod:`pinflow.netns`; needs root, skipped where unavailable).
+            Every frame crosses the wire as bytes: what a second machine costs
 
 Latency is frame captured (producer clock, before rendering) -> usable on the target
 device (device tensor whose copy completed; host array on CPU). Without CUDA, the first
@@ -14,6 +18,7 @@ line says so and the CPU path is measured.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -29,15 +34,31 @@ from typing import Any
 import numpy as np
 import psutil
 
+from pinflow import netns
 from pinflow.transport import cuda
+from pinflow.transport.cleanup import clean_dead_runs
 
 ARMS = {
     "pinned": "pinflow pinned (loan API, device delivery)",
     "shm": "pinflow shared memory (unpinned)",
     "zbytes": "zenoh bytes (zenoh defaults)",
     "zshm": "zenoh shm + caller-side pinning",
+    "cross": "pinflow across hosts (veth between network namespaces)",
 }
 FRAME_BYTES = 1920 * 1080 * 4
+CROSS_MACHINE = "far"
+"""The ``machine:`` of the cross arm's consumer, served by a daemon in namespace b."""
+CROSS_PORT = 7447
+DAEMON_START_S = 30.0
+
+
+def default_arms() -> tuple[list[str], dict[str, str]]:
+    """Every arm that can run here, and the ones left out with why (the cross arm needs
+    network namespaces: root and iproute2)."""
+    reason = netns.available()
+    if reason is None:
+        return list(ARMS), {}
+    return [arm for arm in ARMS if arm != "cross"], {"cross": reason}
 
 
 @dataclass
@@ -137,6 +158,8 @@ class ArmResult:
     h2d_ms_p50: float | None
     device: str
     error: str | None = None
+    delivered_fps: float | None = None
+    """Rate at which frames became usable in the 30 Hz run (first to last delivery)."""
     latencies_ms: list[float] = field(default_factory=list)
     """Per delivered frame, in delivery order (for plots and your own statistics)."""
 
@@ -151,6 +174,7 @@ def _pinflow_yaml(arm: str, frames: int, fps: float, out: Path, device: str) -> 
     pinned = arm == "pinned"
     rate = f"pinflow/timer/hz/{fps:g}" if fps > 0 else "pinflow/timer/hz/1000"
     delivery = f", device: {device}" if device != "cpu" else ""
+    machine = f"\n    machine: {CROSS_MACHINE}" if arm == "cross" else ""
     return f"""nodes:
   - id: camera
     module: pinflow.nodes.camera
@@ -163,7 +187,7 @@ def _pinflow_yaml(arm: str, frames: int, fps: float, out: Path, device: str) -> 
         slots: 4
         slot_bytes: {FRAME_BYTES}
   - id: probe
-    module: pinflow.nodes.latency_probe
+    module: pinflow.nodes.latency_probe{machine}
     args: --out {out}
     inputs:
       image: {{source: camera/image, queue_size: 2{delivery}}}
@@ -173,13 +197,29 @@ def _pinflow_yaml(arm: str, frames: int, fps: float, out: Path, device: str) -> 
 def _run_arm(arm: str, frames: int, fps: float, device: str, work: Path) -> tuple[
         list[dict[str, Any]], Sampler, str | None, float]:
     """Run one arm once; returns (records, sampler, error, wall seconds)."""
+    with contextlib.ExitStack() as stack:
+        return _run_arm_in(stack, arm, frames, fps, device, work)
+
+
+def _run_arm_in(stack: contextlib.ExitStack, arm: str, frames: int, fps: float, device: str,
+                work: Path) -> tuple[list[dict[str, Any]], Sampler, str | None, float]:
+    """_run_arm; what the arm sets up around its processes (the cross arm's namespaces and
+    daemon) is undone by ``stack``, however the arm ends."""
     tag = f"{arm}-{'max' if fps <= 0 else int(fps)}"
     out = work / f"{tag}.jsonl"
     before = {p.name for p in Path("/dev/shm").glob("*.zenoh")}
-    if arm in ("pinned", "shm"):
+    roots: list[int] = []
+    if arm in ("pinned", "shm", "cross"):
         spec = work / f"{tag}.yml"
         spec.write_text(_pinflow_yaml(arm, frames, fps, out, device))
         cmd = [sys.executable, "-m", "pinflow", "run", str(spec), "--log-dir", str(work / "logs")]
+        if arm == "cross":
+            try:
+                prefix, endpoint, daemon = _cross_host(stack, work, tag)
+            except netns.NetnsError as exc:
+                return [], Sampler([], {}), str(exc), 0.0
+            cmd = [*prefix, *cmd, "--connect", endpoint]
+            roots.append(daemon)  # the consumer is the daemon's child
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]
         roles = {"pinflow.nodes.camera": "producer", "pinflow.nodes.latency_probe": "consumer"}
     else:
@@ -194,7 +234,7 @@ def _run_arm(arm: str, frames: int, fps: float, device: str, work: Path) -> tupl
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
         ]
         roles = {"baselines producer": "producer", "baselines consumer": "consumer"}
-    sampler = Sampler([p.pid for p in procs], roles)
+    sampler = Sampler([p.pid for p in procs] + roots, roles)
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
     start = time.monotonic()
@@ -216,6 +256,44 @@ def _run_arm(arm: str, frames: int, fps: float, device: str, work: Path) -> tupl
     return _records(out), sampler, error, wall
 
 
+def _cross_host(stack: contextlib.ExitStack, work: Path, tag: str) -> tuple[
+        list[str], str, int]:
+    """Namespaces a and b with ``pinflow daemon --machine far`` listening in b; returns the
+    launcher's command prefix (run it in a), the endpoint to --connect and the daemon's pid.
+    ``stack`` stops the daemon (SIGTERM, then SIGKILL) and then removes the namespaces."""
+    pair = stack.enter_context(netns.namespace_pair())
+    endpoint = f"tcp/{pair.addr_b}:{CROSS_PORT}"
+    log = work / f"{tag}-daemon.log"
+    log_file = stack.enter_context(open(log, "w"))  # noqa: SIM115 (closed by the stack)
+    daemon = subprocess.Popen(
+        [*pair.exec_prefix(pair.b), sys.executable, "-m", "pinflow", "daemon", "--machine",
+         CROSS_MACHINE, "--listen", endpoint, "--log-dir", str(work / "logs")],
+        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    stack.callback(_stop_daemon, daemon)
+    deadline = time.monotonic() + DAEMON_START_S
+    while "ready" not in log.read_text():
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+            raise netns.NetnsError(f"the daemon in namespace {pair.b} did not start: {tail[0]}")
+        time.sleep(0.05)
+    return pair.exec_prefix(pair.a), endpoint, daemon.pid
+
+
+def _stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the daemon stops its nodes and unlinks its pools), SIGKILL if it hangs; a
+    killed daemon leaves its pools to `pinflow clean`, done here."""
+    if daemon.poll() is None:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=20)
+            return
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    if daemon.returncode != 0:
+        clean_dead_runs()
+
+
 def _remove_orphan_zenoh_files(before: set[str]) -> None:
     """zenoh's shared-memory backend can leave its files behind after its processes exit;
     remove the ones this arm created that no live process maps."""
@@ -235,8 +313,22 @@ def _ms(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def _rate(records: list[dict[str, Any]]) -> float | None:
+    """Frames per second at which ``records`` became usable, first to last."""
+    if len(records) < 2:
+        return None
+    span = (records[-1]["usable_ns"] - records[0]["usable_ns"]) / 1e9
+    return (len(records) - 1) / span if span > 0 else None
+
+
 def measure_arm(arm: str, frames: int, max_frames: int, device: str, work: Path,
                 fps: float = 30.0) -> ArmResult:
+    if arm == "cross" and (reason := netns.available()) is not None:
+        return ArmResult(
+            arm=arm, label=ARMS[arm], frames=frames, delivered=0, dropped=frames, p50_ms=None,
+            p99_ms=None, max_ms=None, producer_cpu_pct=None, consumer_cpu_pct=None,
+            producer_rss_mib=0.0, consumer_rss_mib=0.0, pinned_mib=0.0, max_fps=None,
+            h2d_ms_p50=None, device=device, error=f"cross-host arm unavailable: {reason}")
     records, sampler, error, _wall = _run_arm(arm, frames, fps, device, work)
     lat = [(r["usable_ns"] - r["capture_ns"]) / 1e6 for r in records if r.get("capture_ns")]
     window = ((records[0]["capture_ns"] / 1e9, records[-1]["usable_ns"] / 1e9) if records
@@ -245,9 +337,7 @@ def measure_arm(arm: str, frames: int, max_frames: int, device: str, work: Path,
     max_fps = None
     if max_frames:
         fast, _s, _e, _w = _run_arm(arm, max_frames, 0, device, work)
-        if len(fast) > 1:
-            span = (fast[-1]["usable_ns"] - fast[0]["usable_ns"]) / 1e9
-            max_fps = (len(fast) - 1) / span if span > 0 else None
+        max_fps = _rate(fast)
     return ArmResult(
         arm=arm, label=ARMS[arm], frames=frames, delivered=len(records),
         dropped=frames - len(records),
@@ -260,6 +350,7 @@ def measure_arm(arm: str, frames: int, max_frames: int, device: str, work: Path,
                     FRAME_BYTES if arm == "zshm" and device != "cpu" else 0) / 2**20,
         max_fps=max_fps, h2d_ms_p50=_ms(h2d, 50),
         device=records[0]["device"] if records else device, error=error, latencies_ms=lat,
+        delivered_fps=_rate(records),
     )
 
 
@@ -346,7 +437,10 @@ def _target_device() -> tuple[str, str | None]:
     return "cuda", None
 
 
-def run(frames: int, max_frames: int, arms: list[str]) -> dict[str, Any]:
+def run(frames: int, max_frames: int, arms: list[str],
+        skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """Measure ``arms``; ``skipped`` (arm -> why, see :func:`default_arms`) goes in the
+    report so the table can say what it left out."""
     device, reason = _target_device()
     with tempfile.TemporaryDirectory(prefix="pinflow-bench-") as tmp:
         results = []
@@ -361,6 +455,7 @@ def run(frames: int, max_frames: int, arms: list[str]) -> dict[str, Any]:
         "device": device, "no_gpu_reason": reason, "frames": frames,
         "frame_bytes": FRAME_BYTES, "fps": 30, "arms": [asdict(r) for r in results],
         "h2d_bandwidth": measure_h2d_bandwidth() if device == "cuda" else None,
+        "skipped": dict(skipped or {}),
     }
     return report
 
@@ -379,14 +474,16 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"{report['frames']} frames of {report['frame_bytes']:,} B at "
                  f"{report['fps']} Hz; {machine['cpu_count']} cores, {machine['ram_gib']} GiB, "
                  f"{machine['platform']}")
-    head = (f"{'transport':<44}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'deliv':>7}{'drop':>6}"
-            f"{'prod CPU%':>10}{'cons CPU%':>10}{'prod RSS':>9}{'cons RSS':>9}{'pinned':>8}"
-            f"{'max fps':>8}{'H2D ms':>8}")
+    width = max([44, *(len(arm["label"]) + 1 for arm in report["arms"])])
+    head = (f"{'transport':<{width}}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'deliv':>7}"
+            f"{'drop':>6}{'frames/s':>9}{'prod CPU%':>10}{'cons CPU%':>10}{'prod RSS':>9}"
+            f"{'cons RSS':>9}{'pinned':>8}{'max fps':>8}{'H2D ms':>8}")
     lines += [head, "-" * len(head)]
     for arm in report["arms"]:
         lines.append(
-            f"{arm['label']:<44}{_fmt(arm['p50_ms']):>8}{_fmt(arm['p99_ms']):>8}"
+            f"{arm['label']:<{width}}{_fmt(arm['p50_ms']):>8}{_fmt(arm['p99_ms']):>8}"
             f"{_fmt(arm['max_ms']):>8}{arm['delivered']:>7}{arm['dropped']:>6}"
+            f"{_fmt(arm.get('delivered_fps')):>9}"
             f"{_fmt(arm['producer_cpu_pct'], '.0f'):>10}{_fmt(arm['consumer_cpu_pct'], '.0f'):>10}"
             f"{arm['producer_rss_mib']:>9.0f}{arm['consumer_rss_mib']:>9.0f}"
             f"{arm['pinned_mib']:>8.0f}{_fmt(arm['max_fps'], '.0f'):>8}"
@@ -401,7 +498,10 @@ def render(report: dict[str, Any]) -> str:
     if bw:
         lines.append(f"H2D bandwidth: pinned {bw['pinned_gbps']:.1f} GB/s, pageable "
                      f"{bw['pageable_gbps']:.1f} GB/s ({bw['ratio']:.2f}x)")
-    lines.append("RSS in MiB (max over the run); CPU in % of one core; pinned in MiB.")
+    for arm, why in report.get("skipped", {}).items():
+        lines.append(f"{'cross-host' if arm == 'cross' else arm} arm skipped: {why}")
+    lines.append("RSS in MiB (max over the run); CPU in % of one core; pinned in MiB; "
+                 "frames/s: delivery rate of the 30 Hz run.")
     return "\n".join(lines)
 
 

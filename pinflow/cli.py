@@ -26,11 +26,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     dataflow = spec_module.load(args.file)
     result = launcher.run(dataflow, stop_after=args.stop_after, grace_s=args.grace,
-                          log_dir=args.log_dir)
+                          log_dir=args.log_dir, wire_listen=args.listen,
+                          wire_connect=args.connect, daemon_timeout_s=args.daemon_timeout)
     summary = result.summary()
     print(f"pinflow | {summary}" if result.ok else f"pinflow: error: {summary}",
           file=sys.stdout if result.ok else sys.stderr, flush=True)
     return 0 if result.ok else 1
+
+
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from pinflow import daemon
+
+    return daemon.serve(args.machine, listen=args.listen, connect=args.connect,
+                        log_dir=args.log_dir)
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
@@ -66,7 +74,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 0 if result["flat"] and not result["error"] else 1
     frames = args.frames or (90 if args.quick else 300)
     max_frames = 0 if args.no_max_fps else (60 if args.quick else 150)
-    report = bench.run(frames, max_frames, args.arms)
+    arms, skipped = (args.arms, {}) if args.arms else bench.default_arms()
+    report = bench.run(frames, max_frames, arms, skipped)
     print(bench.render(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
@@ -104,6 +113,14 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wire_options(parser: argparse.ArgumentParser, peer: str) -> None:
+    parser.add_argument("--listen", action="append", default=[], metavar="ENDPOINT",
+                        help=f"wire endpoint to accept {peer} on, e.g. tcp/192.168.1.10:7447 "
+                             "(repeatable)")
+    parser.add_argument("--connect", action="append", default=[], metavar="ENDPOINT",
+                        help=f"wire endpoint of {peer} to connect to (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -121,13 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time nodes get to exit after STOP before SIGTERM (default 5)")
     p.add_argument("--log-dir", type=Path, metavar="DIR",
                    help="where per-node logs go, in a folder per run (default ./out)")
+    _wire_options(p, "daemons")
+    p.add_argument("--daemon-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the daemons of the dataflow's machines "
+                        "(default 10)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("daemon", help="run, on this host, the nodes that name it with "
+                                      "`machine:` (for `pinflow run` on another host)")
+    p.add_argument("--machine", required=True, metavar="NAME",
+                   help="this host's name, as nodes write it in `machine:`")
+    p.add_argument("--log-dir", type=Path, metavar="DIR",
+                   help="where per-node logs go, in a folder per run (default ./out)")
+    _wire_options(p, "the launcher")
+    p.set_defaults(func=_cmd_daemon)
 
     p = sub.add_parser("bench", help="1080p RGBA @ 30 Hz over pinflow and zenoh baselines")
     p.add_argument("--quick", action="store_true", help="90 frames per arm (under 2 minutes)")
     p.add_argument("--frames", type=int, help="frames per arm at 30 Hz (default 300)")
-    p.add_argument("--arms", nargs="+", default=["pinned", "shm", "zbytes", "zshm"],
-                   choices=["pinned", "shm", "zbytes", "zshm"], help="which transports")
+    p.add_argument("--arms", nargs="+", choices=["pinned", "shm", "zbytes", "zshm", "cross"],
+                   help="which transports (default: all; cross only where network "
+                        "namespaces can be created, i.e. as root with iproute2)")
     p.add_argument("--no-max-fps", action="store_true",
                    help="skip the unthrottled run that measures the max sustainable fps")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")

@@ -20,16 +20,18 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import zenoh
 
+from pinflow.cluster import Cluster
 from pinflow.diagnosis import Diagnoser
 from pinflow.errors import LaunchError
 from pinflow.nodes.wiring import ENV_VAR, Wiring
-from pinflow.spec import DataflowSpec, NodeSpec
+from pinflow.spec import GATEWAY_ID, DataflowSpec, NodeSpec
 from pinflow.supervisor import MemoryWatch, over_limit, restart_delay
 from pinflow.transport import budget
+from pinflow.transport.bridge import Bridge
 from pinflow.transport.channel import default_slots
 from pinflow.transport.cleanup import RunLock, remove_node_segments
 from pinflow.transport.keys import RunKeys, last_part
@@ -40,6 +42,10 @@ from pinflow.transport.session import (
     open_session,
     unix_endpoint,
 )
+from pinflow.transport.wire import local_run_id, open_wire
+
+if TYPE_CHECKING:
+    from pinflow.daemon import HostLink
 
 TAIL_LINES = 8
 
@@ -75,9 +81,10 @@ class NodeResult:
     returncode: int
     forced: str | None
     tail: list[str]
-    log_path: Path
+    log_path: Path | str
     restarts: int = 0
     stopped_why: str | None = None
+    machine: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -108,7 +115,8 @@ class RunResult:
                    else f"did not stop within the grace period ({r.forced})" if r.forced
                    else f"exit code {r.returncode}" if r.returncode >= 0
                    else f"killed by signal {signal.Signals(-r.returncode).name}")
-            lines.append(f"  node {r.node_id!r} failed: {why}; last lines:")
+            where = f" on machine {r.machine!r}" if r.machine else ""
+            lines.append(f"  node {r.node_id!r}{where} failed: {why}; last lines:")
             lines.extend(f"    | {line}" for line in r.tail or ["(no output)"])
         return "\n".join(lines)
 
@@ -118,15 +126,35 @@ class Launcher:
 
     def __init__(self, spec: DataflowSpec, *, log_dir: Path | None = None,
                  grace_s: float = 5.0, startup_timeout_s: float = 60.0,
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, run_id: str | None = None,
+                 machine: str | None = None, wire: zenoh.Session | None = None,
+                 stop_requested: threading.Event | None = None,
+                 daemon_timeout_s: float = 10.0) -> None:
         self.spec = spec
-        self.run_id = new_run_id()
+        self.dataflow_run_id = run_id or new_run_id()
+        self.machine = machine
+        self.run_id = local_run_id(self.dataflow_run_id, machine)
+        """This host's share of the run: keys, sockets, segments and lock use it."""
         self.keys = RunKeys(self.run_id)
+        self.local_nodes = spec.nodes_on(machine)
         self.grace_s = grace_s
         self.startup_timeout_s = startup_timeout_s
         self.out = out or sys.stdout
         self.log_dir = (log_dir or Path.cwd() / "out") / self.run_id
-        self.stop_requested = threading.Event()
+        self.stop_requested = stop_requested or threading.Event()
+        self.wire = wire
+        self.link: HostLink | None = None
+        """Set on a daemon: the launcher's ear on this host."""
+        self.cluster: Cluster | None = None
+        if machine is None and spec.machines():
+            if wire is None:
+                raise LaunchError(
+                    f"node(s) {', '.join(n.id for n in spec.nodes if n.machine)} run on "
+                    f"machine(s) {', '.join(spec.machines())}: give `pinflow run` a wire "
+                    "endpoint (--connect PROTO/HOST:PORT to a `pinflow daemon --listen`, or "
+                    "--listen for daemons that --connect)")
+            self.cluster = Cluster(spec, self.dataflow_run_id, wire, on_line=self._remote_line,
+                                   on_say=self._remote_say, daemon_timeout_s=daemon_timeout_s)
         self._print_lock = threading.Lock()
         self._ready: set[str] = set()
         self._procs: dict[str, NodeProcess] = {}
@@ -140,6 +168,20 @@ class Launcher:
     def say(self, text: str) -> None:
         with self._print_lock:
             print(f"pinflow | {text}", file=self.out, flush=True)
+        if self.link is not None:
+            self.link.say(text)
+
+    def _remote_line(self, node_id: str, line: str) -> None:
+        """A line of a node on another host: printed and logged here like a local one."""
+        width = max(len(n.id) for n in self.spec.nodes)
+        with self._print_lock:
+            with open(self.log_dir / f"{node_id}.log", "a", encoding="utf-8") as log_file:
+                log_file.write(line + "\n")
+            print(f"{node_id:<{width}} | {line}", file=self.out, flush=True)
+
+    def _remote_say(self, machine: str, text: str) -> None:
+        with self._print_lock:
+            print(f"pinflow@{machine} | {text}", file=self.out, flush=True)
 
     def _relay(self, proc: NodeProcess, process: subprocess.Popen[bytes]) -> None:
         """Copy a node's output to its log file and to our stdout, prefixed with its id."""
@@ -153,6 +195,8 @@ class Launcher:
                 proc.tail.append(line)
                 with self._print_lock:
                     print(f"{proc.spec.id:<{width}} | {line}", file=self.out, flush=True)
+                if self.link is not None:
+                    self.link.line(proc.spec.id, line)
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self, stop_after: float | None = None) -> RunResult:
@@ -162,16 +206,25 @@ class Launcher:
         run_lock.acquire()  # marks the run's shared memory as live for `pinflow clean`
         sock_dir = make_run_dir(self.run_id)
         session = open_session(listen=[unix_endpoint(sock_dir / LAUNCHER_SOCKET)], connect=[])
+        bridge: Bridge | None = None
         try:
             liveliness = self._liveliness = session.liveliness()
             self._tokens.append(liveliness.declare_token(self.keys.launcher()))
             ready_sub = liveliness.declare_subscriber(self.keys.ready_all(), self._on_ready,
                                                       history=True)
             stats_sub = session.declare_subscriber(self.keys.stats_all(), self._on_stats)
+            if self.wire is not None:
+                bridge = Bridge(self.spec, self.machine, self.dataflow_run_id, session,
+                                self.wire)
+                bridge.start()
+            if self.cluster is not None:
+                self.cluster.start(self.grace_s, self.startup_timeout_s)
             self._spawn_all(sock_dir)
-            self._wait_ready()
-            self._tokens.append(liveliness.declare_token(self.keys.state("running")))
-            self.say(f"run {self.run_id} started: {len(self._procs)} node(s)")
+            if self.link is None:  # the launcher's host leads; daemons follow its state
+                self._wait_ready()
+                self._tokens.append(liveliness.declare_token(self.keys.state("running")))
+                hosts = f" on {1 + len(self.spec.machines())} hosts" if self.cluster else ""
+                self.say(f"run {self.run_id} started: {len(self.spec.nodes)} node(s){hosts}")
             self._supervise(stop_after)
             self._tokens.append(liveliness.declare_token(self.keys.state("stop")))
             self._stop_all()
@@ -179,6 +232,12 @@ class Launcher:
             ready_sub.undeclare()
         finally:
             self._kill_all()
+            if self.cluster is not None:
+                self.cluster.close()
+            if bridge is not None:
+                for line in bridge.summary():
+                    self.say(line)
+                bridge.close()
             for token in self._tokens:
                 token.undeclare()
             session.close()
@@ -190,7 +249,7 @@ class Launcher:
         """Refuse to start if the pinned pools the YAML sizes up front do not fit the
         machine's budget: a clear error now instead of a CUDA failure hours later."""
         wanted = {}
-        for node in self.spec.nodes:
+        for node in self.local_nodes:
             for out in node.outputs:
                 if not (out.pinned and out.slot_bytes):
                     continue
@@ -212,6 +271,7 @@ class Launcher:
                 return
             self._reap()
             self._restart_due(now)
+            self._remote_lost()
             if now >= next_check:
                 next_check = now + 0.5
                 self._check_memory()
@@ -227,8 +287,20 @@ class Launcher:
             return
 
     def _fresh_reports(self, now: float) -> dict[str, dict]:
+        remote = set(self.cluster.pending()) if self.cluster else set()
         return {node: report for node, (seen, report) in list(self._reports.items())
-                if now - seen < 3.0 and self._procs[node].returncode is None}
+                if now - seen < 3.0 and (node in remote or (
+                    node in self._procs and self._procs[node].returncode is None))}
+
+    def _remote_lost(self) -> None:
+        """Nodes of a host that vanished: failed; their consumers here close the inputs."""
+        if self.cluster is None:
+            return
+        for node_id in self.cluster.lost():
+            self.say(f"node {node_id!r} is lost with machine "
+                     f"{self.cluster.remote[node_id]!r} (its daemon disappeared)")
+            if self._liveliness is not None:
+                self._tokens.append(self._liveliness.declare_token(self.keys.gone(node_id)))
 
     def _check_memory(self) -> None:
         warning = self._memory.low_memory_warning()
@@ -258,14 +330,24 @@ class Launcher:
         if sample.kind == zenoh.SampleKind.PUT:
             self._ready.add(last_part(sample.key_expr))
 
+    def _consumers(self, node: NodeSpec) -> dict[str, list[list]]:
+        """Per output, its consumers on this host, plus the gateway standing in for all
+        consumers on other hosts (it reads each message once, whatever their number)."""
+        here = {n.id for n in self.local_nodes}
+        consumers = {}
+        for out in node.outputs:
+            found = self.spec.consumers_of(node.id, out.id)
+            local = [[c, i.name, i.queue_size] for c, i in found if c in here]
+            remote = [i.queue_size for c, i in found if c not in here]
+            if remote:
+                local.append([GATEWAY_ID, "wire", max(remote)])
+            consumers[out.id] = local
+        return consumers
+
     def _spawn_all(self, sock_dir: Path) -> None:
         launcher_endpoint = unix_endpoint(sock_dir / LAUNCHER_SOCKET)
-        for index, node in enumerate(self.spec.nodes):
-            consumers = {
-                out.id: [[c, i.name, i.queue_size]
-                         for c, i in self.spec.consumers_of(node.id, out.id)]
-                for out in node.outputs
-            }
+        for index, node in enumerate(self.local_nodes):
+            consumers = self._consumers(node)
             restartable = sorted({i.source_node for i in node.inputs if i.source_node
                                   and self.spec.node(i.source_node).restart != "never"})
             wiring = Wiring(
@@ -305,16 +387,20 @@ class Launcher:
         """Hold the start until every live node declared ready (or the startup timeout)."""
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline and not self.stop_requested.is_set():
-            waiting = [n for n, p in self._procs.items()
-                       if n not in self._ready and p.returncode is None]
+            waiting = self._not_ready()
             if not waiting:
                 return
+            self._remote_lost()
             time.sleep(0.02)
-        waiting = [n for n, p in self._procs.items()
-                   if n not in self._ready and p.returncode is None]
+        waiting = self._not_ready()
         if waiting and not self.stop_requested.is_set():
             self.say(f"starting without {', '.join(waiting)}: not ready after "
                      f"{self.startup_timeout_s:g}s (do they create pinflow.Node()?)")
+
+    def _not_ready(self) -> list[str]:
+        remote = self.cluster.pending() if self.cluster else []
+        return [n for n, p in self._procs.items() if n not in self._ready
+                and p.returncode is None] + [n for n in remote if n not in self._ready]
 
     def _reap(self, *, stopping: bool = False) -> None:
         """Handle nodes that exited: unlink the segments a crashed node could not (consumers
@@ -347,7 +433,7 @@ class Launcher:
 
     def _any_alive(self) -> bool:
         return any(p.returncode is None or p.restart_at is not None
-                   for p in self._procs.values())
+                   for p in self._procs.values()) or bool(self.cluster and self.cluster.pending())
 
     def _stop_all(self) -> None:
         """STOP was announced; give nodes the grace period, then SIGTERM, then SIGKILL."""
@@ -369,6 +455,8 @@ class Launcher:
             end = time.monotonic() + wait_s
             while any(p.returncode is None for p in alive) and time.monotonic() < end:
                 time.sleep(0.02)
+        if self.cluster is not None:  # daemons run the same sequence; give them its length
+            self.cluster.wait(max(0.0, self.grace_s - (time.monotonic() - start)) + 10.0)
 
     def _kill_all(self) -> None:
         """Last resort on any exit path: no node may outlive the launcher."""
@@ -382,20 +470,44 @@ class Launcher:
                 proc.reader.join(timeout=2.0)
 
     def _results(self) -> list[NodeResult]:
-        return [
-            NodeResult(p.spec.id, p.process.wait(), p.killed, list(p.tail), p.log_path,
-                       p.restarts, p.stopped_why)
+        local = {
+            p.spec.id: NodeResult(p.spec.id, p.process.wait(), p.killed, list(p.tail),
+                                  p.log_path, p.restarts, p.stopped_why, self.machine)
             for p in self._procs.values()
-        ]
+        }
+        remote = self.cluster.results() if self.cluster else {}
+        for node_id, body in remote.items():
+            fields = {k: body.get(k) for k in ("returncode", "forced", "tail", "log_path",
+                                                "restarts", "stopped_why")}
+            fields["restarts"] = fields["restarts"] or 0
+            local[node_id] = NodeResult(node_id, machine=self.cluster.remote[node_id],
+                                        **fields)  # type: ignore[arg-type, union-attr]
+        return [local[n.id] for n in self.spec.nodes if n.id in local]
 
 
 def run(spec: DataflowSpec, *, stop_after: float | None = None, log_dir: Path | None = None,
-        grace_s: float = 5.0, out: TextIO | None = None) -> RunResult:
+        grace_s: float = 5.0, out: TextIO | None = None, wire_listen: list[str] | None = None,
+        wire_connect: list[str] | None = None, daemon_timeout_s: float = 10.0) -> RunResult:
     """Run ``spec`` until all nodes exit, SIGINT/SIGTERM, or ``stop_after`` seconds.
 
-    A first Ctrl-C starts the graceful stop; a second one skips the grace period.
+    A first Ctrl-C starts the graceful stop; a second one skips the grace period. Nodes
+    with ``machine:`` run on the hosts whose daemons the wire endpoints reach.
     """
-    launcher = Launcher(spec, log_dir=log_dir, grace_s=grace_s, out=out)
+    wire = None
+    if spec.machines() and (wire_listen or wire_connect):
+        wire = open_wire(listen=wire_listen or [], connect=wire_connect or [])
+    elif wire_listen or wire_connect:
+        print("pinflow | no node of this dataflow names a `machine:`; --listen/--connect "
+              "are not used", file=out or sys.stdout, flush=True)
+    try:
+        return _run(Launcher(spec, log_dir=log_dir, grace_s=grace_s, out=out, wire=wire,
+                             daemon_timeout_s=daemon_timeout_s), stop_after)
+    finally:
+        if wire is not None:
+            wire.close()
+
+
+def _run(launcher: Launcher, stop_after: float | None) -> RunResult:
 
     def on_signal(signum: int, _frame: object) -> None:
         if launcher.stop_requested.is_set():

@@ -28,7 +28,7 @@ TOP_LEVEL_KEYS = frozenset({"nodes", "pinned_budget", "memory_limit"})
 RESTART_POLICIES = ("never", "on-failure", "always")
 NODE_KEYS = frozenset(
     {"id", "path", "module", "args", "env", "inputs", "outputs", "memory_limit", "restart",
-     "max_restarts", "restart_backoff"}
+     "max_restarts", "restart_backoff", "machine"}
 )
 INPUT_KEYS = frozenset({"source", "queue_size", "queue_policy", "device", "device_required"})
 OUTPUT_KEYS = frozenset(
@@ -38,6 +38,8 @@ DEFAULT_SHM_THRESHOLD = 4096
 ON_FULL_POLICIES = ("block", "drop")
 DEFAULT_BLOCK_TIMEOUT_S = 2.0
 MAX_SLOTS = 250
+GATEWAY_ID = "_wire"
+"""Consumer id under which a host's gateway reads outputs that feed other machines."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ class NodeSpec:
     max_restarts: int = 3
     restart_backoff: float = 0.5
     """Seconds before the first restart; doubles each time, capped at 30 s."""
+    machine: str | None = None
+    """Where the node runs: ``None`` on the launcher's host, else the name of a host that
+    runs ``pinflow daemon --machine NAME``."""
 
     def output(self, output_id: str) -> OutputSpec:
         """The declared output ``output_id``; KeyError if the node has none by that name."""
@@ -123,6 +128,11 @@ class NodeSpec:
             "inputs": [asdict(spec) for spec in self.inputs],
             "outputs": [asdict(spec) for spec in self.outputs],
             "line": self.line,
+            "memory_limit": self.memory_limit,
+            "restart": self.restart,
+            "max_restarts": self.max_restarts,
+            "restart_backoff": self.restart_backoff,
+            "machine": self.machine,
         }
 
     @classmethod
@@ -142,6 +152,7 @@ class NodeSpec:
             restart=data.get("restart", "never"),
             max_restarts=data.get("max_restarts", 3),
             restart_backoff=data.get("restart_backoff", 0.5),
+            machine=data.get("machine"),
         )
 
 
@@ -161,6 +172,14 @@ class DataflowSpec:
             if spec.id == node_id:
                 return spec
         raise KeyError(node_id)
+
+    def machines(self) -> list[str]:
+        """Names of the other hosts this dataflow needs (nodes with ``machine:``)."""
+        return sorted({n.machine for n in self.nodes if n.machine is not None})
+
+    def nodes_on(self, machine: str | None) -> list[NodeSpec]:
+        """The nodes that run on ``machine`` (``None``: the launcher's host)."""
+        return [n for n in self.nodes if n.machine == machine]
 
     def consumers_of(self, node_id: str, output_id: str) -> list[tuple[str, InputSpec]]:
         """(consumer node id, its InputSpec) for every input reading node_id/output_id."""

@@ -24,6 +24,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from pinflow.spec import (
     DEFAULT_QUEUE_POLICY,
     DEFAULT_QUEUE_SIZE,
+    GATEWAY_ID,
     INPUT_KEYS,
     MAX_SLOTS,
     NODE_KEYS,
@@ -179,6 +180,9 @@ class _Checker:
             where = f"node '{node_id}'"
             if not _ID_RE.fullmatch(node_id):
                 self.err(found["id"][1], f"{where}: invalid id; {_ID_RULE}")
+            elif node_id == GATEWAY_ID:
+                self.err(found["id"][1], f"{where}: the id '{GATEWAY_ID}' is reserved for "
+                         "pinflow's cross-machine gateway")
         keys_clean = self.check_keys(items, NODE_KEYS, where)
         path, module = self.program(item, found, where)
         args = self.args(found["args"][1], where) if "args" in found else ()
@@ -190,6 +194,7 @@ class _Checker:
         if "outputs" in found:
             outputs, outputs_known = self.outputs(found["outputs"][1], where)
         supervision = self.supervision({k: v for k, (_, v) in found.items()}, where)
+        machine = self.machine(found["machine"][1], where) if "machine" in found else None
         if node_id is None:
             return None
         spec = NodeSpec(
@@ -201,9 +206,18 @@ class _Checker:
             inputs=tuple(inp for inp, _ in inputs),
             outputs=tuple(outputs),
             line=_line(item),
+            machine=machine,
             **supervision,
         )
         return _Draft(spec, outputs_known and keys_clean, [source for _, source in inputs])
+
+    def machine(self, value: Node, where: str) -> str | None:
+        """Name of the host the node runs on (a ``pinflow daemon --machine`` name)."""
+        if not _is_str(value) or not _ID_RE.fullmatch(value.value) or value.value[0] == "_":
+            self.wrong(value, f"{where}: machine must be a host name given to `pinflow daemon "
+                       f"--machine`; {_ID_RULE}, not starting with '_'")
+            return None
+        return value.value
 
     def supervision(self, found: dict[str, Node], where: str) -> dict[str, Any]:
         """memory_limit and restart policy of one node (the dataflow's memory_limit is

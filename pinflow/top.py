@@ -268,7 +268,8 @@ def render(snapshot: Snapshot) -> str:
                 per_node = ["", "", "", ""] if i else [
                     _mib(report.get("pinned_bytes")), _mib(report.get("rss_bytes")),
                     _num(report.get("cpu_pct")), _pct(report.get("waiting_frac"))]
-                cells = zip([run_id[:6], node, *row, *per_node], _COLUMNS, strict=True)
+                name = f"{node}@{report['machine']}" if report.get("machine") else node
+                cells = zip([run_id[:6], name, *row, *per_node], _COLUMNS, strict=True)
                 lines.append(" ".join(_fit(c, width) for c, (_, width) in cells).rstrip())
             devices += [_device_line(run_id, node, device, d)
                         for device, d in sorted(report.get("devices", {}).items())]

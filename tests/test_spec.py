@@ -182,7 +182,9 @@ def test_node_dict_round_trips_through_json(pipeline: DataflowSpec) -> None:
     for node in pipeline.nodes:
         data = json.loads(json.dumps(node.to_dict()))
         assert NodeSpec.from_dict(data) == node
-        assert set(data) == {"id", "path", "module", "args", "env", "inputs", "outputs", "line"}
+        assert set(data) == {"id", "path", "module", "args", "env", "inputs", "outputs", "line",
+                             "memory_limit", "restart", "max_restarts", "restart_backoff",
+                             "machine"}
 
 
 def test_specs_are_frozen_and_hashable(pipeline: DataflowSpec) -> None:

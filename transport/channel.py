@@ -122,11 +122,16 @@ class OutputChannel:
 
     # -- sending --------------------------------------------------------------------------
     def send(self, encoded: Encoded, metadata: dict[str, Any] | None, *,
-             pinned: bool = False) -> bool:
-        """Publish one message; ``False`` if it was dropped because the pool was full."""
+             pinned: bool = False, origin: tuple[int, int] | None = None) -> bool:
+        """Publish one message; ``False`` if it was dropped because the pool was full.
+
+        ``origin`` = (seq, sent_ns) of a message forwarded from another host, so consumers
+        see the producer's sequence numbers and end-to-end latency.
+        """
         self._check_open()
         if encoded.nbytes < self.options.shm_threshold and not pinned:
-            header = message.Header("inline", next(self._seq), time.time_ns(),
+            seq, sent_ns = origin or self._stamp()
+            header = message.Header("inline", seq, sent_ns,
                                     layout=encoded.layout, metadata=metadata)
             self._publisher.put(encoded.data.tobytes(), attachment=header.encode())
             self.stats.sent_inline += 1
@@ -135,8 +140,11 @@ class OutputChannel:
         if loan is None:
             return False
         np.copyto(loan.array, np.frombuffer(encoded.data, dtype=np.uint8))
-        self.publish(loan, encoded.layout, metadata)
+        self.publish(loan, encoded.layout, metadata, origin=origin)
         return True
+
+    def _stamp(self) -> tuple[int, int]:
+        return next(self._seq), time.time_ns()
 
     def loan(self, nbytes: int, *, pinned: bool = False) -> Loan | None:
         """A free slot of ``nbytes`` to fill in place; ``None`` if full under ``on_full: drop``.
@@ -166,8 +174,8 @@ class OutputChannel:
             "/ `block_timeout` on the output, or set `on_full: drop`."
         )
 
-    def publish(self, loan: Loan, layout: dict[str, Any], metadata: dict[str, Any] | None
-                ) -> None:
+    def publish(self, loan: Loan, layout: dict[str, Any], metadata: dict[str, Any] | None,
+                *, origin: tuple[int, int] | None = None) -> None:
         """Hand a filled loan to every live consumer of this output."""
         pool = loan._pool
         try:
@@ -176,7 +184,8 @@ class OutputChannel:
             pool.cancel(loan)
             raise
         ref = pool.publish(loan, self._consumers & self._alive())
-        header = message.Header("shm", next(self._seq), time.time_ns(), layout=layout,
+        seq, sent_ns = origin or self._stamp()
+        header = message.Header("shm", seq, sent_ns, layout=layout,
                                 metadata=metadata, slot=ref.to_dict())
         self._publisher.put(b"", attachment=header.encode())
         self.stats.sent_shm += 1

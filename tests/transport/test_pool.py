@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import struct
 import subprocess
 import sys
@@ -14,23 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from pinflow.errors import ClosedError, DescriptorError, PayloadError
-from pinflow.transport import segment as seg_mod
-from pinflow.transport.cleanup import RunLock
 from pinflow.transport.pool import MAX_SLOTS, SlotPool, SlotReader, SlotRef
 from pinflow.transport.segment import PAGE, Segment, new_incarnation, segment_name
-
-
-@pytest.fixture
-def run_id() -> Iterator[str]:
-    """A fresh run id, locked like a launcher would (so no cleaner removes our files)."""
-    rid = "t" + secrets.token_hex(5)
-    lock = RunLock(rid)
-    lock.acquire()
-    yield rid
-    left = sorted(p.name for p in seg_mod.SHM_DIR.glob(f"pinflow-{rid}.*") if p != lock.path)
-    lock.release()
-    assert left == [], f"test left segments behind: {left}"
-    assert list(seg_mod.SHM_DIR.glob(f"pinflow-{rid}*")) == []
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import secrets
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ import pytest
 
 from pinflow.errors import ClosedError, DescriptorError
 from pinflow.transport import segment as seg_mod
-from pinflow.transport.cleanup import RunLock
 from pinflow.transport.segment import (
     PAGE,
     Segment,
@@ -26,19 +24,6 @@ from pinflow.transport.segment import (
     run_glob,
     segment_name,
 )
-
-
-@pytest.fixture
-def run_id() -> Iterator[str]:
-    """A fresh run id, locked like a launcher would (so no cleaner removes our files)."""
-    rid = "t" + secrets.token_hex(5)
-    lock = RunLock(rid)
-    lock.acquire()
-    yield rid
-    left = sorted(p.name for p in seg_mod.SHM_DIR.glob(f"pinflow-{rid}.*") if p != lock.path)
-    lock.release()
-    assert left == [], f"test left segments behind: {left}"
-    assert list(seg_mod.SHM_DIR.glob(f"pinflow-{rid}*")) == []
 
 
 def name_of(run_id: str, output: str = "out") -> str:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from frames import check, inside_shared_memory, shape_from_env
+from frames import check, segment_of, shape_from_env
 from report import report
 
 from pinflow import Node
@@ -19,7 +19,7 @@ def main() -> None:
     delay = float(os.environ.get("SLEEP", "0"))
     shape = shape_from_env()
     progress = Path(os.environ["PINFLOW_TEST_RESULTS"]) / f"{node.id}.progress"
-    kept, indices = [], []
+    kept, indices, segments = [], [], set()
     torn = not_zero_copy = wrong_type = 0
     closed = False
     producer_segments_left = None
@@ -37,7 +37,9 @@ def main() -> None:
         frame = event.to_numpy()
         if frame.dtype != np.uint8 or frame.shape != shape:
             wrong_type += 1
-        not_zero_copy += not inside_shared_memory(frame)
+        segment = segment_of(frame)
+        not_zero_copy += segment is None
+        segments.add(segment)
         index = check(frame)
         if index is None:
             torn += 1
@@ -56,6 +58,7 @@ def main() -> None:
                      "producer_segments_left": producer_segments_left,
                      "dropped": stats["inputs"]["frames"]["dropped"],
                      "segments_mapped": stats["segments_mapped"],
+                     "segments": sorted(s for s in segments if s),
                      "malformed": stats["malformed"]})
 
 

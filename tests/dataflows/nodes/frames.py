@@ -43,7 +43,12 @@ def shm_ranges() -> list[tuple[int, int, str]]:
     return ranges
 
 
-def inside_shared_memory(array: np.ndarray) -> bool:
+def segment_of(array: np.ndarray) -> str | None:
+    """Path of the pinflow segment that holds ``array``, or None (not shared memory)."""
     address = array.__array_interface__["data"][0]
-    return any(start <= address and address + array.nbytes <= end
-               for start, end, _ in shm_ranges())
+    return next((path for start, end, path in shm_ranges()
+                 if start <= address and address + array.nbytes <= end), None)
+
+
+def inside_shared_memory(array: np.ndarray) -> bool:
+    return segment_of(array) is not None

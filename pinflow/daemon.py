@@ -1,0 +1,179 @@
+"""``pinflow daemon --machine NAME``: runs, on one extra host, the nodes that name it.
+
+The daemon waits on the wire for launchers. A start request carries the dataflow YAML; the
+daemon validates it against its own files (paths must exist on this host too), then runs its
+share as a host-local launcher: its own run folder, run lock and shared-memory pools, a
+gateway to the wire, and the usual supervision (restarts, memory limits, STOP sequence).
+Node output goes to this host's log files and to the launcher. The share ends when its nodes
+end, when the launcher says STOP, or when the launcher disappears from the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+import zenoh
+
+from pinflow import spec as spec_module
+from pinflow.cluster import result_to_json
+from pinflow.errors import PinflowError, SpecError
+from pinflow.transport.cleanup import clean_dead_runs
+from pinflow.transport.wire import WireKeys, daemon_key, open_wire
+
+
+class HostLink:
+    """What a host-local launcher on a daemon tells the launcher, and hears from it."""
+
+    def __init__(self, wire: zenoh.Session, run_id: str, machine: str,
+                 stop: threading.Event) -> None:
+        self.wire, self.machine = wire, machine
+        self.keys = WireKeys(run_id)
+        self._stop = stop
+        live = wire.liveliness()
+        self._declared = [
+            live.declare_subscriber(self.keys.launcher(), self._on_launcher, history=True),
+            live.declare_subscriber(self.keys.state("stop"), self._on_stop, history=True),
+        ]
+        self._token = live.declare_token(self.keys.host(machine))
+
+    def _on_launcher(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.DELETE:
+            self._stop.set()
+
+    def _on_stop(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.PUT:
+            self._stop.set()
+
+    def line(self, node_id: str, text: str) -> None:
+        self.wire.put(self.keys.log(node_id), text.encode())
+
+    def say(self, text: str) -> None:
+        self.wire.put(f"{self.keys.root}/say/{self.machine}", text.encode())
+
+    def report(self, results: list) -> None:
+        for result in results:
+            self.wire.put(self.keys.result(result.node_id), result_to_json(result))
+
+    def close(self) -> None:
+        for declared in self._declared:
+            declared.undeclare()
+        self._token.undeclare()
+
+
+class Daemon:
+    """Serves start requests for ``machine`` until SIGINT/SIGTERM."""
+
+    def __init__(self, machine: str, *, listen: list[str], connect: list[str],
+                 log_dir: Path | None = None, out: TextIO | None = None) -> None:
+        self.machine = machine
+        daemon_key(machine)  # validates the name
+        self.log_dir = log_dir
+        self.out = out or sys.stdout
+        self.wire = open_wire(listen=listen, connect=connect)
+        removed = clean_dead_runs()  # what a killed predecessor could not unlink
+        if removed:
+            self.say(f"removed {len(removed)} /dev/shm file(s) of dead runs")
+        self.stopping = threading.Event()
+        self._runs: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._token = self.wire.liveliness().declare_token(daemon_key(machine))
+        self._queryable = self.wire.declare_queryable(f"{daemon_key(machine)}/start",
+                                                      self._on_start)
+
+    def say(self, text: str) -> None:
+        print(f"pinflow daemon {self.machine} | {text}", file=self.out, flush=True)
+
+    def _on_start(self, query: zenoh.Query) -> None:
+        try:
+            request = json.loads(query.payload.to_bytes() if query.payload else b"")
+            run_id = str(request["run"])
+            answer = self._start(run_id, request)
+        except (ValueError, KeyError, TypeError) as exc:
+            answer = {"ok": False, "error": f"malformed start request: {exc}"}
+        answer["machine"] = self.machine
+        query.reply(query.key_expr, json.dumps(answer).encode())
+
+    def _start(self, run_id: str, request: dict) -> dict:
+        from pinflow.launcher import Launcher
+
+        if self.stopping.is_set():
+            return {"ok": False, "error": "the daemon is shutting down"}
+        try:
+            dataflow = spec_module.loads(request["yaml"], request["path"])
+        except SpecError as exc:
+            return {"ok": False, "error": "the dataflow is not valid on this host: "
+                    + "; ".join(exc.messages)}
+        if not dataflow.nodes_on(self.machine):
+            return {"ok": False, "error": "no node of the dataflow names this machine"}
+        stop = threading.Event()
+        try:
+            launcher = Launcher(dataflow, run_id=run_id, machine=self.machine, wire=self.wire,
+                                stop_requested=stop, log_dir=self.log_dir, out=self.out,
+                                grace_s=float(request.get("grace_s", 5.0)),
+                                startup_timeout_s=float(request.get("startup_timeout_s", 60.0)))
+            launcher.check_pinned_budget()
+        except PinflowError as exc:
+            return {"ok": False, "error": str(exc)}
+        thread = threading.Thread(target=self._serve, args=(launcher, run_id, stop),
+                                  name=f"pinflow-run-{run_id}", daemon=True)
+        with self._lock:
+            self._runs[run_id] = (thread, stop)
+        thread.start()
+        return {"ok": True}
+
+    def _serve(self, launcher: object, run_id: str, stop: threading.Event) -> None:
+        """Run one share to its end; the thread that spawns the nodes lives until they end
+        (the nodes' parent-death signal is tied to it)."""
+        from pinflow.launcher import Launcher
+
+        assert isinstance(launcher, Launcher)
+        link = HostLink(self.wire, run_id, self.machine, stop)
+        launcher.link = link
+        self.say(f"run {run_id}: starting {len(launcher.local_nodes)} node(s)")
+        try:
+            result = launcher.run()
+            link.report(result.results)
+            self.say(result.summary())
+        except Exception as exc:  # report, never take the daemon down
+            link.say(f"run {run_id} failed on machine {self.machine!r}: {exc}")
+            self.say(f"run {run_id} failed: {exc}")
+        finally:
+            link.close()
+            with self._lock:
+                self._runs.pop(run_id, None)
+
+    def serve_forever(self) -> None:
+        self.say(f"ready: waiting for launchers (key {daemon_key(self.machine)})")
+        self.stopping.wait()
+        with self._lock:
+            runs = list(self._runs.values())
+        for _thread, stop in runs:
+            stop.set()
+        for thread, _stop in runs:
+            thread.join(timeout=30.0)
+
+    def close(self) -> None:
+        self._queryable.undeclare()
+        self._token.undeclare()
+        self.wire.close()
+
+
+def serve(machine: str, *, listen: list[str], connect: list[str],
+          log_dir: Path | None = None) -> int:
+    daemon = Daemon(machine, listen=listen, connect=connect, log_dir=log_dir)
+    previous = {s: signal.signal(s, lambda *_: daemon.stopping.set())
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        daemon.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        daemon.close()
+        daemon.say("stopped")
+    return 0
+

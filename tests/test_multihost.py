@@ -1,0 +1,249 @@
+"""Dataflows over several hosts, each host's share run by `pinflow daemon`.
+
+Here the "hosts" are a daemon and a launcher on this machine linked by TCP on 127.0.0.1:
+each keeps its own mesh, run id, run lock and pools (as on separate machines), so what
+crosses between them can only be what the wire carries. tests/test_netns.py runs the same
+flows between separate network namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import DATAFLOWS, Run, assert_no_orphans
+
+from pinflow.transport.cleanup import clean_dead_runs
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DaemonProcess:
+    """A `pinflow daemon` subprocess; always ends (SIGTERM, then SIGKILL). ``prefix`` runs
+    it through another command, e.g. ``ip netns exec NS`` (which execs in place, so
+    signals still reach the daemon itself)."""
+
+    def __init__(self, machine: str, endpoint: str, tmp_path: Path,
+                 prefix: Sequence[str] = ()) -> None:
+        results = tmp_path / "results"
+        results.mkdir(exist_ok=True)
+        self.log = tmp_path / f"daemon-{machine}.log"
+        self._log_file = open(self.log, "w")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "pinflow", "daemon", "--machine", machine,
+             "--listen", endpoint, "--log-dir", str(tmp_path / f"logs-{machine}")],
+            stdout=self._log_file, stderr=subprocess.STDOUT, cwd=tmp_path,
+            env={**os.environ, "PINFLOW_TEST_RESULTS": str(results)},
+        )
+        deadline = time.monotonic() + 20
+        while "ready" not in self.log.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"daemon did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return self.process.returncode
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Callable[[str], tuple[DaemonProcess, str]]]:
+    """Start `pinflow daemon --machine NAME` on a free loopback port; returns it and the
+    endpoint a launcher connects to."""
+    started: list[DaemonProcess] = []
+
+    def start(machine: str) -> tuple[DaemonProcess, str]:
+        endpoint = f"tcp/127.0.0.1:{free_port()}"
+        started.append(DaemonProcess(machine, endpoint, tmp_path))
+        return started[-1], endpoint
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def run_id_of(run: Run) -> str:
+    match = re.search(r"run ([0-9a-f]{12}) started", run.stdout)
+    assert match, run.output
+    return match.group(1)
+
+
+def start_launcher(flow: str, endpoint: str, tmp_path: Path, *args: str,
+                   prefix: Sequence[str] = (), stdout: int = subprocess.PIPE,
+                   ) -> subprocess.Popen[str]:
+    """`pinflow run tests/dataflows/FLOW --connect ENDPOINT ARGS` in its own session
+    (killpg ends it and its group), results in tmp_path/results; ``prefix`` as for
+    DaemonProcess."""
+    results = tmp_path / "results"
+    results.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-m", "pinflow", "run", str(DATAFLOWS / flow),
+         "--connect", endpoint, *args, "--log-dir", str(tmp_path / "logs")],
+        stdout=stdout, stderr=stdout, text=True, cwd=tmp_path,
+        env={**os.environ, "PINFLOW_TEST_RESULTS": str(results)}, start_new_session=True)
+
+
+def run_launcher(flow: str, endpoint: str, tmp_path: Path, *args: str,
+                 prefix: Sequence[str] = (), timeout: float = 60) -> Run:
+    """start_launcher, waited for; killed (and the test failed) past ``timeout``."""
+    launcher = start_launcher(flow, endpoint, tmp_path, *args, prefix=prefix)
+    try:
+        out, err = launcher.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        out, err = launcher.communicate()
+        pytest.fail(f"pinflow run {flow} did not finish in {timeout}s:\n{out}\n{err}")
+    return Run(launcher.returncode, out, err, tmp_path / "results")
+
+
+def check_two_hosts(run: Run, host_b: DaemonProcess) -> None:
+    """What a run of two_hosts.yml must show: intact frames, read zero-copy from a pool of
+    the consumer's own host, each exported once, the daemon's output relayed."""
+    assert run.returncode == 0, run.output + host_b.output
+    run_id = run_id_of(run)
+    assert "on 2 hosts" in run.stdout
+    for consumer, local_run in (("consumer_b1", f"{run_id}-b"), ("consumer_b2", f"{run_id}-b"),
+                                ("consumer_a", run_id)):
+        seen = run.result(consumer)
+        assert seen["indices"] == list(range(20)), (consumer, seen)
+        assert seen["torn"] == seen["not_zero_copy"] == seen["wrong_type"] == 0
+        # Zero-copy from a pool of the consumer's own host, never the producer's.
+        assert seen["segments"], seen
+        assert all(s.startswith(f"/dev/shm/pinflow-{local_run}.") for s in seen["segments"])
+    # Sent once to host b although two nodes there consume it.
+    assert "wire: exported producer/frames: 20 sent once to the wire" in run.stdout
+    assert "wire: imported producer_b/frames: 20 received and republished" in run.stdout
+    assert "wire: imported producer/frames: 20 received and republished" in host_b.output
+    # What the daemon says reaches the launcher's output too.
+    assert "pinflow@b | wire: imported producer/frames: 20 received and republished" in run.stdout
+    assert f"run {run_id}-b: 3 node(s)" in host_b.output
+
+
+def test_two_hosts_deliver_intact_frames_over_host_local_pools(
+        pinflow: Callable[..., Run], daemon: Callable) -> None:
+    host_b, endpoint = daemon("b")
+    check_two_hosts(pinflow("run", "two_hosts.yml", "--connect", endpoint, timeout=90), host_b)
+
+
+def test_missing_daemon_is_named(pinflow: Callable[..., Run]) -> None:
+    run = pinflow("run", "two_hosts.yml", "--connect", f"tcp/127.0.0.1:{free_port()}",
+                  "--daemon-timeout", "1", timeout=60)
+    assert run.returncode == 1
+    assert "no `pinflow daemon --machine b` answered" in run.stderr
+    assert "consumer_b1, consumer_b2, producer_b" in run.stderr
+    assert "Traceback" not in run.output
+
+
+def test_machines_need_a_wire_endpoint(pinflow: Callable[..., Run]) -> None:
+    run = pinflow("run", "two_hosts.yml", timeout=60)
+    assert run.returncode == 1
+    assert "give `pinflow run` a wire endpoint" in run.stderr
+    assert "Traceback" not in run.output
+
+
+def check_remote_daemon_loss(host_b: DaemonProcess, endpoint: str, tmp_path: Path,
+                             prefix: Sequence[str] = ()) -> None:
+    """Run remote_loss.yml, SIGKILL b's daemon mid-stream: consumer_a sees its input
+    closed, the launcher fails naming the lost machine, b's nodes die with their daemon,
+    and `pinflow clean` removes the pools the dead host could not."""
+    results = tmp_path / "results"
+    launcher = start_launcher("remote_loss.yml", endpoint, tmp_path, "--stop-after", "40",
+                              prefix=prefix)
+    try:
+        progress = results / "consumer_a.progress"
+        deadline = time.monotonic() + 40
+        while not (progress.exists() and int(progress.read_text() or 0) >= 10):
+            assert time.monotonic() < deadline, "no frames reached consumer_a"
+            assert launcher.poll() is None
+            time.sleep(0.05)
+        remote_pids = [int((results / f"{n}.pid").read_text())
+                       for n in ("producer_b", "consumer_b")]
+        host_b.process.kill()  # the whole host goes: its nodes die with their daemon
+        out, err = launcher.communicate(timeout=40)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.communicate()
+    seen = (results / "consumer_a.json").read_text()
+    assert '"closed": true' in seen, seen
+    assert launcher.returncode == 1, out + err
+    assert "machine 'b' was lost" in err
+    assert "consumer_a' failed" not in err
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert_no_orphans(remote_pids)
+            break
+        except AssertionError:
+            time.sleep(0.1)
+    assert_no_orphans(remote_pids)
+    # The killed daemon could not unlink its host's pools; `pinflow clean` can.
+    run_id = re.search(r"run ([0-9a-f]{12}) started", out).group(1)
+    left = clean_dead_runs()
+    assert any(name.startswith(f"pinflow-{run_id}-b.") for name in left), left
+
+
+def test_killing_the_remote_daemon_closes_remote_inputs(daemon: Callable,
+                                                        tmp_path: Path) -> None:
+    host_b, endpoint = daemon("b")
+    check_remote_daemon_loss(host_b, endpoint, tmp_path)
+
+
+def test_a_lost_launcher_stops_the_remote_nodes(daemon: Callable, tmp_path: Path) -> None:
+    host_b, endpoint = daemon("b")
+    results = tmp_path / "results"
+    launcher = start_launcher("remote_loss.yml", endpoint, tmp_path, "--stop-after", "40",
+                              stdout=subprocess.DEVNULL)
+    try:
+        progress = results / "consumer_b.progress"
+        deadline = time.monotonic() + 40
+        while not (progress.exists() and int(progress.read_text() or 0) >= 5):
+            assert time.monotonic() < deadline, "no frames reached consumer_b"
+            time.sleep(0.05)
+        remote_pids = [int((results / f"{n}.pid").read_text())
+                       for n in ("producer_b", "consumer_b")]
+        os.killpg(launcher.pid, signal.SIGKILL)  # launcher and its local nodes vanish
+        launcher.wait(timeout=10)
+        # The daemon stops the run's nodes on its host (STOP, they exit cleanly) ...
+        deadline = time.monotonic() + 15
+        while any(psutil.pid_exists(p) for p in remote_pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert_no_orphans(remote_pids)
+        assert '"closed"' in (results / "consumer_b.json").read_text()
+        # ... cleans up after them, and keeps serving.
+        assert host_b.process.poll() is None
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    deadline = time.monotonic() + 10
+    while not re.search(r"run [0-9a-f]{12}-b: 2 node\(s\)", host_b.output):
+        assert time.monotonic() < deadline, host_b.output
+        time.sleep(0.1)
+    # The launcher was killed: its own host's pools are for `pinflow clean`.
+    clean_dead_runs()

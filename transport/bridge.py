@@ -1,0 +1,351 @@
+"""One host's gateway between its private mesh and the wire, for one run.
+
+Outputs that feed other hosts are read here once, as one more local consumer (id
+``_wire``), and their bytes go on the wire once: zenoh delivers them to each subscribing
+host's gateway, so a frame crosses to a host once however many of its nodes consume it.
+On arrival a gateway writes the bytes into a host-local pool of its own and republishes a
+descriptor under the producer's key, so consumers there cannot tell a remote producer from
+a local one (``to_torch``, device delivery and pinned pools work the same). Liveliness
+(alive, ready, gone) and run state are mirrored both ways so each host's nodes keep using
+the tokens they already watch.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zenoh
+
+from pinflow.errors import DescriptorError, PinflowError
+from pinflow.spec import GATEWAY_ID, DataflowSpec, OutputSpec
+from pinflow.transport import message
+from pinflow.transport.channel import OutputChannel, PoolOptions
+from pinflow.transport.codec import Encoded, check_layout
+from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.receiver import SlotReceiver
+from pinflow.transport.wire import WireKeys, local_run_id
+
+log = logging.getLogger("pinflow.bridge")
+
+MIRRORED = ("alive", "ready", "gone")
+
+
+def _header(sample: zenoh.Sample) -> message.Header:
+    """The checked header of a data message; DescriptorError if it has none or a bad one."""
+    if sample.attachment is None:
+        raise DescriptorError("message without header")
+    return message.decode(sample.attachment.to_bytes())
+
+
+class _Worker:
+    """A bounded drop-oldest queue drained by one thread, so zenoh callbacks never block
+    on a slow link or a full pool."""
+
+    def __init__(self, name: str, size: int, handle: Callable[[Any], None]) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._size = max(1, size)
+        self._cond = threading.Condition()
+        self._handle = handle
+        self._closed = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def push(self, item: Any, *, keep: bool = False) -> None:
+        """Queue ``item``; ``keep`` items (end of stream) never displace or get displaced."""
+        with self._cond:
+            if not keep:
+                while sum(1 for i in self._items if i[0] != "eos") >= self._size:
+                    oldest = next(i for i in self._items if i[0] != "eos")
+                    self._items.remove(oldest)
+                    self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if not self._items:
+                    return
+                item = self._items.popleft()
+            try:
+                self._handle(item)
+            except Exception:  # one bad message must not end the gateway
+                log.exception("gateway: message not forwarded")
+            del item
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+
+class Exporter:
+    """Reads one local output as consumer ``_wire`` and puts its bytes on the wire."""
+
+    def __init__(self, bridge: Bridge, node_id: str, output_id: str, queue_size: int) -> None:
+        self.source = (node_id, output_id)
+        self.sent = 0
+        self._bridge = bridge
+        self._publisher = bridge.wire.declare_publisher(
+            bridge.wire_keys.data(node_id, output_id),
+            congestion_control=zenoh.CongestionControl.BLOCK,
+            reliability=zenoh.Reliability.RELIABLE,
+        )
+        self._worker = _Worker(f"pinflow-export-{node_id}-{output_id}", queue_size, self._send)
+        self._subscriber = bridge.local.declare_subscriber(
+            bridge.local_keys.data(node_id, output_id), self._on_data)
+
+    def _on_data(self, sample: zenoh.Sample) -> None:
+        try:
+            header = _header(sample)
+            if header.kind == "eos":
+                self._worker.push(("eos", header, None), keep=True)
+                return
+            if header.kind == "shm":
+                holder, _ = self._bridge.receiver.read(self.source, header.slot)
+            else:
+                holder = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8)
+            check_layout(header.layout, holder.nbytes)
+        except DescriptorError as exc:
+            log.warning("gateway: dropped malformed message on %s: %s", sample.key_expr, exc)
+            return
+        self._worker.push(("data", header, holder))
+
+    def _send(self, item: tuple[str, message.Header, np.ndarray | None]) -> None:
+        kind, header, holder = item
+        if kind == "eos":
+            self._publisher.put(b"", attachment=header.encode())
+            return
+        assert holder is not None
+        wire_header = message.Header("inline", header.seq, header.sent_ns, layout=header.layout,
+                                     metadata=header.metadata)
+        # The one copy on this side; the slot goes back to the producer right after it.
+        self._publisher.put(holder.tobytes(), attachment=wire_header.encode())
+        self.sent += 1
+
+    @property
+    def dropped(self) -> int:
+        return self._worker.dropped
+
+    def close(self) -> None:
+        self._subscriber.undeclare()
+        self._worker.close()
+        self._publisher.undeclare()
+
+
+class Importer:
+    """Lands one remote output's bytes in a host-local pool, republished under the
+    producer's own key for the consumers on this host."""
+
+    def __init__(self, bridge: Bridge, node_id: str, output: OutputSpec,
+                 consumers: list[tuple[str, int]], pinned_budget: int | None) -> None:
+        self.source = (node_id, output.id)
+        self.received = 0
+        self.dropped_full = 0
+        self._pinned = output.pinned
+        options = PoolOptions(
+            slots=output.slots, slot_bytes=output.slot_bytes, shm_threshold=output.shm_threshold,
+            on_full=output.on_full, block_timeout=output.block_timeout, pinned=output.pinned,
+            consumer_queue_sizes=tuple(size for _, size in consumers),
+            pinned_budget=pinned_budget,
+        )
+        self.channel = OutputChannel(bridge.local, bridge.local_keys, node_id, output.id,
+                                     options, consumers=[c for c, _ in consumers],
+                                     alive=bridge.alive_here)
+        size = max((s for _, s in consumers), default=1)
+        self._worker = _Worker(f"pinflow-import-{node_id}-{output.id}", size, self._land)
+        self._subscriber = bridge.wire.declare_subscriber(
+            bridge.wire_keys.data(node_id, output.id), self._on_data)
+
+    def _on_data(self, sample: zenoh.Sample) -> None:
+        try:
+            header = _header(sample)
+            if header.kind == "shm":
+                raise DescriptorError("a descriptor arrived over the wire")
+        except DescriptorError as exc:
+            log.warning("gateway: dropped malformed message on %s: %s", sample.key_expr, exc)
+            return
+        if header.kind == "eos":
+            self._worker.push(("eos", header, None), keep=True)
+        else:
+            self._worker.push(("data", header, sample.payload.to_bytes()))
+
+    def _land(self, item: tuple[str, message.Header, bytes | None]) -> None:
+        kind, header, payload = item
+        if kind == "eos":
+            self.channel.close(send_eos=True)
+            return
+        assert payload is not None and header.layout is not None
+        try:
+            check_layout(header.layout, len(payload))
+            sent = self.channel.send(Encoded(header.layout, memoryview(payload)),
+                                     header.metadata, pinned=self._pinned,
+                                     origin=(header.seq, header.sent_ns))
+        except DescriptorError as exc:
+            log.warning("gateway: dropped malformed message from %s/%s: %s", *self.source, exc)
+            return
+        except PinflowError as exc:  # pool exhausted or closed: count it, keep going
+            sent = False
+            log.warning("gateway: %s/%s message not delivered here: %s", *self.source, exc)
+        if sent:
+            self.received += 1
+        else:
+            self.dropped_full += 1
+
+    @property
+    def dropped(self) -> int:
+        return self._worker.dropped + self.dropped_full
+
+    def close(self) -> None:
+        self._subscriber.undeclare()
+        self._worker.close()
+        self.channel.close(drain_timeout=2.0, send_eos=False)
+
+
+class Bridge:
+    """Gateway of host ``machine`` (``None``: the launcher's host) for run ``run_id``."""
+
+    def __init__(self, spec: DataflowSpec, machine: str | None, run_id: str,
+                 local: zenoh.Session, wire: zenoh.Session) -> None:
+        self.spec, self.machine = spec, machine
+        self.local, self.wire = local, wire
+        self.local_keys = RunKeys(local_run_id(run_id, machine))
+        self.wire_keys = WireKeys(run_id)
+        self.here = {n.id for n in spec.nodes_on(machine)}
+        self.receiver = SlotReceiver(local, self.local_keys, GATEWAY_ID)
+        self.exporters: list[Exporter] = []
+        self.importers: list[Importer] = []
+        self._lock = threading.Lock()
+        self._alive_here: set[str] = set()
+        self._to_wire: dict[str, zenoh.LivelinessToken] = {}
+        self._to_local: dict[str, zenoh.LivelinessToken] = {}
+        self._declared: list[Any] = []
+
+    @property
+    def is_launcher_host(self) -> bool:
+        return self.machine is None
+
+    def alive_here(self) -> set[str]:
+        with self._lock:
+            return set(self._alive_here)
+
+    def start(self) -> None:
+        """Declare everything; call before the host's nodes start so none of their
+        tokens or messages can be missed."""
+        local_live, wire_live = self.local.liveliness(), self.wire.liveliness()
+        self._declared.append(local_live.declare_subscriber(
+            f"{self.local_keys.root}/*/*", self._on_local_token, history=True))
+        self._declared.append(wire_live.declare_subscriber(
+            self.wire_keys.token_all(), self._on_wire_token, history=True))
+        if self.is_launcher_host:
+            self._declared.append(local_live.declare_subscriber(
+                self.local_keys.state_all(), self._on_local_state, history=True))
+            self._declared.append(self.wire.declare_subscriber(
+                self.wire_keys.stats_all(), self._on_wire_stats))
+        else:
+            self._declared.append(wire_live.declare_subscriber(
+                self.wire_keys.state_all(), self._on_wire_state, history=True))
+            self._declared.append(self.local.declare_subscriber(
+                self.local_keys.stats_all(), self._on_local_stats))
+        self._open_data_paths()
+        if self.exporters:
+            self._declared.append(local_live.declare_token(self.local_keys.alive(GATEWAY_ID)))
+
+    def _open_data_paths(self) -> None:
+        for node in self.spec.nodes:
+            for output in node.outputs:
+                consumers = self.spec.consumers_of(node.id, output.id)
+                remote = [i.queue_size for c, i in consumers if c not in self.here]
+                local = [(c, i.queue_size) for c, i in consumers if c in self.here]
+                if node.id in self.here and remote:
+                    self.exporters.append(Exporter(self, node.id, output.id, max(remote)))
+                elif node.id not in self.here and local:
+                    self.importers.append(Importer(self, node.id, output, local,
+                                                   self.spec.pinned_budget))
+
+    # -- tokens -----------------------------------------------------------------------------
+    def _on_local_token(self, sample: zenoh.Sample) -> None:
+        """A token on this host's mesh: track who is alive here; mirror our nodes' tokens."""
+        kind, node_id = str(sample.key_expr).rsplit("/", 2)[-2:]
+        put = sample.kind == zenoh.SampleKind.PUT
+        if kind == "alive":
+            with self._lock:
+                (self._alive_here.add if put else self._alive_here.discard)(node_id)
+            if not put:
+                for importer in self.importers:
+                    importer.channel.consumer_lost(node_id)
+                if node_id in self.here:  # a producer here is gone: unmap its segments
+                    self.receiver.producer_gone(node_id)
+        if kind in MIRRORED and node_id in self.here:
+            self._mirror(self._to_wire, self.wire, self.wire_keys.token(kind, node_id), put)
+
+    def _on_wire_token(self, sample: zenoh.Sample) -> None:
+        """A remote node's token: re-declare it on this host's mesh."""
+        kind, node_id = str(sample.key_expr).rsplit("/", 2)[-2:]
+        if kind not in MIRRORED or node_id in self.here or node_id == GATEWAY_ID:
+            return
+        key = f"{self.local_keys.root}/{kind}/{node_id}"
+        self._mirror(self._to_local, self.local, key, sample.kind == zenoh.SampleKind.PUT)
+
+    def _on_local_state(self, sample: zenoh.Sample) -> None:
+        state = last_part(sample.key_expr)
+        self._mirror(self._to_wire, self.wire, self.wire_keys.state(state),
+                     sample.kind == zenoh.SampleKind.PUT)
+
+    def _on_wire_state(self, sample: zenoh.Sample) -> None:
+        state = last_part(sample.key_expr)
+        self._mirror(self._to_local, self.local, self.local_keys.state(state),
+                     sample.kind == zenoh.SampleKind.PUT)
+
+    def _mirror(self, tokens: dict[str, zenoh.LivelinessToken], session: zenoh.Session,
+                key: str, put: bool) -> None:
+        with self._lock:
+            if put and key not in tokens:
+                tokens[key] = session.liveliness().declare_token(key)
+            elif not put and key in tokens:
+                tokens.pop(key).undeclare()
+
+    # -- statistics -----------------------------------------------------------------------
+    def _on_local_stats(self, sample: zenoh.Sample) -> None:
+        node_id = last_part(sample.key_expr)
+        if node_id in self.here:
+            self.wire.put(self.wire_keys.stats(node_id), sample.payload.to_bytes())
+
+    def _on_wire_stats(self, sample: zenoh.Sample) -> None:
+        node_id = last_part(sample.key_expr)
+        if node_id not in self.here:
+            self.local.put(self.local_keys.stats(node_id), sample.payload.to_bytes())
+
+    def summary(self) -> list[str]:
+        """One line per forwarded output: what crossed the wire from or to this host."""
+        lines = [f"wire: exported {n}/{o}: {e.sent} sent once to the wire, "
+                 f"{e.dropped} dropped (link too slow)"
+                 for e in self.exporters for n, o in [e.source]]
+        lines += [f"wire: imported {n}/{o}: {i.received} received and republished on this "
+                  f"host, {i.dropped} dropped (gateway queue or pool full)"
+                  for i in self.importers for n, o in [i.source]]
+        return lines
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def close(self) -> None:
+        for exporter in self.exporters:
+            exporter.close()
+        for importer in self.importers:
+            importer.close()
+        for declared in reversed(self._declared):
+            declared.undeclare()
+        with self._lock:
+            for token in [*self._to_wire.values(), *self._to_local.values()]:
+                token.undeclare()
+            self._to_wire.clear()
+            self._to_local.clear()
+        self.receiver.close()
