@@ -160,6 +160,9 @@ class ArmResult:
     error: str | None = None
     delivered_fps: float | None = None
     """Rate at which frames became usable in the 30 Hz run (first to last delivery)."""
+    gateway_cpu_pct: float | None = None
+    """Cross-host arm only: the launcher and the daemon together (both wire gateways, plus
+    their supervision), on top of the producer and consumer columns."""
     latencies_ms: list[float] = field(default_factory=list)
     """Per delivered frame, in delivery order (for plots and your own statistics)."""
 
@@ -222,6 +225,8 @@ def _run_arm_in(stack: contextlib.ExitStack, arm: str, frames: int, fps: float, 
             roots.append(daemon)  # the consumer is the daemon's child
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]
         roles = {"pinflow.nodes.camera": "producer", "pinflow.nodes.latency_probe": "consumer"}
+        if arm == "cross":  # the wire gateways live in the launcher and the daemon
+            roles |= {"-m pinflow run ": "gateway", "-m pinflow daemon ": "gateway"}
     else:
         sock = work / f"{tag}.sock"
         common = ["--mode", "bytes" if arm == "zbytes" else "shm", "--socket", str(sock),
@@ -351,6 +356,7 @@ def measure_arm(arm: str, frames: int, max_frames: int, device: str, work: Path,
         max_fps=max_fps, h2d_ms_p50=_ms(h2d, 50),
         device=records[0]["device"] if records else device, error=error, latencies_ms=lat,
         delivered_fps=_rate(records),
+        gateway_cpu_pct=sampler.cpu_pct("gateway", *window) if arm == "cross" else None,
     )
 
 
@@ -498,6 +504,10 @@ def render(report: dict[str, Any]) -> str:
     if bw:
         lines.append(f"H2D bandwidth: pinned {bw['pinned_gbps']:.1f} GB/s, pageable "
                      f"{bw['pageable_gbps']:.1f} GB/s ({bw['ratio']:.2f}x)")
+    for arm in report["arms"]:
+        if arm.get("gateway_cpu_pct") is not None:
+            lines.append(f"{arm['arm']}: the wire gateways (launcher and daemon processes) used "
+                         f"{arm['gateway_cpu_pct']:.0f}% of one core on top of prod/cons CPU%")
     for arm, why in report.get("skipped", {}).items():
         lines.append(f"{'cross-host' if arm == 'cross' else arm} arm skipped: {why}")
     lines.append("RSS in MiB (max over the run); CPU in % of one core; pinned in MiB; "

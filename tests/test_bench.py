@@ -31,6 +31,7 @@ def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):
         assert arm["delivered"] + arm["dropped"] == 15
         assert arm["delivered"] > 0 and arm["p50_ms"] > 0 and arm["delivered_fps"] > 0
         assert len(arm["latencies_ms"]) == arm["delivered"]
+        assert (arm["gateway_cpu_pct"] is None) == (arm["arm"] != "cross")
     pinned = report["arms"][0]
     assert pinned["pinned_mib"] > 0, "the pinned arm's pool shows up as pinned bytes"
 
@@ -62,7 +63,9 @@ def test_cross_host_arm_measures_both_hosts_and_cleans_up():
     assert arm["p50_ms"] > 0 and arm["delivered_fps"] > 0
     # The consumer runs under the daemon in the other namespace: measured all the same.
     assert arm["consumer_rss_mib"] > 0 and arm["producer_rss_mib"] > 0
-    assert "pinflow across hosts" in bench.render(report)
+    assert arm["gateway_cpu_pct"] > 0, "the gateways' work is measured, not hidden"
+    table = bench.render(report)
+    assert "pinflow across hosts" in table and "cross: the wire gateways" in table
     assert namespaces() == before  # (no /dev/shm leftovers: conftest checks)
 
 
