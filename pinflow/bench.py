@@ -35,6 +35,8 @@ import numpy as np
 import psutil
 
 from pinflow import netns
+from pinflow.daemon import DaemonProcess
+from pinflow.errors import PinflowError
 from pinflow.transport import cuda
 from pinflow.transport.cleanup import clean_dead_runs
 
@@ -49,7 +51,6 @@ FRAME_BYTES = 1920 * 1080 * 4
 CROSS_MACHINE = "far"
 """The ``machine:`` of the cross arm's consumer, served by a daemon in namespace b."""
 CROSS_PORT = 7447
-DAEMON_START_S = 30.0
 
 
 def default_arms() -> tuple[list[str], dict[str, str]]:
@@ -219,7 +220,7 @@ def _run_arm_in(stack: contextlib.ExitStack, arm: str, frames: int, fps: float, 
         if arm == "cross":
             try:
                 prefix, endpoint, daemon = _cross_host(stack, work, tag)
-            except netns.NetnsError as exc:
+            except PinflowError as exc:  # no namespaces, or the daemon did not start
                 return [], Sampler([], {}), str(exc), 0.0
             cmd = [*prefix, *cmd, "--connect", endpoint]
             roots.append(daemon)  # the consumer is the daemon's child
@@ -265,37 +266,18 @@ def _cross_host(stack: contextlib.ExitStack, work: Path, tag: str) -> tuple[
         list[str], str, int]:
     """Namespaces a and b with ``pinflow daemon --machine far`` listening in b; returns the
     launcher's command prefix (run it in a), the endpoint to --connect and the daemon's pid.
-    ``stack`` stops the daemon (SIGTERM, then SIGKILL) and then removes the namespaces."""
+    ``stack`` stops the daemon and then removes the namespaces."""
     pair = stack.enter_context(netns.namespace_pair())
     endpoint = f"tcp/{pair.addr_b}:{CROSS_PORT}"
-    log = work / f"{tag}-daemon.log"
-    log_file = stack.enter_context(open(log, "w"))  # noqa: SIM115 (closed by the stack)
-    daemon = subprocess.Popen(
-        [*pair.exec_prefix(pair.b), sys.executable, "-m", "pinflow", "daemon", "--machine",
-         CROSS_MACHINE, "--listen", endpoint, "--log-dir", str(work / "logs")],
-        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    daemon = DaemonProcess(CROSS_MACHINE, endpoint, log=work / f"{tag}-daemon.log",
+                           log_dir=work / "logs", prefix=pair.exec_prefix(pair.b))
     stack.callback(_stop_daemon, daemon)
-    deadline = time.monotonic() + DAEMON_START_S
-    while "ready" not in log.read_text():
-        if daemon.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
-            raise netns.NetnsError(f"the daemon in namespace {pair.b} did not start: {tail[0]}")
-        time.sleep(0.05)
-    return pair.exec_prefix(pair.a), endpoint, daemon.pid
+    return pair.exec_prefix(pair.a), endpoint, daemon.process.pid
 
 
-def _stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (the daemon stops its nodes and unlinks its pools), SIGKILL if it hangs; a
-    killed daemon leaves its pools to `pinflow clean`, done here."""
-    if daemon.poll() is None:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=20)
-            return
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-    if daemon.returncode != 0:
+def _stop_daemon(daemon: DaemonProcess) -> None:
+    """A daemon that had to be killed leaves its pools to `pinflow clean`, done here."""
+    if daemon.stop() != 0:
         clean_dead_runs()
 
 

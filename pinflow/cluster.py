@@ -61,7 +61,7 @@ class Cluster:
         self._declared.append(live.declare_subscriber(self.keys.host_all(), self._on_host,
                                                       history=True))
         self._declared.append(self.wire.declare_subscriber(self.keys.log_all(), self._on_log))
-        self._declared.append(self.wire.declare_subscriber(f"{self.keys.root}/say/*",
+        self._declared.append(self.wire.declare_subscriber(self.keys.say_all(),
                                                            self._on_say_sample))
         self._declared.append(self.wire.declare_subscriber(self.keys.result_all(),
                                                            self._on_result))
@@ -152,15 +152,11 @@ class Cluster:
                 if now - since < RESULT_GRACE_S:
                     continue
                 for node_id in self._nodes_on(machine):
-                    if node_id in self._results:
-                        continue
-                    self._results[node_id] = {
-                        "node_id": node_id, "returncode": -9, "forced": None,
-                        "tail": list(self.tails[node_id]), "log_path": f"{machine}:(unknown)",
-                        "stopped_why": f"machine {machine!r} was lost (its pinflow daemon "
-                                       "disappeared)",
-                    }
-                    newly.append(node_id)
+                    if node_id not in self._results:
+                        self._results[node_id] = self._unreported(
+                            node_id, f"machine {machine!r} was lost (its pinflow daemon "
+                                     "disappeared)")
+                        newly.append(node_id)
         return newly
 
     def wait(self, timeout: float) -> None:
@@ -171,12 +167,17 @@ class Cluster:
             time.sleep(0.05)
         with self._lock:
             for node_id in self.remote:
-                self._results.setdefault(node_id, {
-                    "node_id": node_id, "returncode": -9, "forced": None,
-                    "tail": list(self.tails[node_id]), "log_path": "(unknown)",
-                    "stopped_why": f"machine {self.remote[node_id]!r} did not report how it "
-                                   f"ended within {timeout:g} s of STOP",
-                })
+                if node_id not in self._results:
+                    self._results[node_id] = self._unreported(
+                        node_id, f"machine {self.remote[node_id]!r} did not report how it "
+                                 f"ended within {timeout:g} s of STOP")
+
+    def _unreported(self, node_id: str, why: str) -> dict:
+        """The result of a remote node whose host never reported one: failed, with the
+        last lines it relayed."""
+        return {"node_id": node_id, "returncode": -9, "forced": None,
+                "tail": list(self.tails[node_id]),
+                "log_path": f"{self.remote[node_id]}:(unknown)", "stopped_why": why}
 
     def results(self) -> dict[str, dict]:
         with self._lock:

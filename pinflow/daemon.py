@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -21,9 +24,13 @@ import zenoh
 
 from pinflow import spec as spec_module
 from pinflow.cluster import result_to_json
-from pinflow.errors import PinflowError, SpecError
+from pinflow.errors import LaunchError, PinflowError, SpecError
+from pinflow.launcher import Launcher
 from pinflow.transport.cleanup import clean_dead_runs
 from pinflow.transport.wire import WireKeys, daemon_key, open_wire
+
+READY = "ready: waiting for launchers"
+"""What a daemon prints once it serves: a parent waiting for it looks for this."""
 
 
 class HostLink:
@@ -53,7 +60,7 @@ class HostLink:
         self.wire.put(self.keys.log(node_id), text.encode())
 
     def say(self, text: str) -> None:
-        self.wire.put(f"{self.keys.root}/say/{self.machine}", text.encode())
+        self.wire.put(self.keys.say(self.machine), text.encode())
 
     def report(self, results: list) -> None:
         for result in results:
@@ -99,8 +106,6 @@ class Daemon:
         query.reply(query.key_expr, json.dumps(answer).encode())
 
     def _start(self, run_id: str, request: dict) -> dict:
-        from pinflow.launcher import Launcher
-
         if self.stopping.is_set():
             return {"ok": False, "error": "the daemon is shutting down"}
         try:
@@ -126,12 +131,9 @@ class Daemon:
         thread.start()
         return {"ok": True}
 
-    def _serve(self, launcher: object, run_id: str, stop: threading.Event) -> None:
+    def _serve(self, launcher: Launcher, run_id: str, stop: threading.Event) -> None:
         """Run one share to its end; the thread that spawns the nodes lives until they end
         (the nodes' parent-death signal is tied to it)."""
-        from pinflow.launcher import Launcher
-
-        assert isinstance(launcher, Launcher)
         link = HostLink(self.wire, run_id, self.machine, stop)
         launcher.link = link
         self.say(f"run {run_id}: starting {len(launcher.local_nodes)} node(s)")
@@ -148,7 +150,7 @@ class Daemon:
                 self._runs.pop(run_id, None)
 
     def serve_forever(self) -> None:
-        self.say(f"ready: waiting for launchers (key {daemon_key(self.machine)})")
+        self.say(f"{READY} (key {daemon_key(self.machine)})")
         self.stopping.wait()
         with self._lock:
             runs = list(self._runs.values())
@@ -177,3 +179,46 @@ def serve(machine: str, *, listen: list[str], connect: list[str],
         daemon.say("stopped")
     return 0
 
+
+
+class DaemonProcess:
+    """``pinflow daemon`` as a child process, for a parent that plays both hosts (the
+    benchmark's cross-host arm, the tests): returns once the daemon serves; ``stop()``
+    always ends it. ``prefix`` runs it through another command, e.g. ``ip netns exec NS``
+    (which execs in place, so signals still reach the daemon itself)."""
+
+    def __init__(self, machine: str, endpoint: str, *, log: Path, log_dir: Path,
+                 prefix: Sequence[str] = (), env: dict[str, str] | None = None,
+                 cwd: Path | None = None, ready_timeout_s: float = 30.0) -> None:
+        self.machine, self.log = machine, log
+        self._log_file = open(log, "w")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "pinflow", "daemon", "--machine", machine,
+             "--listen", endpoint, "--log-dir", str(log_dir)],
+            stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=cwd, env=env)
+        deadline = time.monotonic() + ready_timeout_s
+        while READY not in self.output:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.output.strip().splitlines()[-1:] or ["no output"]
+                raise LaunchError(f"`pinflow daemon --machine {machine}` did not start: "
+                                  f"{tail[0]}")
+            time.sleep(0.05)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (the daemon stops its nodes and unlinks its pools), SIGKILL if it hangs;
+        the exit status."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+        return self.process.returncode

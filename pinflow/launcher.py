@@ -156,6 +156,8 @@ class Launcher:
             self.cluster = Cluster(spec, self.dataflow_run_id, wire, on_line=self._remote_line,
                                    on_say=self._remote_say, daemon_timeout_s=daemon_timeout_s)
         self._print_lock = threading.Lock()
+        self._id_width = max(len(n.id) for n in spec.nodes)
+        """Node ids are padded to this in the output, so columns line up across nodes."""
         self._ready: set[str] = set()
         self._procs: dict[str, NodeProcess] = {}
         self._tokens: list[zenoh.LivelinessToken] = []
@@ -173,11 +175,10 @@ class Launcher:
 
     def _remote_line(self, node_id: str, line: str) -> None:
         """A line of a node on another host: printed and logged here like a local one."""
-        width = max(len(n.id) for n in self.spec.nodes)
         with self._print_lock:
             with open(self.log_dir / f"{node_id}.log", "a", encoding="utf-8") as log_file:
                 log_file.write(line + "\n")
-            print(f"{node_id:<{width}} | {line}", file=self.out, flush=True)
+            print(f"{node_id:<{self._id_width}} | {line}", file=self.out, flush=True)
 
     def _remote_say(self, machine: str, text: str) -> None:
         with self._print_lock:
@@ -186,7 +187,6 @@ class Launcher:
     def _relay(self, proc: NodeProcess, process: subprocess.Popen[bytes]) -> None:
         """Copy a node's output to its log file and to our stdout, prefixed with its id."""
         assert process.stdout is not None
-        width = max(len(n.id) for n in self.spec.nodes)
         with open(proc.log_path, "a", encoding="utf-8") as log_file:
             for raw in process.stdout:
                 line = raw.decode("utf-8", errors="replace").rstrip("\n")
@@ -194,7 +194,7 @@ class Launcher:
                 log_file.flush()
                 proc.tail.append(line)
                 with self._print_lock:
-                    print(f"{proc.spec.id:<{width}} | {line}", file=self.out, flush=True)
+                    print(f"{proc.spec.id:<{self._id_width}} | {line}", file=self.out, flush=True)
                 if self.link is not None:
                     self.link.line(proc.spec.id, line)
 
@@ -333,15 +333,12 @@ class Launcher:
     def _consumers(self, node: NodeSpec) -> dict[str, list[list]]:
         """Per output, its consumers on this host, plus the gateway standing in for all
         consumers on other hosts (it reads each message once, whatever their number)."""
-        here = {n.id for n in self.local_nodes}
         consumers = {}
         for out in node.outputs:
-            found = self.spec.consumers_of(node.id, out.id)
-            local = [[c, i.name, i.queue_size] for c, i in found if c in here]
-            remote = [i.queue_size for c, i in found if c not in here]
-            if remote:
-                local.append([GATEWAY_ID, "wire", max(remote)])
-            consumers[out.id] = local
+            here, gateway_queue = self.spec.consumers_across(node.id, out.id, self.machine)
+            consumers[out.id] = [[c, i.name, i.queue_size] for c, i in here]
+            if gateway_queue is not None:
+                consumers[out.id].append([GATEWAY_ID, "wire", gateway_queue])
         return consumers
 
     def _spawn_all(self, sock_dir: Path) -> None:

@@ -190,6 +190,17 @@ class DataflowSpec:
             if inp.source_node == node_id and inp.source_output == output_id
         ]
 
+    def consumers_across(self, node_id: str, output_id: str, machine: str | None
+                         ) -> tuple[list[tuple[str, InputSpec]], int | None]:
+        """Consumers of node_id/output_id on ``machine``, and the queue size of the gateway
+        that stands in for all the others (the largest of theirs; ``None`` if there are
+        none): one reader per host, whatever the number of its consumers."""
+        here, elsewhere = [], []
+        for consumer, inp in self.consumers_of(node_id, output_id):
+            (here if self.node(consumer).machine == machine else elsewhere).append(
+                (consumer, inp))
+        return here, max((inp.queue_size for _, inp in elsewhere), default=None)
+
 
 def load(path: str | Path) -> DataflowSpec:
     """Read and validate; raise SpecError with ALL problems found (one message per problem)."""

@@ -163,6 +163,16 @@ def _fit(text: str, width: int) -> str:
     return f"{text:<{size}}" if width < 0 else f"{text:>{size}}"
 
 
+def _node_cell(node: str, machine: str | None, size: int) -> str:
+    """``node@machine`` for nodes on other hosts; a long node id is cut before the machine
+    is, so the table always says where a node runs."""
+    if not machine:
+        return node
+    suffix = f"@{machine}"
+    room = max(size - len(suffix), 2)
+    return (node if len(node) <= room else node[:room - 1] + "~") + suffix
+
+
 def _num(value: Any) -> str:
     """Few digits but never hiding a small non-zero rate or latency."""
     if value is None:
@@ -268,7 +278,7 @@ def render(snapshot: Snapshot) -> str:
                 per_node = ["", "", "", ""] if i else [
                     _mib(report.get("pinned_bytes")), _mib(report.get("rss_bytes")),
                     _num(report.get("cpu_pct")), _pct(report.get("waiting_frac"))]
-                name = f"{node}@{report['machine']}" if report.get("machine") else node
+                name = _node_cell(node, report.get("machine"), abs(_COLUMNS[1][1]))
                 cells = zip([run_id[:6], name, *row, *per_node], _COLUMNS, strict=True)
                 lines.append(" ".join(_fit(c, width) for c, (_, width) in cells).rstrip())
             devices += [_device_line(run_id, node, device, d)

@@ -22,6 +22,9 @@ import psutil
 import pytest
 from conftest import DATAFLOWS, Run, assert_no_orphans
 
+from pinflow import top
+from pinflow.daemon import DaemonProcess
+from pinflow.errors import LaunchError
 from pinflow.transport.cleanup import clean_dead_runs
 
 
@@ -31,44 +34,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class DaemonProcess:
-    """A `pinflow daemon` subprocess; always ends (SIGTERM, then SIGKILL). ``prefix`` runs
-    it through another command, e.g. ``ip netns exec NS`` (which execs in place, so
-    signals still reach the daemon itself)."""
-
-    def __init__(self, machine: str, endpoint: str, tmp_path: Path,
-                 prefix: Sequence[str] = ()) -> None:
-        results = tmp_path / "results"
-        results.mkdir(exist_ok=True)
-        self.log = tmp_path / f"daemon-{machine}.log"
-        self._log_file = open(self.log, "w")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "pinflow", "daemon", "--machine", machine,
-             "--listen", endpoint, "--log-dir", str(tmp_path / f"logs-{machine}")],
-            stdout=self._log_file, stderr=subprocess.STDOUT, cwd=tmp_path,
-            env={**os.environ, "PINFLOW_TEST_RESULTS": str(results)},
-        )
-        deadline = time.monotonic() + 20
-        while "ready" not in self.log.read_text():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"daemon did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log_file.close()
-        return self.process.returncode
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text()
+def start_daemon(machine: str, endpoint: str, tmp_path: Path,
+                 prefix: Sequence[str] = ()) -> DaemonProcess:
+    """`pinflow daemon --machine MACHINE --listen ENDPOINT`, its nodes' results in
+    tmp_path/results; the test fails if it does not start."""
+    results = tmp_path / "results"
+    results.mkdir(exist_ok=True)
+    try:
+        return DaemonProcess(machine, endpoint, log=tmp_path / f"daemon-{machine}.log",
+                             log_dir=tmp_path / f"logs-{machine}", prefix=prefix,
+                             cwd=tmp_path,
+                             env={**os.environ, "PINFLOW_TEST_RESULTS": str(results)})
+    except LaunchError as exc:
+        pytest.fail(f"{exc}\n{(tmp_path / f'daemon-{machine}.log').read_text()}")
 
 
 @pytest.fixture
@@ -79,7 +57,7 @@ def daemon(tmp_path: Path) -> Iterator[Callable[[str], tuple[DaemonProcess, str]
 
     def start(machine: str) -> tuple[DaemonProcess, str]:
         endpoint = f"tcp/127.0.0.1:{free_port()}"
-        started.append(DaemonProcess(machine, endpoint, tmp_path))
+        started.append(start_daemon(machine, endpoint, tmp_path))
         return started[-1], endpoint
 
     yield start
@@ -247,3 +225,62 @@ def test_a_lost_launcher_stops_the_remote_nodes(daemon: Callable, tmp_path: Path
         time.sleep(0.1)
     # The launcher was killed: its own host's pools are for `pinflow clean`.
     clean_dead_runs()
+
+
+def test_remote_nodes_statistics_reach_the_launchers_host(daemon: Callable,
+                                                          tmp_path: Path) -> None:
+    """`pinflow top` on the launcher's host shows the whole run: b's nodes report there,
+    tagged with their machine."""
+    host_b, endpoint = daemon("b")
+    launcher = start_launcher("remote_loss.yml", endpoint, tmp_path, "--stop-after", "40")
+    try:
+        progress = tmp_path / "results" / "consumer_a.progress"
+        deadline = time.monotonic() + 40
+        while not (progress.exists() and int(progress.read_text() or 0) >= 10):
+            assert time.monotonic() < deadline, "no frames reached consumer_a"
+            assert launcher.poll() is None
+            time.sleep(0.05)
+        runs = [r for r in top.live_runs() if not r.endswith("-b")]  # b's share: -b
+        assert len(runs) == 1, top.live_runs()
+        nodes: dict = {}
+        for _ in range(3):  # the first window can fall before every node's first report
+            nodes = top.collect(runs, 2.5)["runs"].get(runs[0], {}).get("nodes", {})
+            if set(nodes) == {"producer_b", "consumer_b", "consumer_a"}:
+                break
+        assert set(nodes) == {"producer_b", "consumer_b", "consumer_a"}, nodes
+        assert nodes["producer_b"]["machine"] == nodes["consumer_b"]["machine"] == "b"
+        assert nodes["consumer_a"]["machine"] is None
+        assert nodes["producer_b"]["outputs"]["frames"]["sent_shm"] > 0
+        table = top.render({"runs": {runs[0]: {"nodes": nodes}}, "t": 0})
+        assert "produce~@b" in table and "consume~@b" in table, table  # NODE is 10 wide
+    finally:
+        launcher.send_signal(signal.SIGINT)  # a graceful stop of every host
+        try:
+            out, err = launcher.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            out, err = launcher.communicate()
+            clean_dead_runs()
+    assert launcher.returncode == 0, out + err + host_b.output
+
+
+def test_remote_output_lines_reach_the_launchers_output_and_logs(
+        pinflow: Callable[..., Run], daemon: Callable, tmp_path: Path) -> None:
+    (tmp_path / "greeter.py").write_text(
+        "from pinflow import Node\n"
+        "node = Node()\n"
+        "print('hello from', node.id, flush=True)\n"
+        "for event in node:\n"
+        "    if event['type'] == 'INPUT':\n"
+        "        print('tick on b', flush=True)\n"
+        "        break\n")
+    flow = tmp_path / "greeter.yml"
+    flow.write_text("nodes:\n  - id: greeter\n    path: greeter.py\n    machine: b\n"
+                    "    inputs:\n      tick: pinflow/timer/hz/5\n")
+    _host_b, endpoint = daemon("b")
+    run = pinflow("run", str(flow), "--connect", endpoint, timeout=60)
+    assert run.returncode == 0, run.output
+    assert "greeter | hello from greeter" in run.stdout
+    assert "greeter | tick on b" in run.stdout
+    (log,) = (tmp_path / "logs").glob("*/greeter.log")
+    assert log.read_text() == "hello from greeter\ntick on b\n"

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_multihost import DaemonProcess, check_remote_daemon_loss, check_two_hosts, run_launcher
+from test_multihost import check_remote_daemon_loss, check_two_hosts, run_launcher, start_daemon
 
 from pinflow import netns
+from pinflow.daemon import DaemonProcess
 
 PORT = 7447
 
@@ -59,7 +60,7 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
         pytest.skip(f"needs Linux network namespaces: {reason}")
     with netns.namespace_pair() as pair:
         endpoint = f"tcp/{pair.addr_b}:{PORT}"
-        daemon = DaemonProcess("b", endpoint, tmp_path, prefix=pair.exec_prefix(pair.b))
+        daemon = start_daemon("b", endpoint, tmp_path, prefix=pair.exec_prefix(pair.b))
         try:
             yield Hosts(pair, daemon, endpoint)
         finally:

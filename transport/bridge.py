@@ -263,14 +263,14 @@ class Bridge:
     def _open_data_paths(self) -> None:
         for node in self.spec.nodes:
             for output in node.outputs:
-                consumers = self.spec.consumers_of(node.id, output.id)
-                remote = [i.queue_size for c, i in consumers if c not in self.here]
-                local = [(c, i.queue_size) for c, i in consumers if c in self.here]
-                if node.id in self.here and remote:
-                    self.exporters.append(Exporter(self, node.id, output.id, max(remote)))
-                elif node.id not in self.here and local:
-                    self.importers.append(Importer(self, node.id, output, local,
-                                                   self.spec.pinned_budget))
+                readers, gateway_queue = self.spec.consumers_across(node.id, output.id,
+                                                                    self.machine)
+                if node.id in self.here and gateway_queue is not None:
+                    self.exporters.append(Exporter(self, node.id, output.id, gateway_queue))
+                elif node.id not in self.here and readers:
+                    self.importers.append(Importer(
+                        self, node.id, output, [(c, i.queue_size) for c, i in readers],
+                        self.spec.pinned_budget))
 
     # -- tokens -----------------------------------------------------------------------------
     def _on_local_token(self, sample: zenoh.Sample) -> None:

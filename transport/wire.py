@@ -120,6 +120,13 @@ class WireKeys:
     def stats(self, node_id: str) -> str:
         return f"{self.root}/stats/{_check(node_id)}"
 
+    def say(self, machine: str) -> str:
+        """What a daemon says about its share of the run (``pinflow@MACHINE | ...``)."""
+        return f"{self.root}/say/{_check(machine)}"
+
+    def say_all(self) -> str:
+        return f"{self.root}/say/*"
+
     def stats_all(self) -> str:
         return f"{self.root}/stats/*"
 
