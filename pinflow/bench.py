@@ -39,6 +39,7 @@ from pinflow.daemon import DaemonProcess
 from pinflow.errors import PinflowError
 from pinflow.transport import cuda
 from pinflow.transport.cleanup import clean_dead_runs
+from pinflow.transport.segment import shm_dir
 
 ARMS = {
     "pinned": "pinflow pinned (loan API, device delivery)",
@@ -114,7 +115,7 @@ class Sampler:
                 self.rss_first.setdefault(role, mem)
                 self.rss_last[role] = mem
                 rss_now[role] = rss_now.get(role, 0) + mem
-            pinned = sum(p.stat().st_size for p in Path("/dev/shm").glob("pinflow-*.pinned")
+            pinned = sum(p.stat().st_size for p in shm_dir().glob("pinflow-*.pinned")
                          if p.exists())
             self.pinned_bytes = max(self.pinned_bytes, pinned)
             if pinned:

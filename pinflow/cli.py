@@ -43,10 +43,11 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
 
 def _cmd_clean(args: argparse.Namespace) -> int:
     from pinflow.transport.cleanup import clean_dead_runs
+    from pinflow.transport.segment import shm_dir
 
     removed = clean_dead_runs()
     for name in removed:
-        print(f"removed /dev/shm/{name}")
+        print(f"removed {shm_dir() / name}")
     print(f"{len(removed)} leftover file(s) of dead runs removed; live runs untouched")
     return 0
 

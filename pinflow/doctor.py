@@ -57,7 +57,7 @@ def examine() -> Report:
     torch_version, torch_cuda = _torch()
     soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     memlock = None if soft == resource.RLIM_INFINITY else soft
-    shm = shutil.disk_usage(segment.SHM_DIR)
+    shm = shutil.disk_usage(segment.shm_dir())
     if not found.available:
         path = (f"CPU fallback: pinned pools are prefaulted shared memory (zero-copy for CPU "
                 f"consumers); `device: cuda` inputs get CPU data with one warning, because "

@@ -1,11 +1,21 @@
-"""Shared fixtures: run real dataflows in subprocesses and guard against leftovers."""
+"""Shared fixtures: run real dataflows in subprocesses and guard against leftovers.
+
+The test session keeps everything it creates in folders of its own, set here before any
+pinflow module is imported and inherited by every process a test starts:
+``PINFLOW_SHM_DIR`` (segments and run locks, a tmpfs folder under /dev/shm) and ``TMPDIR``
+(the runs' socket folders). So the suite can run beside a live ``pinflow run``, or beside
+another test session, without seeing, judging or deleting anything of theirs.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +25,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DATAFLOWS = Path(__file__).resolve().parent / "dataflows"
-SHM = Path("/dev/shm")
+
+SHM = Path("/dev/shm") / f"pftests-{os.getpid()}-{secrets.token_hex(3)}"
+"""This session's shared-memory folder (tmpfs, like /dev/shm itself)."""
+SHM.mkdir(mode=0o700)
+os.environ["PINFLOW_SHM_DIR"] = str(SHM)
+_TMP = Path(tempfile.mkdtemp(prefix="pftests-"))
+os.environ["TMPDIR"] = str(_TMP)
+tempfile.tempdir = None  # gettempdir() caches; make it see TMPDIR
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's folders; anything still in the shm folder is reported."""
+    left = sorted(p.name for p in SHM.iterdir()) if SHM.exists() else []
+    shutil.rmtree(SHM, ignore_errors=True)
+    shutil.rmtree(_TMP, ignore_errors=True)
+    if left:
+        print(f"\ntest session left shared-memory files behind: {left}", file=sys.stderr)
+        session.exitstatus = 1
 
 
 def _pinflow_shm() -> set[str]:
-    return {p.name for p in SHM.glob("pinflow-*")}
+    return {p.name for p in SHM.iterdir()}
 
 
 @pytest.fixture(autouse=True)
 def no_shm_leftovers() -> Iterator[None]:
-    """Fail any test that leaves /dev/shm/pinflow-* files behind."""
+    """Fail any test that leaves files in the session's shared-memory folder."""
     before = _pinflow_shm()
     yield
     left = _pinflow_shm() - before

@@ -26,6 +26,7 @@ from pinflow import top
 from pinflow.daemon import DaemonProcess
 from pinflow.errors import LaunchError
 from pinflow.transport.cleanup import clean_dead_runs
+from pinflow.transport.segment import shm_dir
 
 
 def free_port() -> int:
@@ -112,7 +113,8 @@ def check_two_hosts(run: Run, host_b: DaemonProcess) -> None:
         assert seen["torn"] == seen["not_zero_copy"] == seen["wrong_type"] == 0
         # Zero-copy from a pool of the consumer's own host, never the producer's.
         assert seen["segments"], seen
-        assert all(s.startswith(f"/dev/shm/pinflow-{local_run}.") for s in seen["segments"])
+        prefix = f"{shm_dir()}/pinflow-{local_run}."
+        assert all(s.startswith(prefix) for s in seen["segments"])
     # Sent once to host b although two nodes there consume it.
     assert "wire: exported producer/frames: 20 sent once to the wire" in run.stdout
     assert "wire: imported producer_b/frames: 20 received and republished" in run.stdout

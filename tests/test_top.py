@@ -141,7 +141,7 @@ def test_stats_without_a_live_run_fails_clearly(pinflow):
 
 def test_live_runs_skips_folders_whose_launcher_is_gone(tmp_path, monkeypatch):
     monkeypatch.setattr(top, "runs_dir", lambda: tmp_path / "runs")
-    monkeypatch.setattr("pinflow.transport.segment.SHM_DIR", tmp_path / "shm")
+    monkeypatch.setenv("PINFLOW_SHM_DIR", str(tmp_path / "shm"))
     (tmp_path / "shm").mkdir()
     for run_id in ("alive", "dead", "nolock", "nosocket"):
         (tmp_path / "runs" / run_id).mkdir(parents=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import psutil
 
@@ -45,7 +44,7 @@ def budget_bytes(override: int | None = None) -> int:
 def pinned_segments() -> dict[str, int]:
     """Every pinned pool on this machine: name -> bytes."""
     found = {}
-    for path in Path(segment.SHM_DIR).glob(f"{segment.PREFIX}*{segment.PINNED_SUFFIX}"):
+    for path in segment.shm_dir().glob(f"{segment.PREFIX}*{segment.PINNED_SUFFIX}"):
         try:
             found[path.name] = path.stat().st_size
         except FileNotFoundError:

@@ -22,7 +22,7 @@ _RETRIES = 5
 
 
 def _shm_dir() -> Path:
-    return _segment.SHM_DIR  # looked up per call so tests can point it elsewhere
+    return _segment.shm_dir()
 
 
 def lock_name(run_id: str) -> str:
@@ -112,6 +112,11 @@ class RunLock:
         """Create and lock the file; LaunchError if another launcher holds this run."""
         if self._fd is not None:
             return
+        if not self.path.parent.is_dir():
+            raise LaunchError(
+                f"shared-memory folder {self.path.parent} does not exist (create it, or unset "
+                f"{_segment.SHM_DIR_ENV})"
+            )
         for _ in range(_RETRIES):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:

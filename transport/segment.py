@@ -26,7 +26,8 @@ import numpy as np
 
 from pinflow.errors import ClosedError, DescriptorError, TransportError
 
-SHM_DIR = Path("/dev/shm")
+SHM_DIR_ENV = "PINFLOW_SHM_DIR"
+DEFAULT_SHM_DIR = Path("/dev/shm")
 PREFIX = "pinflow-"
 PAGE = mmap.PAGESIZE
 
@@ -39,6 +40,16 @@ PINNED_SUFFIX = ".pinned"
 """Marks pinned pools in their name, so the machine-wide pinned budget can be summed from
 /dev/shm alone, across runs, without opening anyone's segment."""
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14; not exported by the mmap module on 3.11
+
+
+def shm_dir() -> Path:
+    """Where segments and run locks live: ``$PINFLOW_SHM_DIR``, else ``/dev/shm``.
+
+    Read on every call, and inherited by every process a run starts, so a whole run (or a
+    test session) can be kept in a folder of its own. It must be on tmpfs (a subfolder of
+    ``/dev/shm`` is): CUDA refuses long-term pins of disk-backed file mappings.
+    """
+    return Path(os.environ.get(SHM_DIR_ENV) or DEFAULT_SHM_DIR)
 
 
 def _check_id(kind: str, value: str) -> str:
@@ -125,7 +136,13 @@ class Segment:
             raise ValueError(f"invalid segment name {name!r}")
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"segment size must be a positive int, got {size!r}")
-        path = SHM_DIR / name
+        folder = shm_dir()
+        if not folder.is_dir():
+            raise TransportError(
+                f"shared-memory folder {folder} does not exist (create it, or unset "
+                f"{SHM_DIR_ENV})"
+            )
+        path = folder / name
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
         try:
@@ -138,7 +155,7 @@ class Segment:
                     os.posix_fallocate(fd, 0, size)
                 except OSError as exc:
                     raise TransportError(
-                        f"cannot allocate {size} bytes in {SHM_DIR} for {name}: {exc.strerror}"
+                        f"cannot allocate {size} bytes in {folder} for {name}: {exc.strerror}"
                     ) from exc
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
@@ -155,7 +172,7 @@ class Segment:
         """Map an existing segment named by a peer; anything suspicious is a DescriptorError."""
         if parse_segment_name(name) is None:
             raise DescriptorError(f"refused segment name {name!r}")
-        path = SHM_DIR / name
+        path = shm_dir() / name
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:

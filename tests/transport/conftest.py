@@ -18,7 +18,7 @@ def run_id() -> Iterator[str]:
     lock = RunLock(rid)
     lock.acquire()
     yield rid
-    left = sorted(p.name for p in seg_mod.SHM_DIR.glob(f"pinflow-{rid}.*") if p != lock.path)
+    left = sorted(p.name for p in seg_mod.shm_dir().glob(f"pinflow-{rid}.*") if p != lock.path)
     lock.release()
     assert left == [], f"test left segments behind: {left}"
-    assert list(seg_mod.SHM_DIR.glob(f"pinflow-{rid}*")) == []
+    assert list(seg_mod.shm_dir().glob(f"pinflow-{rid}*")) == []

@@ -1,6 +1,6 @@
 """Run locks and dead-run cleanup, in a private folder under /dev/shm.
 
-clean_dead_runs scans the whole folder, so these tests point SHM_DIR at their own folder:
+clean_dead_runs scans the whole folder, so these tests point PINFLOW_SHM_DIR at their own folder:
 they must never judge (or delete) the files of other test runs on this machine.
 """
 
@@ -30,10 +30,10 @@ from pinflow.transport.segment import new_incarnation, segment_name
 
 @pytest.fixture
 def shm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private SHM_DIR that must be empty again when the test ends."""
+    """A private PINFLOW_SHM_DIR that must be empty again when the test ends."""
     folder = Path("/dev/shm") / ("pftest-" + secrets.token_hex(5))
     folder.mkdir(mode=0o700)
-    monkeypatch.setattr(seg_mod, "SHM_DIR", folder)
+    monkeypatch.setenv(seg_mod.SHM_DIR_ENV, str(folder))
     yield folder
     left = sorted(p.name for p in folder.iterdir())
     for path in folder.iterdir():
@@ -48,7 +48,7 @@ def new_run() -> str:
 
 def touch_segment(run_id: str, node_id: str, output_id: str = "out") -> str:
     name = segment_name(run_id, node_id, output_id, new_incarnation())
-    (seg_mod.SHM_DIR / name).write_bytes(b"x")
+    (seg_mod.shm_dir() / name).write_bytes(b"x")
     return name
 
 
@@ -104,10 +104,10 @@ def test_remove_node_segments_removes_only_that_nodes_segments(shm: Path) -> Non
 
 
 CHILD_HOLDS_LOCK = """
-import pathlib, sys
-from pinflow.transport import segment
+import sys
+import os
+os.environ["PINFLOW_SHM_DIR"] = sys.argv[1]
 from pinflow.transport.cleanup import RunLock
-segment.SHM_DIR = pathlib.Path(sys.argv[1])
 lock = RunLock(sys.argv[2])
 lock.acquire()
 print("locked", flush=True)

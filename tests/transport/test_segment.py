@@ -101,7 +101,7 @@ def test_create_makes_a_private_file_of_the_requested_size(run_id: str) -> None:
         st = os.stat(seg.path)
         assert stat.S_IMODE(st.st_mode) == 0o600
         assert st.st_size == seg.size == 3 * PAGE + 5
-        assert seg.path == seg_mod.SHM_DIR / seg.name
+        assert seg.path == seg_mod.shm_dir() / seg.name
         assert len(seg.buffer) == seg.size
     finally:
         seg.unlink()
@@ -158,8 +158,8 @@ def test_open_refuses_hostile_names_symlinks_and_directories(run_id: str) -> Non
         Segment.open("../etc/passwd")
     with pytest.raises(DescriptorError):
         Segment.open("pinflow-x/../y")
-    link = seg_mod.SHM_DIR / name_of(run_id, "link")
-    folder = seg_mod.SHM_DIR / name_of(run_id, "dir")
+    link = seg_mod.shm_dir() / name_of(run_id, "link")
+    folder = seg_mod.shm_dir() / name_of(run_id, "dir")
     link.symlink_to("/etc/passwd")
     folder.mkdir()
     try:
@@ -292,7 +292,7 @@ def test_shm_dir_can_be_pointed_elsewhere(monkeypatch: pytest.MonkeyPatch) -> No
     folder = Path("/dev/shm") / ("pftest-" + secrets.token_hex(5))
     folder.mkdir()
     try:
-        monkeypatch.setattr(seg_mod, "SHM_DIR", folder)
+        monkeypatch.setenv(seg_mod.SHM_DIR_ENV, str(folder))
         seg = Segment.create(segment_name("r", "n", "o", "ab"), PAGE, prefault=False)
         assert seg.path.parent == folder
         seg.unlink()

@@ -11,6 +11,7 @@ from frames import check, segment_of, shape_from_env
 from report import report
 
 from pinflow import Node
+from pinflow.transport.segment import shm_dir
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
         if event["type"] == "INPUT_CLOSED":
             closed = True
             deadline = time.monotonic() + 3
-            pattern = f"/dev/shm/pinflow-{node.run_id}.producer.*"
+            pattern = f"{shm_dir()}/pinflow-{node.run_id}.producer.*"
             while glob.glob(pattern) and time.monotonic() < deadline:
                 time.sleep(0.05)
             producer_segments_left = len(glob.glob(pattern))

@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 
+from pinflow.transport.segment import shm_dir
+
 SHAPE = (1080, 1920, 4)  # 8,294,400 bytes
 
 
@@ -37,7 +39,7 @@ def shm_ranges() -> list[tuple[int, int, str]]:
     with open("/proc/self/maps") as maps:
         for line in maps:
             parts = line.split()
-            if len(parts) >= 6 and parts[5].startswith("/dev/shm/pinflow-"):
+            if len(parts) >= 6 and parts[5].startswith(f"{shm_dir()}/pinflow-"):
                 start, end = (int(x, 16) for x in parts[0].split("-"))
                 ranges.append((start, end, parts[5]))
     return ranges
