@@ -667,33 +667,24 @@ def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-_shared: dict[str, StandinCuda] = {}
-_shared_lock = threading.Lock()
-
-
 def runtime_from_spec(spec: str) -> StandinCuda:
-    """The process's stand-in from ``$PINFLOW_GPU_RUNTIME`` =
+    """A stand-in from ``$PINFLOW_GPU_RUNTIME`` =
     ``standin[:devices=N,copy_delay_ms=X,register_delay_ms=Y,read_only=0|1,register=0|1]``."""
-    with _shared_lock:
-        found = _shared.get(spec)
-        if found is not None:
-            return found
-        options: dict[str, Any] = {}
-        _, _, rest = spec.partition(":")
-        for item in filter(None, (part.strip() for part in rest.split(","))):
-            key, _, value = item.partition("=")
-            if key == "devices":
-                options["devices"] = int(value)
-            elif key == "copy_delay_ms":
-                options["copy_delay_s"] = float(value) / 1000
-            elif key == "register_delay_ms":
-                options["register_delay_s"] = float(value) / 1000
-            elif key == "read_only":
-                options["read_only_register"] = _flag(value)
-            elif key == "register":
-                options["host_register"] = _flag(value)
-            else:
-                raise ValueError(f"unknown stand-in option {key!r} in {spec!r} (devices, "
-                                 f"copy_delay_ms, register_delay_ms, read_only, register)")
-        found = _shared[spec] = StandinCuda(**options)
-        return found
+    options: dict[str, Any] = {}
+    _, _, rest = spec.partition(":")
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, _, value = item.partition("=")
+        if key == "devices":
+            options["devices"] = int(value)
+        elif key == "copy_delay_ms":
+            options["copy_delay_s"] = float(value) / 1000
+        elif key == "register_delay_ms":
+            options["register_delay_s"] = float(value) / 1000
+        elif key == "read_only":
+            options["read_only_register"] = _flag(value)
+        elif key == "register":
+            options["host_register"] = _flag(value)
+        else:
+            raise ValueError(f"unknown stand-in option {key!r} in {spec!r} (devices, "
+                             f"copy_delay_ms, register_delay_ms, read_only, register)")
+    return StandinCuda(**options)
