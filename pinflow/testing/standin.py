@@ -19,6 +19,7 @@ copier runs on it unchanged, and it makes ordering mistakes visible instead of h
   at once; a block ``record_stream``-ed on other streams is reusable only after the work
   those streams had queued when it was freed has run. A tensor used on a stream it was
   neither allocated on nor recorded on can therefore be overwritten while still being read.
+  Freeing a tensor allocated or recorded on a stream destroyed meanwhile is a violation.
 - **Per-thread current device**: calls that bind to the current device (register,
   unregister, event synchronize) mark that device's context as created (``contexts``).
 - **Kernels**: :meth:`StandinCuda.launch` queues a Python function over device buffers on a
@@ -241,6 +242,9 @@ class _Allocator:
 
     def release(self, block: _Block) -> None:
         """The block's tensor was freed (runs in a finalizer, on any thread)."""
+        if block.stream.destroyed:  # torch's cudaMallocAsync backend frees on that stream
+            self.runtime.violation(f"a tensor allocated on destroyed stream {block.stream.label} "
+                                   f"was freed")
         others = [s for s in block.recorded if s is not block.stream]
         block.recorded = set()
         if not others:

@@ -277,14 +277,17 @@ def test_a_block_used_on_another_stream_without_record_stream_is_overwritten_whi
     assert seen == [2, 1], "unrecorded: overwritten before read; recorded: intact"
 
 
-def test_freeing_a_tensor_recorded_on_a_destroyed_stream_is_a_violation(gpu: StandinCuda):
-    stream = gpu.new_stream(0)
+def test_freeing_a_tensor_whose_stream_was_destroyed_is_a_violation(gpu: StandinCuda):
+    recorded_on, allocated_on = gpu.new_stream(0), gpu.new_stream(0)
     tensor = gpu.empty((64,), np.dtype(np.uint8), 0, gpu.copy_stream(0))
-    gpu.record_stream(tensor, stream)
-    gpu.destroy_stream(stream)
-    del tensor
+    gpu.record_stream(tensor, recorded_on)
+    other = gpu.empty((64,), np.dtype(np.uint8), 0, allocated_on)
+    gpu.destroy_stream(recorded_on)
+    gpu.destroy_stream(allocated_on)
+    del tensor, other
     gc.collect()
-    assert any("destroyed stream" in v for v in gpu.violations)
+    assert any("recorded on destroyed stream" in v for v in gpu.violations)
+    assert any("allocated on destroyed stream" in v for v in gpu.violations)
     with pytest.raises(ValueError, match="never destroyed"):
         gpu.destroy_stream(gpu.copy_stream(0))
 

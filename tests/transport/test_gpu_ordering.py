@@ -143,7 +143,7 @@ def test_tensors_stay_valid_after_the_delivery_closed(tmp_path: Path, gpu: Stand
     gpu.synchronize()
     assert checker.seen == {0: 0, 1: 1, 2: 2}
     assert gpu.allocator.live == 0, "every block went back to the allocator"
-    gpu.check()  # freeing a tensor recorded on a destroyed stream is a violation
+    gpu.check()  # freeing a tensor allocated or recorded on a destroyed stream: a violation
 
 
 def test_copy_events_are_pooled_and_copy_streams_never_multiply(tmp_path: Path,
@@ -156,6 +156,8 @@ def test_copy_events_are_pooled_and_copy_streams_never_multiply(tmp_path: Path,
     assert gpu.events_created <= 3 * 64, "events are reused, not made per copy"
     assert gpu.events_created == gpu.events_destroyed, "every event was destroyed"
     assert gpu.streams_created == 1, "one copy stream per device, from a pool, for good"
+    assert gpu.registered == {} and gpu.registrations == gpu.unregistrations, \
+        "every registration (segments and support probes) was undone"
     gpu.check()
 
 
