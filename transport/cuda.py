@@ -205,7 +205,7 @@ class DeviceCopier:
 
     def _classify(self, segment: Segment | None, reg: Registration | None) -> bool:
         """Is this copy's source registered? Warns once per kind of pageable copy."""
-        if segment is not None and segment.name in self._forgotten:
+        if segment is not None and (segment.name in self._forgotten or segment.closed):
             with self._cond:
                 self._counts.forgotten_copies += 1
             return False
