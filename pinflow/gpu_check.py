@@ -401,6 +401,9 @@ def measure_h2d(runtime: GpuRuntime, device: int, nbytes: int, rounds: int
     registrar = Registrar(runtime, device)
     try:
         registrar.call(lambda: runtime.host_register(address, nbytes, HOST_REGISTER_PORTABLE))
+        if not runtime.is_registered(host):
+            raise RuntimeError("the driver does not see the registered source as pinned: "
+                               "the 'pinned' figure would be a pageable one")
 
         def gbps(source: np.ndarray) -> float:
             runtime.copy_from_host(target, source, stream)  # warm-up

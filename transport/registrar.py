@@ -162,7 +162,10 @@ class Registrar:
             self._support = RegisterSupport(False, False, str(exc))
         self._support_known.set()
         while (job := self._jobs.get()) is not None:
-            job()
+            try:
+                job()
+            except Exception:  # keep serving: callers wait on this thread
+                log.exception("cuda:%d: a registration job failed", self.device)
 
     # -- requests (any thread) ------------------------------------------------------------
     def register(self, segment: Segment, *, on_done: Callable[[Registration], None]
@@ -184,12 +187,14 @@ class Registrar:
         finished = threading.Event()
 
         def job() -> None:
-            result.append(self._unregister(reg))
-            finished.set()
+            try:
+                result.append(self._unregister(reg))
+            finally:
+                finished.set()
 
         self._jobs.put(job)
         finished.wait()
-        return result[0]
+        return result[0] if result else "the registration thread failed"
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the registration thread and wait; its exception is re-raised here."""
@@ -224,7 +229,7 @@ class Registrar:
             try:
                 with _segment_lock(reg.path):
                     self.runtime.host_register(reg.address, reg.size, reg.flags)
-            except CudaError as exc:
+            except Exception as exc:  # CudaError, or the runtime failing otherwise
                 self._finish(reg, State.FAILED, str(exc))
             else:
                 self.counts.registrations += 1
@@ -243,7 +248,7 @@ class Registrar:
             return None
         try:
             self.runtime.host_unregister(reg.address)
-        except CudaError as exc:
+        except Exception as exc:  # CudaError, or the runtime failing otherwise
             self.counts.unregistration_failures += 1
             return str(exc)
         reg.state = State.UNREGISTERED
