@@ -135,8 +135,8 @@ class DeviceCopier:
         return reg
 
     def _registered(self, reg: Registration) -> None:
-        if reg.state is State.FAILED:
-            self._warn_once(f"register:{reg.name}",
+        if reg.state is State.FAILED:  # said once per segment, or once if never possible
+            self._warn_once("register:unsupported" if reg.unsupported else f"register:{reg.name}",
                             "cannot register %s (%d bytes) with CUDA, copying it as pageable "
                             "memory instead: %s", reg.name, reg.size, reg.reason)
 

@@ -68,6 +68,8 @@ class Registration:
     path: os.PathLike[str] | str
     state: State = State.PENDING
     reason: str | None = None
+    unsupported: bool = False
+    """Not attempted: the device cannot register this kind of mapping at all."""
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -223,6 +225,7 @@ class Registrar:
         support = self.support
         if not (support.read_only if read_only else support.read_write):
             kind = "read-only" if read_only else "read-write"
+            reg.unsupported = True
             self._finish(reg, State.FAILED, f"this device cannot register {kind} host "
                                             f"mappings ({support.detail or 'not supported'})")
         else:
