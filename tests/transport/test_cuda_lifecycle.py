@@ -6,6 +6,7 @@ unmap, fallbacks that are counted and said once."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,14 +94,17 @@ def test_copy_reads_the_slot_itself_not_a_staging_copy(rig: Rig, gpu: StandinCud
 
 
 def test_slot_returns_to_producer_only_after_its_copy_ran(tmp_path: Path):
-    gpu = StandinCuda(copy_delay_s=0.5)  # the DMA takes half a second
+    gpu = StandinCuda()
     with make_rig(tmp_path, gpu) as rig:
+        dma_busy = threading.Event()
+        gpu.launch(gpu.copy_stream(0), lambda: dma_busy.wait(10))  # the DMA waits for us
         rig.send(_frame(1))
         view, mapping, layout = rig.receive()
         device = rig.copy(view, mapping, layout)
         del view
         time.sleep(0.2)  # time for a (wrong) early release to reach the producer
         assert rig.held_slots() == 1, "slot must stay held while its DMA may still read it"
+        dma_busy.set()
         assert _wait(lambda: rig.held_slots() == 0), "released once the copy completed"
         assert np.all(device.cpu() == 1)
     gpu.close()

@@ -84,12 +84,14 @@ def test_freed_device_memory_is_not_reused_while_the_consumer_stream_still_reads
     with make_rig(tmp_path, gpu) as rig, gpu.use_stream(consumer):
         first = _deliver(rig, 1)
         first_block = first.data_ptr()
-        gpu.launch(consumer, lambda _a: None, first, delay_s=0.3)  # a long kernel
+        busy = threading.Event()
+        gpu.launch(consumer, lambda _a: busy.wait(10), first)  # a long kernel ...
         checker.queue(gpu, consumer, 1, first)  # ... then one that reads frame 1
         del first  # freed while the consumer stream has not read it yet
         second = _deliver(rig, 2)
         assert second.data_ptr() != first_block, \
             "the allocator handed out memory a queued kernel still reads"
+        busy.set()
         checker.queue(gpu, consumer, 2, second)
         consumer.synchronize()
         del second
@@ -116,13 +118,16 @@ def test_a_tensor_for_another_stream_is_ordered_and_protected_on_that_stream(
 
 
 def test_the_consumer_waits_for_the_copy_on_the_device_not_on_the_host(tmp_path: Path):
-    gpu = StandinCuda(copy_delay_s=0.3)
+    gpu = StandinCuda()
     checker = Checker()
     with make_rig(tmp_path, gpu) as rig:
+        dma_busy = threading.Event()
+        gpu.launch(gpu.copy_stream(0), lambda: dma_busy.wait(10))  # the copy engine is busy
         tensor = _deliver(rig, 5)
         assert np.all(tensor.device_array() == 0xA5), \
             "copy() returned before the DMA ran: no host synchronisation"
         checker.queue(gpu, gpu.current_stream(0), 5, tensor)
+        dma_busy.set()
         gpu.current_stream(0).synchronize()
     assert checker.seen == {5: 5}, "the consumer's kernel ran after the copy"
     gpu.close()
