@@ -56,7 +56,9 @@ class Event(dict):
         ``device=None``: where the input delivers (its YAML ``device``), else a CPU tensor
         sharing the received memory. ``device="cuda"``/``"cuda:N"``: a device tensor; from a
         pinned slot that is one DMA with no staging copy. The tensor is ordered after its
-        copy on ``stream`` (default: the current stream), so use it there without syncing.
+        copy on ``stream`` (default: the current stream; for a ``device:`` input, the one
+        current when the event was taken) and its memory is protected there
+        (``record_stream``): use it on that stream without syncing, and drop it whenever.
         Raises ``CudaUnavailable`` (with the reason) if CUDA cannot be used here.
         """
         tensor = self._device_tensor

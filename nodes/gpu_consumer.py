@@ -3,8 +3,10 @@
 Per frame it does what a model's preprocessing does: RGB channels-first in [0, 1], resized
 to 640x360, plus crops at the detector's latest boxes. With ``device: cuda`` on the input,
 ``event.to_torch()`` is already a CUDA tensor (one DMA from the pinned slot); otherwise it
-is a zero-copy CPU tensor over the slot. Latency is taken when the result is usable on the
-device (after a stream sync on CUDA) and sent per frame on ``latency`` for a sink.
+is a zero-copy CPU tensor over the slot. On CUDA the loop is asynchronous, as a model's
+would be: each frame's work is queued on the current stream followed by an event, and a
+watcher thread notes when each event completed (no per-frame synchronisation). Latency is
+taken when the result is usable on the device and sent per frame on ``latency`` for a sink.
 Every ``--verify-every``-th frame is checked against its stamp and the camera's checksum.
 
     pinflow YAML:  module: pinflow.nodes.gpu_consumer
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import queue
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -157,6 +161,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class Completions:
+    """Frames whose device work is queued: a thread waits for each frame's marker event in
+    order (a blocking event: it sleeps, no spinning) and notes when the frame was done.
+
+    At most ``depth`` frames are in flight; beyond that :meth:`add` waits for the oldest,
+    which bounds the queued work without synchronising every frame.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        self._queue: queue.Queue[tuple[Any, dict[str, Any]] | None] = queue.Queue(depth)
+        self._done: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="gpu-consumer-completions")
+        self._thread.start()
+
+    def add(self, marker: Any, record: dict[str, Any]) -> None:
+        """``marker``: an event recorded after the frame's work; ``record`` comes back from
+        :meth:`finished` with ``done_ns`` (wall clock) once the marker completed."""
+        self._queue.put((marker, record))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            marker, record = item
+            marker.synchronize()
+            record["done_ns"] = time.time_ns()
+            self._done.put(record)
+
+    def finished(self) -> list[dict[str, Any]]:
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> list[dict[str, Any]]:
+        """Wait for every frame in flight; their records."""
+        self._queue.put(None)
+        self._thread.join()
+        return self.finished()
+
+
 @dataclass
 class Tally:
     """What the exit summary reports; crops of a frame use its own boxes (exact) only when
@@ -168,6 +214,7 @@ class Tally:
     exact_boxes: int = 0
     stale_boxes: int = 0
     busy_ns: int = 0
+    """Host time per frame (on CUDA: queueing the work, not waiting for it)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,6 +228,15 @@ def main(argv: list[str] | None = None) -> None:
     book = BoxBook()
     tally = Tally()
     device = "none"
+    completions = Completions()
+
+    def send(record: dict[str, Any]) -> None:
+        latency_ns = record["done_ns"] - record["capture_ns"]
+        node.send_output(args.output, latency_record(record["frame"], latency_ns, record["device"],
+                                                     record["verified"]),
+                         metadata={"frame": record["frame"], "camera_dropped": record["dropped"],
+                                   "queue_dropped": record["queue_dropped"]})
+
     for event in node:
         if event["type"] != "INPUT":
             continue
@@ -198,9 +254,10 @@ def main(argv: list[str] | None = None) -> None:
         device = str(tensor.device)
         boxes, exact = book.for_frame(index)
         result = process(tensor, boxes)
-        if tensor.is_cuda:
-            torch.cuda.current_stream().synchronize()
-        latency_ns = time.time_ns() - int(metadata.get("capture_ns", 0))
+        marker, done_ns = None, time.time_ns()
+        if tensor.is_cuda:  # queued, not waited for: the watcher notes when it is done
+            marker = torch.cuda.Event(blocking=True)
+            marker.record(torch.cuda.current_stream(tensor.device))
         verified = None
         if args.verify_every and tally.frames % args.verify_every == 0:
             verified = check_frame(event.to_numpy(), metadata)
@@ -214,10 +271,18 @@ def main(argv: list[str] | None = None) -> None:
         tally.frames += 1
         tally.exact_boxes += exact
         tally.stale_boxes += not exact
-        queue_dropped = node.stats()["inputs"][event["id"]]["dropped"]
-        node.send_output(args.output, latency_record(index, latency_ns, device, verified),
-                         metadata={"frame": index, "camera_dropped": metadata.get("dropped"),
-                                   "queue_dropped": queue_dropped})
+        record = {"frame": index, "capture_ns": int(metadata.get("capture_ns", 0)),
+                  "device": device, "verified": verified, "dropped": metadata.get("dropped"),
+                  "queue_dropped": node.stats()["inputs"][event["id"]]["dropped"]}
+        if marker is None:
+            record["done_ns"] = done_ns
+            send(record)
+        else:
+            completions.add(marker, record)
+        for done in completions.finished():
+            send(done)
+    for done in completions.close():
+        send(done)
     node.log("summary", frames=tally.frames, integrity_passed=tally.passed,
              integrity_failed=tally.failed, device=device,
              crops_exact=tally.exact_boxes, crops_latest=tally.stale_boxes,

@@ -60,18 +60,29 @@ class Inbox:
 
     # -- the node's thread ------------------------------------------------------------------
     def next(self, timeout: float | None = None) -> Event | None:
+        """The next event; a message is built (decoded, copied to a device) after the lock
+        is released, so network callbacks never wait for that work."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
             while True:
-                event = self._take()
-                if event is not None or self._ended():
-                    return event
+                taken = self._take()
+                if taken is not None or self._ended():
+                    break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return None
                 waited = time.monotonic()
                 self.cond.wait(left)
                 self._waiting_s += time.monotonic() - waited
+        if not isinstance(taken, tuple):
+            return taken
+        name, pending = taken
+        event = pending.build()
+        if event.get("sent_ns"):
+            latency_ms = (time.time_ns() - event["sent_ns"]) / 1e6
+            with self.cond:
+                self._latencies.setdefault(name, []).append(latency_ms)
+        return event
 
     @property
     def ended(self) -> bool:
@@ -83,8 +94,9 @@ class Inbox:
             return True
         return bool(self._queues) and all(q.close_delivered for q in self._queues.values())
 
-    def _take(self) -> Event | None:
-        """Pop the oldest deliverable event (caller holds the lock); STOP goes first."""
+    def _take(self) -> Event | tuple[str, Pending] | None:
+        """Pop the oldest deliverable event (caller holds the lock); STOP goes first. A
+        message comes back unbuilt, with its input's name."""
         if self._stop_reason is not None and not self._stop_delivered:
             self._stop_delivered = True
             for queue in self._queues.values():
@@ -96,11 +108,7 @@ class Inbox:
                 best = queue
         if best is not None:
             best.delivered += 1
-            event = best.items.popleft().build()
-            if event.get("sent_ns"):
-                self._latencies.setdefault(best.name, []).append(
-                    (time.time_ns() - event["sent_ns"]) / 1e6)
-            return event
+            return best.name, best.items.popleft()
         for queue in self._queues.values():
             if queue.close_queued:
                 queue.close_queued = False

@@ -77,12 +77,15 @@ class Node:
         """Messages refused because they were malformed (logged and dropped)."""
         self._stats: StatsPublisher | None = None
         self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)
-        self._receiver = SlotReceiver(self._session, self._keys, self._spec.id)
+        self._receiver = SlotReceiver(self._session, self._keys, self._spec.id,
+                                      writable_mappings=self._devices.writable_mappings)
+        self._receiver.on_map.append(self._devices.mapped)
         self._receiver.on_unmap.append(self._devices.forget)
         try:
             self._join()
         except BaseException:
             self._receiver.close()
+            self._devices.close()
             self._session.close()
             raise
         # zenoh runs callbacks on non-daemon threads that end only when the session closes,

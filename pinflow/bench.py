@@ -37,7 +37,7 @@ import psutil
 from pinflow import netns
 from pinflow.daemon import DaemonProcess
 from pinflow.errors import PinflowError
-from pinflow.transport import cuda
+from pinflow.transport import torch_cuda
 from pinflow.transport.cleanup import clean_dead_runs
 from pinflow.transport.segment import shm_dir
 
@@ -378,52 +378,18 @@ def render_soak(result: dict[str, Any]) -> str:
 
 
 def measure_h2d_bandwidth(nbytes: int = FRAME_BYTES, rounds: int = 100) -> dict[str, float]:
-    """GB/s of host-to-device copies from a registered /dev/shm mapping vs pageable memory."""
-    import mmap
+    """GB/s of host-to-device copies from a registered shared-memory mapping vs pageable
+    memory, through pinflow's GPU runtime (torch's), registering on its registration thread."""
+    from pinflow.gpu_check import measure_h2d
+    from pinflow.transport.torch_cuda import TorchRuntime
 
-    import torch
-
-    runtime = cuda.Cuda(cuda.load_runtime())
-    device = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-    fd = os.memfd_create("pinflow-bench-h2d")
-    try:
-        os.ftruncate(fd, nbytes)
-        mm = mmap.mmap(fd, nbytes)
-    finally:
-        os.close(fd)
-    host = np.frombuffer(mm, dtype=np.uint8)
-    host[:] = 1
-    address = int(host.__array_interface__["data"][0])
-    runtime.call("cudaHostRegister", address, nbytes, 0)
-    try:
-        def gbps(source: Any) -> float:
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(rounds):
-                device.copy_(source, non_blocking=True)
-            torch.cuda.synchronize()
-            return rounds * nbytes / (time.perf_counter() - start) / 1e9
-
-        pinned = gbps(torch.from_numpy(host))
-        pageable = gbps(torch.from_numpy(np.ones(nbytes, dtype=np.uint8)))
-    finally:
-        torch.cuda.synchronize()
-        runtime.call("cudaHostUnregister", address)
-        del host
-        mm.close()
+    pinned, pageable = measure_h2d(TorchRuntime(), 0, nbytes, rounds)
     return {"pinned_gbps": pinned, "pageable_gbps": pageable, "ratio": pinned / pageable}
 
 
 def _target_device() -> tuple[str, str | None]:
-    if not cuda.is_available():
-        return "cpu", cuda.unavailable_reason()
-    try:
-        import torch
-    except ModuleNotFoundError:
-        return "cpu", "torch is not installed (pip install 'pinflow[torch]')"
-    if not torch.cuda.is_available():
-        return "cpu", f"torch {torch.__version__} has no CUDA"
-    return "cuda", None
+    found = torch_cuda.probe()
+    return ("cuda", None) if found.available else ("cpu", found.reason)
 
 
 def run(frames: int, max_frames: int, arms: list[str],

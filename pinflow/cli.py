@@ -57,6 +57,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
     from pinflow import doctor
 
+    if args.standin and not args.gpu_check:
+        raise PinflowError("--standin goes with --gpu-check")
+    if args.gpu_check:
+        return doctor.gpu_check(standin=args.standin)
     report = doctor.examine()
     print(json.dumps(doctor.as_dict(report), indent=2) if args.json else doctor.render(report))
     return 0
@@ -185,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="what CUDA, memory limits and /dev/shm offer the "
                                       "pinned path here, and which path it takes")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--gpu-check", action="store_true",
+                   help="run the GPU self-test (registration, device contents under load, no "
+                        "reuse hazard, bandwidth, latency, leaks); exit 0 only if all hold")
+    p.add_argument("--standin", action="store_true",
+                   help="with --gpu-check: run the same checks on the CPU stand-in of CUDA")
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("clean", help="remove shared memory left by runs that are no longer alive")

@@ -120,17 +120,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if not gpu_items:
         return
-    from pinflow.transport import cuda
+    from pinflow.transport import torch_cuda
 
-    reason = cuda.unavailable_reason()
-    if reason is None:
-        try:
-            import torch
-        except ModuleNotFoundError:
-            reason = "torch is not installed"
-        else:
-            if not torch.cuda.is_available():
-                reason = f"torch {torch.__version__} has no CUDA device"
+    reason = torch_cuda.probe().reason
     if reason is not None:
         skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {reason}")
         for item in gpu_items:

@@ -1,160 +1,45 @@
-"""CUDA for GPU consumers: register each pinned segment once, DMA slots to the device, and
-give a slot back only after its copy completed.
+"""Device copies from slots: the ordering rules of the GPU path, shared by every runtime.
 
-This is the only module that imports ``cuda.bindings`` and it does so inside functions:
-importing pinflow never loads CUDA, and nothing here runs unless a consumer asks for
-device delivery. Every runtime call goes through :meth:`Cuda.call`, which turns the
-``(err, value...)`` tuples of cuda-python into values or a :class:`CudaError`. Tests drive
-the same code with a recording stand-in of the runtime that has the same call forms.
+This module holds all the decisions and calls only the small runtime interface
+(:class:`~pinflow.transport.gpu_runtime.GpuRuntime`), so the code that runs on a GPU (torch
+adapter) is the code the CPU tests run (stand-in, :mod:`pinflow.testing`).
 
-Lifecycle (see RFC.md): ``register`` once per segment (whole mapping) -> per message one
-``cudaMemcpyAsync`` on a dedicated non-blocking stream + an event -> the slot's holder is
-dropped when the event completed -> ``forget`` a segment: wait for its copies, then
-``cudaHostUnregister``, and only then may the mapping be closed.
+One copy, for a consumer stream S (the caller's current stream, or ``stream=``):
+
+1. the destination is allocated on pinflow's copy stream P (torch's pool: never destroyed),
+   so the allocator only hands P a block whose previous users finished;
+2. the DMA from the slot is queued on P, then event E is recorded on P;
+3. S waits for E on the GPU (no host wait) and the tensor is ``record_stream``-ed on S, so
+   its memory is not reused before S's work on it ran, whichever stream S is;
+4. the slot's holder is dropped by the reaper thread once E completed (blocking event: the
+   thread sleeps), which hands the slot back to the producer.
+
+Copies and ``forget`` (a segment about to be unmapped) take one lock, and a copy is in the
+pending list before the lock is released, so a segment is unregistered only after its last
+copy completed. A frame whose segment was already forgotten (queued while the producer
+replaced its pool) is copied as pageable memory: its view keeps the mapping alive; counted,
+never re-registered.
 """
 
 from __future__ import annotations
 
 import collections
-import fcntl
-import functools
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from pinflow.errors import CudaError, CudaUnavailable
+import numpy as np
+
+from pinflow.errors import CudaUnavailable
+from pinflow.transport.gpu_runtime import GpuRuntime
+from pinflow.transport.registrar import RegisterSupport, Registrar, Registration, State
 from pinflow.transport.segment import Segment
 
 log = logging.getLogger("pinflow.cuda")
 
-_SUCCESS = 0
-_NOT_READY = 600
-_HOST_REGISTER_DEFAULT = 0
-_STREAM_NON_BLOCKING = 1
-_EVENT_DISABLE_TIMING = 2
-_MEMCPY_HOST_TO_DEVICE = 1
-_ATTR_HOST_REGISTER_SUPPORTED = 99
-
-
-def load_runtime() -> Any:
-    """``cuda.bindings.runtime``, or ``CudaUnavailable`` naming the package to install."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        raise CudaUnavailable(
-            "cuda-python is not installed: pip install cuda-python"
-        ) from None
-    return runtime
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What this machine offers, for the fallback decision and ``pinflow doctor``."""
-
-    available: bool
-    reason: str | None
-    runtime_version: int | None = None
-    driver_version: int | None = None
-    device_count: int = 0
-    host_register_supported: list[bool] = field(default_factory=list)
-
-
-def probe(runtime: Any | None = None) -> Probe:
-    """Never raises. ``cudaGetDeviceCount`` is ``(35, None)`` without a driver, not 0."""
-    try:
-        rt = runtime or load_runtime()
-    except CudaUnavailable as exc:
-        return Probe(False, str(exc))
-    cuda = Cuda(rt)
-    runtime_version = cuda.try_call("cudaRuntimeGetVersion")
-    driver_version = cuda.try_call("cudaDriverGetVersion")
-    try:
-        count = cuda.call("cudaGetDeviceCount")
-    except CudaError as exc:
-        return Probe(False, f"no usable CUDA driver: {exc}", runtime_version, driver_version)
-    if not count:
-        return Probe(False, "the CUDA driver sees no device", runtime_version, driver_version)
-    supported = [
-        cuda.try_call("cudaDeviceGetAttribute", _attr(rt), index) == 1 for index in range(count)
-    ]
-    return Probe(True, None, runtime_version, driver_version, count, supported)
-
-
-@functools.cache
-def default_probe() -> Probe:
-    return probe()
-
-
-def is_available() -> bool:
-    """True when cuda-python, a driver and at least one device are present. Never raises."""
-    return default_probe().available
-
-
-def unavailable_reason() -> str | None:
-    return default_probe().reason
-
-
-def _attr(rt: Any) -> Any:
-    enum = getattr(rt, "cudaDeviceAttr", None)
-    return enum.cudaDevAttrHostRegisterSupported if enum else _ATTR_HOST_REGISTER_SUPPORTED
-
-
-class Cuda:
-    """A CUDA runtime (cuda.bindings.runtime or a stand-in) behind one error check."""
-
-    def __init__(self, runtime: Any) -> None:
-        self.rt = runtime
-
-    def call(self, name: str, *args: Any) -> Any:
-        result = getattr(self.rt, name)(*args)
-        err = result[0]
-        if int(err) != _SUCCESS:
-            # A failed call leaves the error pending; clear it so it is not blamed on a
-            # later, unrelated call (torch would report it against its next kernel).
-            self.rt.cudaGetLastError()
-            detail = self.rt.cudaGetErrorString(err)
-            text = detail[1].decode() if isinstance(detail, tuple) and len(detail) > 1 else ""
-            raise CudaError(name, getattr(err, "name", str(err)), int(err), text)
-        values = result[1:]
-        return values[0] if len(values) == 1 else (values or None)
-
-    def try_call(self, name: str, *args: Any) -> Any:
-        try:
-            return self.call(name, *args)
-        except CudaError:
-            return None
-
-    def event_done(self, event: Any) -> bool:
-        err = self.rt.cudaEventQuery(event)[0]
-        if int(err) == _NOT_READY:
-            return False
-        if int(err) != _SUCCESS:
-            self.call("cudaEventQuery", event)  # raises with the name
-        return True
-
-
-class DeviceBuffers(Protocol):
-    """Where copies land: torch's caching allocator in production, host memory in tests."""
-
-    def empty(self, nbytes: int, layout: dict[str, Any]) -> tuple[Any, int]:
-        """A device buffer for ``layout`` and its pointer as a plain int."""
-
-    def after_copy(self, buffer: Any, stream: Any, event: Any, consumer_stream: Any) -> None:
-        """Order ``consumer_stream``'s use of ``buffer`` after ``event`` (GPU-side, no host
-        wait); ``None`` means the caller's current stream."""
-
-
-@dataclass
-class Registration:
-    """One segment registered with CUDA (or why it could not be)."""
-
-    segment: Segment
-    address: int
-    size: int
-    registered: bool
-    reason: str | None = None
+EVENTS = 64
+"""Copies in flight per device before a new copy waits for the oldest to complete."""
 
 
 @dataclass
@@ -164,12 +49,18 @@ class CopyStats:
     unregistrations: int = 0
     """cudaHostUnregister calls (each after the segment's last copy completed)."""
     registration_failures: int = 0
-    """Segments whose registration failed; their copies fall back to pageable ones."""
+    """Segments whose registration failed; their copies are pageable."""
+    unregistration_failures: int = 0
+    """cudaHostUnregister calls that failed (logged; the node keeps running)."""
     copies: int = 0
     """Host-to-device copies issued from a registered (pinned) slot."""
     pageable_copies: int = 0
-    """Copies from memory CUDA does not know as pinned (unpinned pools, failed
-    registrations): correct, but staged by the driver and slower."""
+    """Copies from memory CUDA does not know as pinned (unpinned pools, inline payloads,
+    failed registrations, forgotten segments): correct, but staged by the driver."""
+    forgotten_copies: int = 0
+    """Of the pageable copies: frames whose segment had been replaced or closed meanwhile."""
+    registration_waits: int = 0
+    """Copies that waited for their segment's registration to finish."""
     bytes_copied: int = 0
     in_flight: int = 0
     """Copies issued whose completion event has not been seen yet."""
@@ -183,154 +74,205 @@ class _Pending:
 
 
 class DeviceCopier:
-    """Copies slots to one device on its own non-blocking stream.
+    """Copies host memory to one device; thread-safe.
 
-    Not thread-safe for callers: one consumer thread issues copies. A reaper thread waits
-    on copy events in order and then drops the slot holders, which hands the slots back.
+    Threads: callers issue copies; the registrar registers and unregisters; the reaper waits
+    on copy events in issue order and drops slot holders.
     """
 
-    def __init__(self, cuda: Cuda, device: int, buffers: DeviceBuffers,
-                 *, events: int = 64) -> None:
-        self.cuda, self.device, self.buffers = cuda, device, buffers
-        cuda.call("cudaSetDevice", device)
-        self.stream = cuda.call("cudaStreamCreateWithFlags", _STREAM_NON_BLOCKING)
-        self._free_events = collections.deque(
-            cuda.call("cudaEventCreateWithFlags", _EVENT_DISABLE_TIMING) for _ in range(events)
-        )
+    def __init__(self, runtime: GpuRuntime, device: int, *, events: int = EVENTS) -> None:
+        self.runtime, self.device = runtime, device
+        self.stream = runtime.copy_stream(device)
+        self.registrar = Registrar(runtime, device)
+        self._lock = threading.Lock()  # copies vs forget/close; taken before _cond
+        self._cond = threading.Condition()  # pending copies, free events
         self._registrations: dict[str, Registration] = {}
+        self._forgotten: set[str] = set()
         self._pending: collections.deque[_Pending] = collections.deque()
-        self._cond = threading.Condition()
+        self._free_events: list[Any] = []
+        self._events_made = 0
+        self._max_events = events
         self._closed = False
-        self._warned_pageable = False
-        self.stats = CopyStats()
+        self._stopping = False
+        self._warned: set[str] = set()
+        self._counts = CopyStats()
         self._reaper = threading.Thread(target=self._reap, daemon=True,
                                         name=f"pinflow-cuda-reaper-{device}")
         self._reaper.start()
 
-    # -- registration ---------------------------------------------------------------------
-    def registration(self, segment: Segment, *, pinned: bool) -> Registration | None:
-        """The segment's registration, made on first use (pinned segments only)."""
+    @property
+    def support(self) -> RegisterSupport:
+        """What the driver registers on this device (decides read-only consumer mappings)."""
+        return self.registrar.support
+
+    @property
+    def stats(self) -> CopyStats:
+        with self._cond:
+            snapshot = CopyStats(**vars(self._counts))
+            snapshot.in_flight = len(self._pending)
+        counts = self.registrar.counts
+        snapshot.registrations = counts.registrations
+        snapshot.registration_failures = counts.registration_failures
+        snapshot.unregistrations = counts.unregistrations
+        snapshot.unregistration_failures = counts.unregistration_failures
+        return snapshot
+
+    # -- registration -----------------------------------------------------------------------
+    def prepare(self, segment: Segment, *, pinned: bool) -> None:
+        """A segment was just mapped: start registering it (pinned pools only), don't wait."""
+        if pinned:
+            with self._lock:
+                self._registration(segment)
+
+    def _registration(self, segment: Segment) -> Registration | None:
+        """The segment's registration, started on first use (caller holds ``_lock``)."""
+        if segment.name in self._forgotten or self._closed:
+            return None
         reg = self._registrations.get(segment.name)
-        if reg is None and pinned:
-            reg = self._register(segment)
+        if reg is None and not segment.closed:
+            reg = self.registrar.register(segment, on_done=self._registered)
             self._registrations[segment.name] = reg
         return reg
 
-    def _register(self, segment: Segment) -> Registration:
-        address, size = segment.address(), segment.size
-        try:
-            # Serialise registrations of one segment across processes: concurrent pins
-            # of the same pages can make the kernel's page migration fail (ENOMEM).
-            with open(segment.path, "rb") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                self.cuda.call("cudaHostRegister", address, size, _HOST_REGISTER_DEFAULT)
-        except (CudaError, OSError) as exc:
-            self.stats.registration_failures += 1
-            self._warned_pageable = True  # this warning already says copies go pageable
-            log.warning("cannot register %s (%d bytes) with CUDA, copying it as pageable "
-                        "memory instead: %s", segment.name, size, exc)
-            return Registration(segment, address, size, False, str(exc))
-        self.stats.registrations += 1
-        return Registration(segment, address, size, True)
+    def _registered(self, reg: Registration) -> None:
+        if reg.state is State.FAILED:  # said once per segment, or once if never possible
+            self._warn_once("register:unsupported" if reg.unsupported else f"register:{reg.name}",
+                            "cannot register %s (%d bytes) with CUDA, copying it as pageable "
+                            "memory instead: %s", reg.name, reg.size, reg.reason)
 
     def forget(self, segment: Segment) -> None:
-        """The segment is about to be unmapped: finish its copies, then unregister it."""
-        reg = self._registrations.pop(segment.name, None)
-        self._wait_for(lambda p: p.segment == segment.name)
-        if reg is not None and reg.registered:
-            self.cuda.call("cudaHostUnregister", reg.address)
-            self.stats.unregistrations += 1
+        """The segment is about to be unmapped: finish its copies, then unregister it.
 
-    # -- copies ---------------------------------------------------------------------------
-    def copy(self, host: Any, holder: Any, layout: dict[str, Any], *,
-             segment: Segment | None, pinned: bool, consumer_stream: Any = None) -> Any:
-        """Issue the async copy of ``host`` (a numpy view) and return the device buffer.
-
-        ``holder`` is kept until the copy's event completed, so the slot cannot return to
-        the producer while the DMA engine still reads it.
+        Never raises: an unregister failure is logged and counted (the pins then go with the
+        process), so a closing node or a regrowing producer is never interrupted by it.
         """
-        if self._closed:
-            raise CudaUnavailable("device copier is closed")
-        nbytes = int(host.nbytes)
-        source = int(host.__array_interface__["data"][0])
-        reg = None if segment is None else self.registration(segment, pinned=pinned)
-        if reg is not None and reg.registered:
-            self.stats.copies += 1
-        else:
-            self.stats.pageable_copies += 1
-            if not self._warned_pageable:
-                self._warned_pageable = True
-                log.warning("copying to cuda:%d from pageable memory (output not `pinned: "
-                            "true`, or registration failed): slower, counted in stats",
-                            self.device)
-        buffer, target = self.buffers.empty(nbytes, layout)
-        event = self._event()
-        self.cuda.call("cudaMemcpyAsync", target, source, nbytes, _MEMCPY_HOST_TO_DEVICE,
-                       self.stream)
-        self.cuda.call("cudaEventRecord", event, self.stream)
-        self.buffers.after_copy(buffer, self.stream, event, consumer_stream)
-        with self._cond:
-            self._pending.append(_Pending(event, holder, None if segment is None
-                                          else segment.name))
-            self.stats.bytes_copied += nbytes
-            self.stats.in_flight = len(self._pending)
-            self._cond.notify_all()
+        with self._lock:
+            self._forgotten.add(segment.name)
+            reg = self._registrations.pop(segment.name, None)
+            self._wait_for(lambda p: p.segment == segment.name)
+            if reg is not None:
+                self._unregister(reg)
+
+    def _unregister(self, reg: Registration) -> None:
+        reg.done.wait()
+        error = self.registrar.unregister(reg)
+        if error is not None:
+            log.error("cuda:%d: cannot unregister %s; its pages stay pinned until this "
+                      "process exits: %s", self.device, reg.name, error)
+
+    # -- copies -----------------------------------------------------------------------------
+    def copy(self, host: np.ndarray, holder: Any, shape: tuple[int, ...], dtype: np.dtype, *,
+             segment: Segment | None, pinned: bool, consumer_stream: Any = None) -> Any:
+        """Queue the copy of ``host`` (a view of a slot, or inline bytes) and return the device
+        buffer, ordered on ``consumer_stream`` (default: the caller's current stream).
+
+        ``holder`` is kept until the copy completed, so the slot cannot go back to the
+        producer while the DMA engine may still read it.
+        """
+        if consumer_stream is None:
+            consumer_stream = self.runtime.current_stream(self.device)
+        elif self.runtime.stream_device(consumer_stream) != self.device:
+            raise ValueError(f"stream is on cuda:{self.runtime.stream_device(consumer_stream)}"
+                             f", not on cuda:{self.device} where this payload is delivered")
+        reg = None
+        if segment is not None and pinned:
+            with self._lock:
+                reg = self._registration(segment)
+        if reg is not None and not reg.done.is_set():
+            # Outside every lock: the receive thread (forget) and the registrar stay free.
+            with self._cond:
+                self._counts.registration_waits += 1
+            reg.done.wait()
+        with self._lock:
+            if self._closed:
+                raise CudaUnavailable(f"device delivery to cuda:{self.device} is closed")
+            from_pinned = self._classify(segment, reg)
+            event = self._take_event()
+            buffer = self.runtime.empty(shape, dtype, self.device, self.stream)
+            self.runtime.copy_from_host(buffer, host, self.stream)
+            self.runtime.record_event(event, self.stream)
+            self.runtime.wait_event(consumer_stream, event)
+            self.runtime.record_stream(buffer, consumer_stream)
+            with self._cond:
+                self._pending.append(_Pending(event, holder,
+                                              None if segment is None else segment.name))
+                counts = self._counts
+                counts.copies += from_pinned
+                counts.pageable_copies += not from_pinned
+                counts.bytes_copied += int(host.nbytes)
+                self._cond.notify_all()
         return buffer
 
-    def _event(self) -> Any:
+    def _classify(self, segment: Segment | None, reg: Registration | None) -> bool:
+        """Is this copy's source registered? Warns once per kind of pageable copy."""
+        if segment is not None and (segment.name in self._forgotten or segment.closed):
+            with self._cond:
+                self._counts.forgotten_copies += 1
+            return False
+        if reg is not None and reg.state is State.REGISTERED:
+            return True
+        if reg is None and segment is not None:
+            self._warn_once("unpinned", "copying to cuda:%d from an output that is not "
+                            "`pinned: true`: pageable, slower, counted in stats", self.device)
+        return False
+
+    def _warn_once(self, key: str, text: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(text, *args)
+
+    def _take_event(self) -> Any:
         with self._cond:
-            while not self._free_events:
-                # every event is in flight: wait for the oldest copy to complete
-                self._cond.wait(0.1)
-            return self._free_events.popleft()
+            while not self._free_events and self._events_made >= self._max_events:
+                self._cond.wait()  # every event is in flight: the oldest copy completes first
+            if self._free_events:
+                return self._free_events.pop()
+            self._events_made += 1
+        return self.runtime.new_event()
 
     def _reap(self) -> None:
         """Wait on copy events in issue order; drop each holder once its copy is done."""
-        self.cuda.try_call("cudaSetDevice", self.device)  # the runtime binds per thread
+        try:
+            self.runtime.set_device(self.device)  # the runtime binds devices per thread
+        except Exception as exc:
+            log.error("cuda:%d: the copy reaper cannot select its device: %s", self.device, exc)
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not self._pending and not self._stopping:
                     self._cond.wait()
                 if not self._pending:
                     return
                 head = self._pending[0]
             try:
-                self.cuda.call("cudaEventSynchronize", head.event)
-            except CudaError as exc:
+                self.runtime.synchronize_event(head.event)
+            except Exception as exc:  # the device failed; keep handing slots back
                 log.error("waiting for a copy to cuda:%d failed: %s", self.device, exc)
             with self._cond:
                 self._pending.popleft()
                 self._free_events.append(head.event)
-                self.stats.in_flight = len(self._pending)
                 self._cond.notify_all()
             del head  # drops the holder: the slot goes back to the producer
 
-    def _wait_for(self, match: Callable[[_Pending], bool]) -> None:
+    def _wait_for(self, match: Any) -> None:
         with self._cond:
             while any(match(p) for p in self._pending):
-                self._cond.wait(0.1)
+                self._cond.wait()
 
     def close(self) -> None:
-        """Finish all copies, unregister every segment, release the stream and events."""
-        if self._closed:
-            return
-        self._wait_for(lambda p: True)
-        for reg in list(self._registrations.values()):
-            self.forget(reg.segment)
-        with self._cond:
+        """Finish all copies and unregister every segment. Tensors already delivered stay
+        valid: they are recorded only on streams that are never destroyed."""
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
+            self._wait_for(lambda p: True)
+            for reg in list(self._registrations.values()):
+                self._unregister(reg)
+            self._registrations.clear()
+        with self._cond:
+            self._stopping = True
             self._cond.notify_all()
         self._reaper.join(timeout=5.0)
-        for event in self._free_events:
-            self.cuda.try_call("cudaEventDestroy", event)
-        self.cuda.try_call("cudaStreamDestroy", self.stream)
-
-
-def device_index(device: str) -> int:
-    """``cuda`` -> 0, ``cuda:1`` -> 1."""
-    if device == "cuda":
-        return 0
-    prefix, _, index = device.partition(":")
-    if prefix != "cuda" or not index.isdigit():
-        raise ValueError(f"not a CUDA device: {device!r} (use 'cuda' or 'cuda:N')")
-    return int(index)
+        self.registrar.close()
+        with self._cond:
+            self._free_events.clear()

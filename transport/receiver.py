@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +46,12 @@ class Mapping:
 class SlotReceiver:
     """Turns slot descriptors from this run's producers into zero-copy, verified views."""
 
-    def __init__(self, session: zenoh.Session, keys: RunKeys, node_id: str) -> None:
+    def __init__(self, session: zenoh.Session, keys: RunKeys, node_id: str, *,
+                 writable_mappings: bool = False) -> None:
         self._session, self._keys, self.node_id = session, keys, node_id
+        self.writable_mappings = writable_mappings
+        """Map segments read-write (only for a GPU that cannot register read-only memory);
+        otherwise ``PROT_READ``: this process cannot write a producer's slots."""
         self._lock = threading.Lock()
         self._mappings: dict[str, Mapping] = {}
         self._publishers: dict[tuple[str, str], zenoh.Publisher] = {}
@@ -55,7 +60,10 @@ class SlotReceiver:
         )
         self.segments_mapped = 0
         """Segments this node has mapped so far (one per producer pool, never per message)."""
-        self.on_unmap: list = []
+        self.on_map: list[Callable[[Segment, bool], None]] = []
+        """Callbacks ``f(segment, pinned)`` run once a segment is mapped (CUDA starts
+        registering it here, on its own thread); they must not block."""
+        self.on_unmap: list[Callable[[Segment], None]] = []
         """Callbacks ``f(segment)`` run before a mapping is dropped (CUDA unregisters here)."""
         self._thread = threading.Thread(target=self._send_releases, daemon=True,
                                         name=f"pinflow-release-{node_id}")
@@ -94,7 +102,7 @@ class SlotReceiver:
             mapping = self._mappings.get(name)
             if mapping is not None:
                 return mapping
-            segment = Segment.open(name)
+            segment = Segment.open(name, writable=self.writable_mappings)
             try:
                 mapping = Mapping(segment, SlotReader(segment), producer)
             except DescriptorError:
@@ -107,13 +115,26 @@ class SlotReceiver:
                     self._forget(old_name)
             self._mappings[name] = mapping
             self.segments_mapped += 1
+            for callback in self.on_map:
+                try:
+                    callback(segment, mapping.pinned)
+                except Exception:
+                    log.exception("node %s: a callback on mapping %s failed", self.node_id, name)
             return mapping
 
     def _forget(self, name: str) -> None:
-        """Drop a mapping (caller holds the lock); views still alive keep the memory."""
+        """Drop a mapping (caller holds the lock); views still alive keep the memory.
+
+        Callback failures (CUDA) are logged, never raised: they must not drop the frame that
+        caused a regrowth, nor stop ``close()`` half-way.
+        """
         mapping = self._mappings.pop(name)
         for callback in self.on_unmap:
-            callback(mapping.segment)
+            try:
+                callback(mapping.segment)
+            except Exception:
+                log.exception("node %s: a callback before unmapping %s failed", self.node_id,
+                              name)
         mapping.segment.close()
 
     def producer_gone(self, producer_node: str) -> None:

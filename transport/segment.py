@@ -1,4 +1,9 @@
-"""One shared-memory file in /dev/shm, mapped read-write, with bounds-checked numpy views.
+"""One shared-memory file in /dev/shm, with bounds-checked numpy views.
+
+The producer maps its segments read-write; consumers map them read-only (``PROT_READ``), so
+a buggy consumer cannot corrupt a producer's slots: the CPU faults on any write. The one
+exception is a consumer whose GPU cannot register read-only memory: it maps read-write so that
+``cudaHostRegister`` can pin the pages (see ``transport/registrar.py``).
 
 ``multiprocessing.shared_memory`` is not used: on Python 3.11 its resource tracker unlinks
 a segment when any process that merely attached to it exits. Plain ``os.open`` + ``mmap``
@@ -111,16 +116,18 @@ def _prefault(mm: mmap.mmap) -> None:
 
 
 class Segment:
-    """A mapped /dev/shm file. ``create`` makes it, ``open`` maps an existing one.
-
-    Both map read-write (consumers later register the mapping with CUDA, which needs it),
-    but ``view(..., writable=False)`` hands out views that numpy refuses to write through.
+    """A mapped /dev/shm file. ``create`` makes it (read-write), ``open`` maps an existing one
+    (read-only unless asked otherwise); ``view(..., writable=False)`` hands out views that numpy
+    refuses to write through, and over a read-only mapping the CPU refuses too.
     """
 
-    def __init__(self, name: str, path: Path, mm: mmap.mmap, size: int) -> None:
+    def __init__(self, name: str, path: Path, mm: mmap.mmap, size: int, *,
+                 writable: bool = True) -> None:
         self.name = name
         self.path = path
         self.size = size
+        self.writable = writable
+        """Mapped ``PROT_READ | PROT_WRITE`` (else ``PROT_READ`` only)."""
         self._mm: mmap.mmap | None = mm
         # Views are slices of these two arrays: cheaper than a frombuffer export per view.
         self._rw: np.ndarray | None = np.frombuffer(mm, np.uint8)
@@ -168,13 +175,19 @@ class Segment:
         return cls(name, path, mm, size)
 
     @classmethod
-    def open(cls, name: str, *, expected_size: int | None = None) -> Segment:
-        """Map an existing segment named by a peer; anything suspicious is a DescriptorError."""
+    def open(cls, name: str, *, expected_size: int | None = None,
+             writable: bool = False) -> Segment:
+        """Map an existing segment named by a peer; anything suspicious is a DescriptorError.
+
+        Read-only by default: only a consumer whose GPU cannot register read-only memory asks
+        for a read-write mapping.
+        """
         if parse_segment_name(name) is None:
             raise DescriptorError(f"refused segment name {name!r}")
         path = shm_dir() / name
+        access = os.O_RDWR if writable else os.O_RDONLY
         try:
-            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open(path, access | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             raise DescriptorError(f"segment {name} does not exist") from None
         except OSError as exc:
@@ -196,11 +209,11 @@ class Segment:
             # MAP_POPULATE fills this process's page tables now: the pages are already
             # resident in tmpfs, but faulting them in one by one on first read would add
             # milliseconds to the first frames a consumer reads from each slot.
-            mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED | mmap.MAP_POPULATE,
-                           mmap.PROT_READ | mmap.PROT_WRITE)
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+            mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED | mmap.MAP_POPULATE, prot)
         finally:
             os.close(fd)
-        return cls(name, path, mm, st.st_size)
+        return cls(name, path, mm, st.st_size, writable=writable)
 
     @property
     def buffer(self) -> mmap.mmap:
@@ -208,6 +221,10 @@ class Segment:
         if self._mm is None:
             raise ClosedError(f"segment {self.name} is closed")
         return self._mm
+
+    @property
+    def closed(self) -> bool:
+        return self._mm is None
 
     def address(self) -> int:
         """Base address of the mapping (for cudaHostRegister and friends)."""
@@ -220,6 +237,8 @@ class Segment:
         base = self._rw if writable else self._ro
         if base is None:
             raise ClosedError(f"segment {self.name} is closed")
+        if writable and not self.writable:
+            raise ValueError(f"segment {self.name} is mapped read-only")
         if (
             isinstance(offset, bool)
             or isinstance(length, bool)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -104,3 +106,28 @@ def test_without_torch_the_node_exits_naming_the_extra_to_install(monkeypatch):
     monkeypatch.setattr(gpu_consumer, "torch", None)
     with pytest.raises(SystemExit, match=r"pip install 'pinflow\[torch\]'"):
         gpu_consumer.main([])
+
+
+def test_device_frames_complete_in_the_background_without_a_per_frame_wait():
+    """The CUDA loop queues each frame's work and a marker event; the watcher notes when the
+    marker completed. Shown with the CUDA stand-in's streams and blocking events."""
+    from pinflow.testing import StandinCuda
+
+    gpu = StandinCuda()
+    stream = gpu.new_stream(0, label="consumer")
+    gate = threading.Event()
+    completions = gpu_consumer.Completions(depth=4)
+    try:
+        gpu.launch(stream, lambda: gate.wait(10))  # the device is busy with earlier work
+        for frame in range(3):
+            marker = gpu.new_event()
+            gpu.record_event(marker, stream)
+            completions.add(marker, {"frame": frame})  # returns: nothing waits per frame
+        assert completions.finished() == [], "no frame is done while its work is queued"
+        gate.set()
+        records = completions.close()
+    finally:
+        gpu.close()
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert all(r["done_ns"] > 0 for r in records)
+    gpu.check()

@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import secrets
+import signal
 import stat
 import subprocess
 import sys
@@ -187,7 +188,7 @@ def test_open_refuses_a_segment_owned_by_another_user(run_id: str) -> None:
 CHILD_WRITES = """
 import sys
 from pinflow.transport.segment import Segment
-seg = Segment.open(sys.argv[1], expected_size=int(sys.argv[2]))
+seg = Segment.open(sys.argv[1], expected_size=int(sys.argv[2]), writable=True)
 seg.view(int(sys.argv[3]), 5, writable=True)[:] = list(b"hello")
 seg.close()
 """
@@ -207,6 +208,36 @@ def test_a_child_process_writes_bytes_the_parent_sees_and_exit_keeps_the_segment
     finally:
         seg.unlink()
         seg.close()
+
+
+CHILD_WRITES_THROUGH_A_POINTER = """
+import ctypes, sys
+from pinflow.transport.segment import Segment
+seg = Segment.open(sys.argv[1])
+view = seg.view(int(sys.argv[2]), 5, writable=False)
+ctypes.memmove(view.__array_interface__["data"][0], b"evil!", 5)
+"""
+
+
+def test_a_consumer_cannot_write_a_producers_slot(run_id: str) -> None:
+    producer = Segment.create(name_of(run_id), 2 * PAGE)
+    try:
+        slot = producer.view(PAGE + 7, 5, writable=True)
+        slot[:] = list(b"hello")
+        consumer = Segment.open(producer.name)
+        assert not consumer.writable
+        with pytest.raises(ValueError, match="read-only"):
+            consumer.view(PAGE, 5, writable=True)
+        with pytest.raises(TypeError):
+            consumer.buffer[PAGE + 7] = 0  # Python refuses a write to a PROT_READ mapping
+        consumer.close()
+        # ... and so does the CPU, for code that goes around numpy (ctypes, C extensions)
+        done = run_python(CHILD_WRITES_THROUGH_A_POINTER, producer.name, str(PAGE + 7))
+        assert done.returncode == -signal.SIGSEGV, done.stderr
+        assert bytes(slot) == b"hello"
+    finally:
+        producer.unlink()
+        producer.close()
 
 
 def test_views_are_bounds_checked(run_id: str) -> None:

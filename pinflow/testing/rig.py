@@ -1,5 +1,7 @@
-"""An in-process slot pipeline for the GPU-path tests: producer channel -> zenoh ->
-consumer receiver -> device copier, with real pools, releases and a real zenoh session."""
+"""An in-process slot pipeline: producer channel -> zenoh -> consumer receiver -> device
+copier, with real pools, releases and a real zenoh session (on a unix socket), on the GPU
+runtime you pass (torch's on a GPU, :class:`~pinflow.testing.StandinCuda` anywhere). Used by
+pinflow's tests and by ``pinflow doctor --gpu-check``."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ import numpy as np
 
 from pinflow.transport import codec, message
 from pinflow.transport.channel import OutputChannel, PoolOptions
-from pinflow.transport.cuda import Cuda, DeviceBuffers, DeviceCopier
+from pinflow.transport.cuda import DeviceCopier
+from pinflow.transport.device import layout_shape
 from pinflow.transport.keys import RunKeys
-from pinflow.transport.receiver import SlotReceiver
+from pinflow.transport.receiver import Mapping, SlotReceiver
 from pinflow.transport.session import open_session, unix_endpoint
 
 
@@ -29,23 +32,29 @@ class Rig:
     receiver: SlotReceiver
     copier: DeviceCopier
     runtime: Any
-    buffers: DeviceBuffers
     inbox: queue.Queue
 
     def send(self, frame: np.ndarray) -> None:
         assert self.channel.send(codec.encode(frame), None, pinned=True)
 
-    def receive(self) -> tuple[np.ndarray, object, dict]:
+    def receive(self) -> tuple[np.ndarray, Mapping, dict]:
         header = self.inbox.get(timeout=5)
         view, mapping = self.receiver.read(("cam", "image"), header.slot)
         return view, mapping, header.layout
+
+    def copy(self, view: np.ndarray, mapping: Mapping, layout: dict,
+             consumer_stream: Any = None) -> Any:
+        """What a node does for a device input: one copy, the view held until it completed."""
+        shape, dtype = layout_shape(layout, view.nbytes)
+        return self.copier.copy(view, view, shape, dtype, segment=mapping.segment,
+                                pinned=mapping.pinned, consumer_stream=consumer_stream)
 
     def held_slots(self) -> int:
         return self.channel.pool.stats().in_use
 
 
 @contextlib.contextmanager
-def make_rig(tmp_path: Path, runtime: Any, buffers: DeviceBuffers, **options) -> Iterator[Rig]:
+def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0, **options) -> Iterator[Rig]:
     """Yields one Rig and tears it down (mappings, CUDA registrations, segments)."""
     keys = RunKeys("t" + secrets.token_hex(5))
     session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
@@ -59,11 +68,14 @@ def make_rig(tmp_path: Path, runtime: Any, buffers: DeviceBuffers, **options) ->
         keys.data("cam", "image"),
         lambda s: inbox.put(message.decode(s.attachment.to_bytes())),
     )
-    receiver = SlotReceiver(session, keys, "gpu")
-    copier = DeviceCopier(Cuda(runtime), 0, buffers)
+    copier = DeviceCopier(runtime, device)
+    support = copier.support
+    receiver = SlotReceiver(session, keys, "gpu",
+                            writable_mappings=not support.read_only and support.read_write)
+    receiver.on_map.append(lambda segment, pinned: copier.prepare(segment, pinned=pinned))
     receiver.on_unmap.append(copier.forget)
     try:
-        yield Rig(channel, receiver, copier, runtime, buffers, inbox)
+        yield Rig(channel, receiver, copier, runtime, inbox)
     finally:
         receiver.close()
         copier.close()
