@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pinflow.transport import codec, message
+from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions
 from pinflow.transport.cuda import Cuda, DeviceBuffers, DeviceCopier
 from pinflow.transport.keys import RunKeys
@@ -52,14 +53,16 @@ def make_rig(tmp_path: Path, runtime: Any, buffers: DeviceBuffers, **options) ->
     opts = dict(slots=4, slot_bytes=None, shm_threshold=4096, on_full="block",
                 block_timeout=5.0, pinned=True, consumer_queue_sizes=(2,))
     opts.update(options)
+    keyring = Keyring(["gpu"])
     channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
-                            consumers=["gpu"], alive=lambda: {"gpu"})
+                            consumers=["gpu"], alive=lambda: {"gpu"},
+                            auth=keyring.producer("cam", ["gpu"]))
     inbox: queue.Queue = queue.Queue()
     sub = session.declare_subscriber(
         keys.data("cam", "image"),
         lambda s: inbox.put(message.decode(s.attachment.to_bytes())),
     )
-    receiver = SlotReceiver(session, keys, "gpu")
+    receiver = SlotReceiver(session, keys, "gpu", keyring.consumer("gpu"))
     copier = DeviceCopier(Cuda(runtime), 0, buffers)
     receiver.on_unmap.append(copier.forget)
     try:
