@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import zenoh
 
-from pinflow.errors import DescriptorError
+from pinflow.errors import ClosedError, DescriptorError
 from pinflow.transport import message
 from pinflow.transport.auth import ConsumerKeys
 from pinflow.transport.keys import RunKeys
@@ -102,7 +102,8 @@ class SlotReceiver:
             self._check_first_delivery(ref)
         try:
             mapping = self._map(ref.segment, producer)
-        except (DescriptorError, OSError) as exc:
+            mapping.segment.buffer  # noqa: B018 (ClosedError if forgotten meanwhile)
+        except (DescriptorError, OSError, ClosedError) as exc:
             # Refused for a reason of ours (the segment is gone, cannot be mapped), not of
             # the descriptor: give the slot back, or the producer would lose it for good. A
             # release drops only this consumer from the slot, so a forged descriptor can
