@@ -29,7 +29,7 @@ from pinflow.nodes.events import Event
 from pinflow.nodes.inbox import Inbox
 from pinflow.nodes.stats import StatsPublisher
 from pinflow.nodes.timers import GridTimer
-from pinflow.nodes.wiring import Wiring
+from pinflow.nodes.wiring import ENV_VAR, Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec, message
 from pinflow.transport.auth import ConsumerKeys, ProducerKeys
@@ -64,6 +64,10 @@ class Node:
     def __init__(self, *, wiring: Wiring | None = None) -> None:
         self._wiring = wiring or Wiring.from_env()
         self._spec: NodeSpec = self._wiring.spec
+        if not self._wiring.consumer_secret:
+            raise NodeEnvironmentError(
+                f"node {self._spec.id!r}: {ENV_VAR} carries no consumer secret; start the node "
+                "with `pinflow run` (the launcher makes one per node and run)")
         self._keys = RunKeys(self._wiring.run_id)
         self._inbox = Inbox(self._spec.inputs)
         self._lock = self._inbox.cond  # also guards the peer and run state below
@@ -76,10 +80,6 @@ class Node:
                                 lambda text: self.log(text, level="warning"))
         self._declared: list[Any] = []
         self._malformed = Malformed(f"node {self._spec.id}", log)
-        if not self._wiring.consumer_secret:
-            raise NodeEnvironmentError(
-                f"node {self._spec.id!r}: {Wiring.__name__} has no consumer secret; start the "
-                "node with `pinflow run` (the launcher makes one per node and run)")
         self._consumer_keys = ConsumerKeys(self._spec.id, self._wiring.consumer_secret)
         self._stats: StatsPublisher | None = None
         self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)

@@ -31,6 +31,8 @@ MAX_METADATA_DEPTH = 32
 """Deepest nesting of dicts and lists in metadata."""
 MAX_HEADER_BYTES = 2 * MAX_METADATA_BYTES
 """Largest header a receiver decodes at all (metadata plus everything else)."""
+MAX_RELEASES = 1024
+"""Most (slot, generation) pairs in one release message."""
 MAX_RELEASE_BYTES = 64 * 1024
 _UINT64_MAX = 2**64 - 1
 
@@ -81,7 +83,7 @@ class Release(msgspec.Struct, forbid_unknown_fields=True):
     published on and proven by the MAC in the attachment, never by the body."""
 
     segment: str = msgspec.field(name="seg")
-    slots: Annotated[list[tuple[Count, Count]], msgspec.Meta(max_length=4096)] = (
+    slots: Annotated[list[tuple[Count, Count]], msgspec.Meta(max_length=MAX_RELEASES)] = (
         msgspec.field(name="r"))
     """(slot index, generation) pairs."""
 

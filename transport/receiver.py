@@ -201,13 +201,15 @@ class SlotReceiver:
                 node, output, seg, index, generation = item
                 batch[(node, output, seg)].append((index, generation))
             for (node, output, seg), releases in batch.items():
-                body = message.Release(seg, releases).encode()
-                signature = self._signer.sign_release(
-                    node, self._keys.release(node, output, self.node_id), body)
-                try:
-                    self._publisher(node, output).put(body, attachment=signature)
-                except Exception as exc:  # session closing: the producer reclaims on our exit
-                    log.debug("release to %s/%s not sent: %s", node, output, exc)
+                key = self._keys.release(node, output, self.node_id)
+                for start in range(0, len(releases), message.MAX_RELEASES):
+                    body = message.Release(
+                        seg, releases[start:start + message.MAX_RELEASES]).encode()
+                    try:
+                        self._publisher(node, output).put(
+                            body, attachment=self._signer.sign_release(node, key, body))
+                    except Exception as exc:  # session closing: the producer reclaims
+                        log.debug("release to %s/%s not sent: %s", node, output, exc)
 
     def close(self) -> None:
         """Stop the release thread (after sending what is queued) and drop all mappings."""
