@@ -1,8 +1,10 @@
 """A consumer that attacks the other consumer ('victim') of producer/frames from inside the
 mesh, as any node of the run could: ATTACK=release forges and replays releases on the
-victim's behalf, ATTACK=replay publishes every descriptor again, ATTACK=eos ends the stream
-early. Reaches into its own node's session on purpose: it plays an attacker."""
+victim's behalf, ATTACK=replay publishes every descriptor again at once and after the next
+ones (when the victim has released its slot), ATTACK=eos ends the stream early. Reaches into
+its own node's session on purpose: it plays an attacker."""
 
+import collections
 import json
 import os
 import queue
@@ -24,6 +26,7 @@ def main() -> None:
     victim_release = f"{root}/release/producer/frames/{VICTIM}"
     outbox: queue.SimpleQueue = queue.SimpleQueue()
     sent = {"forged": 0}
+    seen: collections.deque[bytes] = collections.deque(maxlen=3)
     own_mac = None
     try:  # what a node can sign with its own key; never valid for another consumer
         from pinflow.transport import auth
@@ -54,7 +57,9 @@ def main() -> None:
         if attack == "release":
             forge_releases(header["d"])
         elif attack == "replay":
-            outbox.put((data_key, b"", raw))
+            seen.append(raw)
+            for old in seen:  # this one twice, the last two again
+                outbox.put((data_key, b"", old))
             outbox.put((data_key, b"", raw))
         elif attack == "eos" and sent["forged"] == 0:
             now = time.time_ns()
