@@ -346,7 +346,9 @@ class Node:
         """Publish ``data`` on ``output_id`` to every consumer.
 
         ``data``: pyarrow array, numpy array, bytes-like or torch tensor; dtype and shape
-        reach the receiver. ``metadata``: a JSON-serialisable dict. Payloads of at least the
+        reach the receiver; dtypes no receiver could decode (``np.longdouble``, complex) are a
+        ``PayloadError``. ``metadata``: a dict with string keys and JSON values, at most 32
+        levels deep and 64 KiB as JSON (``message.check_metadata``). Payloads of at least the
         output's ``shm_threshold`` (4 KiB) are copied once into a shared-memory slot; smaller
         ones travel inline. ``pinned=True`` puts the payload in a pinned pool that GPU
         consumers DMA from (see README). Returns ``False`` only when the output's pool was
