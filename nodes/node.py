@@ -29,11 +29,13 @@ from pinflow.nodes.events import Event
 from pinflow.nodes.inbox import Inbox
 from pinflow.nodes.stats import StatsPublisher
 from pinflow.nodes.timers import GridTimer
-from pinflow.nodes.wiring import Wiring
+from pinflow.nodes.wiring import ENV_VAR, Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec, message
+from pinflow.transport.auth import ConsumerKeys, ProducerKeys
 from pinflow.transport.channel import OutputChannel, PoolOptions
 from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import SlotReceiver
 from pinflow.transport.segment import Segment
 from pinflow.transport.session import open_session
@@ -62,6 +64,10 @@ class Node:
     def __init__(self, *, wiring: Wiring | None = None) -> None:
         self._wiring = wiring or Wiring.from_env()
         self._spec: NodeSpec = self._wiring.spec
+        if not self._wiring.consumer_secret:
+            raise NodeEnvironmentError(
+                f"node {self._spec.id!r}: {ENV_VAR} carries no consumer secret; start the node "
+                "with `pinflow run` (the launcher makes one per node and run)")
         self._keys = RunKeys(self._wiring.run_id)
         self._inbox = Inbox(self._spec.inputs)
         self._lock = self._inbox.cond  # also guards the peer and run state below
@@ -73,11 +79,12 @@ class Node:
         self._devices = Devices(self._spec.id, self._spec.inputs,
                                 lambda text: self.log(text, level="warning"))
         self._declared: list[Any] = []
-        self.malformed = 0
-        """Messages refused because they were malformed (logged and dropped)."""
+        self._malformed = Malformed(f"node {self._spec.id}", log)
+        self._consumer_keys = ConsumerKeys(self._spec.id, self._wiring.consumer_secret)
         self._stats: StatsPublisher | None = None
         self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)
         self._receiver = SlotReceiver(self._session, self._keys, self._spec.id,
+                                      self._consumer_keys,
                                       writable_mappings=self._devices.writable_mappings)
         self._receiver.on_map.append(self._devices.mapped)
         self._receiver.on_unmap.append(self._devices.forget)
@@ -94,6 +101,11 @@ class Node:
         threading._register_atexit(self.close)  # type: ignore[attr-defined]
 
     # -- identity -------------------------------------------------------------------------
+    @property
+    def malformed(self) -> int:
+        """Messages refused because they were malformed or forged (logged and dropped)."""
+        return self._malformed.count
+
     @property
     def id(self) -> str:
         """This node's id in the dataflow."""
@@ -140,9 +152,12 @@ class Node:
                 consumer_queue_sizes=tuple(int(c[2]) for c in consumers),
                 pinned_budget=self._wiring.pinned_budget,
             )
+            consumer_ids = [c[0] for c in consumers]
             self._outputs[output.id] = OutputChannel(
                 session, keys, self.id, output.id, options,
-                consumers=[c[0] for c in consumers], alive=self._alive_snapshot,
+                consumers=consumer_ids, alive=self._alive_snapshot,
+                auth=ProducerKeys({c: self._wiring.consumer_keys[c] for c in consumer_ids}),
+                malformed=self._malformed,
             )
         liveliness = session.liveliness()
         self._declared.append(
@@ -205,25 +220,36 @@ class Node:
     # -- zenoh callbacks (zenoh threads; keep short) --------------------------------------
     def _on_data(self, source: tuple[str, str], names: list[str], sample: zenoh.Sample
                  ) -> None:
+        """Decode and check everything a peer sent before queueing it: whatever it sent,
+        a refusal is counted and logged here, and nothing reaches ``next()`` that could
+        fail to build an event."""
         try:
             attachment = sample.attachment
             if attachment is None:
                 raise DescriptorError("message without header")
             header = message.decode(attachment.to_bytes())
             if header.kind == "eos":
+                data_key = self._keys.data(*source)
+                if not self._consumer_keys.eos_is_genuine(source[0], data_key, header.seq,
+                                                          header.auth):
+                    raise DescriptorError(
+                        f"end of stream not signed by {source[0]!r}; ignored (the input "
+                        "closes when the producer really ends or is gone)")
                 self._inbox.close(names)
                 return
             pinned, segment = False, None
             if header.kind == "shm":
                 holder, mapping = self._receiver.read(source, header.slot)
                 pinned, segment = mapping.pinned, mapping.segment
+                if header.layout is not None and header.layout.get("k") == "arrow":
+                    # Arrow IPC is parsed, not viewed: check and keep a private copy, so the
+                    # producer cannot change it afterwards; the slot goes back right away.
+                    holder, pinned, segment = holder.copy(), False, None
             else:
                 holder = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8)
-            codec.check_layout(header.layout, holder.nbytes)
-        except DescriptorError as exc:
-            self.malformed += 1
-            log.warning("node %s: dropped malformed message on %s: %s",
-                        self.id, sample.key_expr, exc)
+            codec.check_layout(header.layout, holder)
+        except Exception as exc:  # DescriptorError, or whatever else a peer's bytes caused
+            self._malformed.refuse(sample.key_expr, exc)
             return
         # The closure owns the holder: dropping the pending message (overflow, STOP) or the
         # event built from it is what releases a shared slot.
@@ -323,7 +349,9 @@ class Node:
         """Publish ``data`` on ``output_id`` to every consumer.
 
         ``data``: pyarrow array, numpy array, bytes-like or torch tensor; dtype and shape
-        reach the receiver. ``metadata``: a JSON-serialisable dict. Payloads of at least the
+        reach the receiver; dtypes no receiver could decode (``np.longdouble``, complex) are a
+        ``PayloadError``. ``metadata``: a dict with string keys and JSON values, at most 32
+        levels deep and 64 KiB as JSON (``message.check_metadata``). Payloads of at least the
         output's ``shm_threshold`` (4 KiB) are copied once into a shared-memory slot; smaller
         ones travel inline. ``pinned=True`` puts the payload in a pinned pool that GPU
         consumers DMA from (see README). Returns ``False`` only when the output's pool was
@@ -346,14 +374,14 @@ class Node:
         the pool is full and the output says ``on_full: drop``.
         """
         channel = self._channel(output_id)
-        dims = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
+        dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
         layout, nbytes = codec.tensor_layout(dtype, dims)
-        dt = np.dtype(dtype)
+        dt = np.dtype(layout["dt"])
         loan = channel.loan(nbytes, pinned=pinned)
         if loan is None:
             yield None
             return
-        array = loan.array.view(dt).reshape(dims)
+        array = loan.array.view(dt).reshape(layout["sh"])
         try:
             yield array
         except BaseException:
@@ -385,7 +413,7 @@ class Node:
                 "pool": None if pool is None else {**vars(pool.stats()), "pinned": pool.pinned,
                                                    "segment": pool.name},
             }
-        return {"inputs": inputs, "outputs": outputs, "malformed": self.malformed,
+        return {"inputs": inputs, "outputs": outputs, "malformed": self._malformed.count,
                 "segments_mapped": self._receiver.segments_mapped,
                 "devices": self._devices.stats()}
 

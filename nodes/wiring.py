@@ -37,6 +37,12 @@ class Wiring:
     restartable: list[str] = field(default_factory=list)
     """Upstream nodes the launcher may restart: their loss does not close inputs until the
     launcher declares them gone for good."""
+    consumer_secret: str = ""
+    """This node's secret (hex) as a consumer: it signs its releases with keys derived from
+    it and checks its producers' end of stream (``transport/auth.py``)."""
+    consumer_keys: dict[str, str] = field(default_factory=dict)
+    """Consumer node id -> the key (hex) that consumer shares with this node, for every
+    consumer of this node's outputs."""
 
     @property
     def spec(self) -> NodeSpec:

@@ -31,6 +31,7 @@ from pinflow.nodes.wiring import ENV_VAR, Wiring
 from pinflow.spec import GATEWAY_ID, DataflowSpec, NodeSpec
 from pinflow.supervisor import MemoryWatch, over_limit, restart_delay
 from pinflow.transport import budget
+from pinflow.transport.auth import Keyring
 from pinflow.transport.bridge import Bridge
 from pinflow.transport.channel import default_slots
 from pinflow.transport.cleanup import RunLock, remove_node_segments
@@ -137,6 +138,8 @@ class Launcher:
         """This host's share of the run: keys, sockets, segments and lock use it."""
         self.keys = RunKeys(self.run_id)
         self.local_nodes = spec.nodes_on(machine)
+        self.keyring = Keyring([*(n.id for n in self.local_nodes), GATEWAY_ID])
+        """Who may release a slot or end a stream on this host (``transport/auth.py``)."""
         self.grace_s = grace_s
         self.startup_timeout_s = startup_timeout_s
         self.out = out or sys.stdout
@@ -215,7 +218,7 @@ class Launcher:
             stats_sub = session.declare_subscriber(self.keys.stats_all(), self._on_stats)
             if self.wire is not None:
                 bridge = Bridge(self.spec, self.machine, self.dataflow_run_id, session,
-                                self.wire)
+                                self.wire, self.keyring)
                 bridge.start()
             if self.cluster is not None:
                 self.cluster.start(self.grace_s, self.startup_timeout_s)
@@ -354,6 +357,9 @@ class Launcher:
                 startup_timeout_s=self.startup_timeout_s,
                 pinned_budget=self.spec.pinned_budget,
                 restart_policy=node.restart, restartable=restartable,
+                consumer_secret=self.keyring.secret(node.id),
+                consumer_keys=self.keyring.pair_keys(
+                    node.id, {c[0] for readers in consumers.values() for c in readers}),
             )
             proc = NodeProcess(node, wiring, None, self.log_dir / f"{node.id}.log")  # type: ignore[arg-type]
             self._start_process(proc, wiring)

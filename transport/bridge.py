@@ -24,9 +24,11 @@ import zenoh
 from pinflow.errors import DescriptorError, PinflowError
 from pinflow.spec import GATEWAY_ID, DataflowSpec, OutputSpec
 from pinflow.transport import message
+from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions
 from pinflow.transport.codec import Encoded, check_layout
 from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import SlotReceiver
 from pinflow.transport.wire import WireKeys, local_run_id
 
@@ -108,15 +110,19 @@ class Exporter:
         try:
             header = _header(sample)
             if header.kind == "eos":
+                data_key = self._bridge.local_keys.data(*self.source)
+                if not self._bridge.signer.eos_is_genuine(self.source[0], data_key, header.seq,
+                                                          header.auth):
+                    raise DescriptorError(f"end of stream not signed by {self.source[0]!r}")
                 self._worker.push(("eos", header, None), keep=True)
                 return
             if header.kind == "shm":
                 holder, _ = self._bridge.receiver.read(self.source, header.slot)
             else:
                 holder = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8)
-            check_layout(header.layout, holder.nbytes)
-        except DescriptorError as exc:
-            log.warning("gateway: dropped malformed message on %s: %s", sample.key_expr, exc)
+            check_layout(header.layout, holder)
+        except Exception as exc:  # whatever a peer sent, this callback must not raise
+            self._bridge.malformed.refuse(sample.key_expr, exc)
             return
         self._worker.push(("data", header, holder))
 
@@ -126,8 +132,8 @@ class Exporter:
             self._publisher.put(b"", attachment=header.encode())
             return
         assert holder is not None
-        wire_header = message.Header("inline", header.seq, header.sent_ns, layout=header.layout,
-                                     metadata=header.metadata)
+        wire_header = message.Header.new("inline", header.seq, header.sent_ns,
+                                         layout=header.layout, metadata=header.metadata)
         # The one copy on this side; the slot goes back to the producer right after it.
         self._publisher.put(holder.tobytes(), attachment=wire_header.encode())
         self.sent += 1
@@ -149,6 +155,7 @@ class Importer:
     def __init__(self, bridge: Bridge, node_id: str, output: OutputSpec,
                  consumers: list[tuple[str, int]], pinned_budget: int | None) -> None:
         self.source = (node_id, output.id)
+        self._bridge = bridge
         self.received = 0
         self.dropped_full = 0
         self._pinned = output.pinned
@@ -158,9 +165,11 @@ class Importer:
             consumer_queue_sizes=tuple(size for _, size in consumers),
             pinned_budget=pinned_budget,
         )
+        readers = [c for c, _ in consumers]
         self.channel = OutputChannel(bridge.local, bridge.local_keys, node_id, output.id,
-                                     options, consumers=[c for c, _ in consumers],
-                                     alive=bridge.alive_here)
+                                     options, consumers=readers, alive=bridge.alive_here,
+                                     auth=bridge.keyring.producer(node_id, readers),
+                                     malformed=bridge.malformed)
         size = max((s for _, s in consumers), default=1)
         self._worker = _Worker(f"pinflow-import-{node_id}-{output.id}", size, self._land)
         self._subscriber = bridge.wire.declare_subscriber(
@@ -172,7 +181,7 @@ class Importer:
             if header.kind == "shm":
                 raise DescriptorError("a descriptor arrived over the wire")
         except DescriptorError as exc:
-            log.warning("gateway: dropped malformed message on %s: %s", sample.key_expr, exc)
+            self._bridge.malformed.refuse(sample.key_expr, exc)
             return
         if header.kind == "eos":
             self._worker.push(("eos", header, None), keep=True)
@@ -186,12 +195,12 @@ class Importer:
             return
         assert payload is not None and header.layout is not None
         try:
-            check_layout(header.layout, len(payload))
+            check_layout(header.layout, payload)
             sent = self.channel.send(Encoded(header.layout, memoryview(payload)),
                                      header.metadata, pinned=self._pinned,
                                      origin=(header.seq, header.sent_ns))
         except DescriptorError as exc:
-            log.warning("gateway: dropped malformed message from %s/%s: %s", *self.source, exc)
+            self._bridge.malformed.refuse("/".join(self.source), exc)
             return
         except PinflowError as exc:  # pool exhausted or closed: count it, keep going
             sent = False
@@ -215,13 +224,16 @@ class Bridge:
     """Gateway of host ``machine`` (``None``: the launcher's host) for run ``run_id``."""
 
     def __init__(self, spec: DataflowSpec, machine: str | None, run_id: str,
-                 local: zenoh.Session, wire: zenoh.Session) -> None:
+                 local: zenoh.Session, wire: zenoh.Session, keyring: Keyring) -> None:
         self.spec, self.machine = spec, machine
         self.local, self.wire = local, wire
         self.local_keys = RunKeys(local_run_id(run_id, machine))
         self.wire_keys = WireKeys(run_id)
         self.here = {n.id for n in spec.nodes_on(machine)}
-        self.receiver = SlotReceiver(local, self.local_keys, GATEWAY_ID)
+        self.keyring = keyring
+        self.signer = keyring.consumer(GATEWAY_ID)
+        self.malformed = Malformed("gateway", log)
+        self.receiver = SlotReceiver(local, self.local_keys, GATEWAY_ID, self.signer)
         self.exporters: list[Exporter] = []
         self.importers: list[Importer] = []
         self._lock = threading.Lock()

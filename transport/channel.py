@@ -2,14 +2,15 @@
 
 A producer calls :meth:`OutputChannel.send` (one copy into a slot) or loans a slot and
 fills it in place (:meth:`OutputChannel.loan` then :meth:`OutputChannel.publish`); zenoh
-then carries only a small descriptor. Consumers hand slots back over the output's release
-key; a consumer that dies is dropped from every slot it held (:meth:`consumer_lost`).
+then carries only a small descriptor. Consumers hand slots back on their own release keys,
+each release signed with the key the consumer shares with this producer (a forged or
+replayed release frees nothing); a consumer that dies is dropped from every slot it held
+(:meth:`consumer_lost`). End of stream carries one MAC per consumer for the same reason.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import threading
@@ -21,10 +22,12 @@ from typing import Any
 import numpy as np
 import zenoh
 
-from pinflow.errors import ClosedError, PayloadError, PoolExhausted
+from pinflow.errors import ClosedError, DescriptorError, PayloadError, PoolExhausted
 from pinflow.transport import budget, message
+from pinflow.transport.auth import ProducerKeys
 from pinflow.transport.codec import Encoded
-from pinflow.transport.keys import RunKeys
+from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.malformed import Malformed
 from pinflow.transport.pool import MAX_SLOTS, Loan, SlotPool
 from pinflow.transport.segment import PAGE, new_incarnation, segment_name
 
@@ -87,10 +90,13 @@ class OutputChannel:
 
     def __init__(self, session: zenoh.Session, keys: RunKeys, node_id: str, output_id: str,
                  options: PoolOptions, *, consumers: list[str],
-                 alive: Callable[[], set[str]]) -> None:
+                 alive: Callable[[], set[str]], auth: ProducerKeys,
+                 malformed: Malformed | None = None) -> None:
         self.node_id, self.output_id, self.options = node_id, output_id, options
         self._keys = keys
         self._consumers = set(consumers)
+        self._auth = auth
+        self._malformed = malformed or Malformed(f"{node_id}/{output_id}", log)
         self._alive = alive
         self._lock = threading.Lock()
         self._seq = itertools.count()
@@ -104,7 +110,7 @@ class OutputChannel:
             congestion_control=zenoh.CongestionControl.BLOCK,
             reliability=zenoh.Reliability.RELIABLE,
         )
-        self._releases = session.declare_subscriber(keys.release(node_id, output_id),
+        self._releases = session.declare_subscriber(keys.release_all(node_id, output_id),
                                                     self._on_release)
         if options.slot_bytes is not None:
             # Sized by the YAML: create (and prefault) the pool now, at node start-up,
@@ -131,8 +137,8 @@ class OutputChannel:
         self._check_open()
         if encoded.nbytes < self.options.shm_threshold and not pinned:
             seq, sent_ns = origin or self._stamp()
-            header = message.Header("inline", seq, sent_ns,
-                                    layout=encoded.layout, metadata=metadata)
+            header = message.Header.new("inline", seq, sent_ns,
+                                        layout=encoded.layout, metadata=metadata)
             self._publisher.put(encoded.data.tobytes(), attachment=header.encode())
             self.stats.sent_inline += 1
             return True
@@ -185,8 +191,8 @@ class OutputChannel:
             raise
         ref = pool.publish(loan, self._consumers & self._alive())
         seq, sent_ns = origin or self._stamp()
-        header = message.Header("shm", seq, sent_ns, layout=layout,
-                                metadata=metadata, slot=ref.to_dict())
+        header = message.Header.new("shm", seq, sent_ns, layout=layout,
+                                    metadata=metadata, slot=ref.to_dict())
         self._publisher.put(b"", attachment=header.encode())
         self.stats.sent_shm += 1
 
@@ -240,20 +246,27 @@ class OutputChannel:
 
     # -- slots coming back -----------------------------------------------------------------
     def _on_release(self, sample: zenoh.Sample) -> None:
+        """A consumer is done with slots. Counts only if signed with that consumer's key;
+        then it drops only that consumer from slots it holds at that generation."""
+        consumer = last_part(sample.key_expr)
         try:
-            body = json.loads(sample.payload.to_bytes())
-            holder, name = body["c"], body["seg"]
-            releases = body["r"]
+            body = sample.payload.to_bytes()
+            signature = b"" if sample.attachment is None else sample.attachment.to_bytes()
+            if not self._auth.release_is_genuine(consumer, str(sample.key_expr), body,
+                                                 signature):
+                why = ("is not signed with its key" if self._auth.knows(consumer)
+                       else "names no consumer of this output")
+                raise DescriptorError(f"release for consumer {consumer!r} {why}; ignored")
+            release = message.decode_release(body)
             with self._lock:
-                pool = self._pools.get(name)
+                pool = self._pools.get(release.segment)
                 if pool is None:
                     return
-                for index, generation in releases:
-                    pool.release(index, generation, holder)
+                for index, generation in release.slots:
+                    pool.release(index, generation, consumer)
                 self._retire_if_idle(pool)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("%s/%s: ignored malformed release: %s", self.node_id, self.output_id,
-                        exc)
+        except Exception as exc:  # whatever a peer sent, this callback must not raise
+            self._malformed.refuse(sample.key_expr, exc)
 
     def consumer_lost(self, node_id: str) -> int:
         """A consumer died: take back every slot it held. Returns how many came free."""
@@ -281,7 +294,9 @@ class OutputChannel:
             return
         self._closed = True
         if send_eos:
-            eos = message.Header("eos", next(self._seq), time.time_ns())
+            seq = next(self._seq)
+            auth = self._auth.sign_eos(self._keys.data(self.node_id, self.output_id), seq)
+            eos = message.Header.new("eos", seq, time.time_ns(), auth=auth)
             self._publisher.put(b"", attachment=eos.encode())
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and not all(p.idle() for p in self.pools()):

@@ -13,21 +13,45 @@ offer the same kind back. The receiving side always builds values over a single 
 (a 1-D uint8 numpy array over the bytes, or over a shared-memory slot) so that every view
 handed to the user keeps that holder alive; the shared-memory plane releases a slot when
 the holder is garbage collected.
+
+Both ends hold the same line: the sender refuses what a receiver could not decode (a dtype
+with no Arrow type, such as ``np.longdouble``), and a receiver checks every layout against
+the bytes that came with it (:func:`check_layout`) before anything is built from them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 
 from pinflow.errors import DescriptorError, PayloadError
+from pinflow.transport.message import INT64_MAX, Count
 
-# numpy kinds carried raw: bool, signed/unsigned ints, floats.
-_RAW_KINDS = frozenset("biuf")
+ALLOWED_DTYPES = frozenset(np.dtype(name).str for name in (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64"))
+"""Tensor dtypes carried raw, in the machine's byte order: each has an Arrow type and a torch
+dtype, so every receiver can decode it."""
 _MAX_DIMS = 32
+
+
+class TensorLayout(msgspec.Struct, tag="nd", tag_field="k"):
+    """A C-contiguous tensor: the payload is its raw memory."""
+
+    dt: str
+    sh: Annotated[list[Count], msgspec.Meta(max_length=_MAX_DIMS)]
+    src: Literal["numpy", "arrow", "bytes", "torch"] = "numpy"
+
+
+class ArrowLayout(msgspec.Struct, tag="arrow", tag_field="k"):
+    """Any other Arrow array, as an IPC stream with one batch of one column ``v``."""
+
+    src: Literal["arrow"] = "arrow"
 
 
 @dataclass(frozen=True)
@@ -47,21 +71,35 @@ def _is_torch_tensor(data: object) -> bool:
 
 
 def _check_dtype(dtype: np.dtype) -> None:
-    if dtype.kind not in _RAW_KINDS or dtype.fields is not None:
+    if dtype.fields is not None or dtype.newbyteorder("=").str not in ALLOWED_DTYPES:
         raise PayloadError(
-            f"cannot send numpy dtype {dtype}: supported are bool, integer and float "
-            "dtypes (convert the array, or send a pyarrow array)"
+            f"cannot send numpy dtype {dtype} ({dtype.type.__name__}): no receiver could "
+            "decode it; supported are bool, int8-int64, uint8-uint64 and float16/32/64 "
+            "(convert the array, e.g. .astype(np.float64), or send a pyarrow array)"
         )
 
 
 def tensor_layout(dtype: Any, shape: tuple[int, ...]) -> tuple[dict[str, Any], int]:
     """Layout header and byte size of a C-contiguous tensor (for loaned buffers)."""
-    dt = np.dtype(dtype).newbyteorder("=")
+    dt = np.dtype(dtype)
     _check_dtype(dt)
-    if any(d < 0 for d in shape):
-        raise PayloadError(f"negative dimension in shape {shape}")
-    nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
-    return {"k": "nd", "dt": dt.str, "sh": list(shape), "src": "numpy"}, nbytes
+    if not dt.isnative:
+        raise PayloadError(
+            f"a loaned buffer must use this machine's byte order, not {dt.str}: ask for "
+            f"{dt.newbyteorder('=').str} (numpy converts values when you assign them)"
+        )
+    dims = list(shape)
+    if len(dims) > _MAX_DIMS or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims
+    ):
+        raise PayloadError(
+            f"shape {tuple(shape)} must be at most {_MAX_DIMS} non-negative integers")
+    dims = [int(d) for d in dims]
+    nbytes = dt.itemsize * math.prod(dims)
+    if nbytes > INT64_MAX:
+        raise PayloadError(
+            f"shape {tuple(dims)} of {dt} is {nbytes} bytes: more than any pool can hold")
+    return {"k": "nd", "dt": dt.str, "sh": dims, "src": "numpy"}, nbytes
 
 
 def _numpy_layout(array: np.ndarray, src: str) -> Encoded:
@@ -116,23 +154,48 @@ def encode(data: Any) -> Encoded:
     )
 
 
-def check_layout(layout: object, nbytes: int) -> dict[str, Any]:
-    """Validate a received layout header against the number of bytes that came with it."""
-    if not isinstance(layout, dict) or layout.get("k") not in ("nd", "arrow"):
-        raise DescriptorError(f"unknown payload layout {layout!r}")
-    if layout["k"] == "arrow":
-        return layout
+def check_layout(layout: object, payload: np.ndarray | bytes) -> None:
+    """Check a received layout against the bytes that came with it: ``DescriptorError``
+    unless every value built from them later will decode. An Arrow IPC stream is opened and
+    fully validated here, so check private bytes (not a slot another process may rewrite)."""
     try:
-        dtype = np.dtype(layout["dt"])
-        shape = [int(d) for d in layout["sh"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DescriptorError(f"malformed tensor layout {layout!r}: {exc}") from None
-    if dtype.kind not in _RAW_KINDS or len(shape) > _MAX_DIMS or any(d < 0 for d in shape):
-        raise DescriptorError(f"refused tensor layout {layout!r}")
-    expected = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        parsed = msgspec.convert(layout, TensorLayout | ArrowLayout)
+    except msgspec.ValidationError as exc:
+        raise DescriptorError(f"payload layout {_short(layout)} is invalid: {exc}") from None
+    if isinstance(parsed, ArrowLayout):
+        _check_arrow(payload)
+        return
+    if parsed.dt not in ALLOWED_DTYPES:
+        raise DescriptorError(
+            f"payload dtype {parsed.dt!r} is not one a receiver decodes "
+            f"({', '.join(sorted(ALLOWED_DTYPES))})")
+    nbytes = payload.nbytes if isinstance(payload, np.ndarray) else len(payload)
+    expected = np.dtype(parsed.dt).itemsize * math.prod(parsed.sh)
     if expected != nbytes:
-        raise DescriptorError(f"layout {layout!r} needs {expected} bytes but {nbytes} arrived")
-    return layout
+        raise DescriptorError(
+            f"layout {_short(layout)} needs {expected} bytes but {nbytes} arrived")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _check_arrow(payload: np.ndarray | bytes) -> None:
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(payload))
+        if reader.schema.names != ["v"]:
+            raise DescriptorError(
+                f"Arrow payload has columns {reader.schema.names[:8]}, expected one 'v'")
+        batch = reader.read_next_batch()
+        batch.validate(full=True)
+        try:
+            reader.read_next_batch()
+        except StopIteration:
+            return
+        raise DescriptorError("Arrow payload holds more than one record batch")
+    except (pa.ArrowException, ValueError, OSError, EOFError, StopIteration) as exc:
+        raise DescriptorError(f"Arrow payload is not a valid IPC stream: {exc}") from None
 
 
 def decode_value(layout: dict[str, Any], holder: np.ndarray) -> pa.Array:

@@ -25,9 +25,14 @@ class RunKeys:
         """Messages (inline payloads or slot descriptors) of one output."""
         return f"{self.root}/data/{_check(node_id)}/{_check(output_id)}"
 
-    def release(self, node_id: str, output_id: str) -> str:
-        """Slot releases flowing back from consumers to the producer of one output."""
-        return f"{self.root}/release/{_check(node_id)}/{_check(output_id)}"
+    def release(self, node_id: str, output_id: str, consumer_id: str) -> str:
+        """Slot releases one consumer sends back to the producer of one output. The key
+        names the consumer; the producer believes it only with the consumer's MAC."""
+        return f"{self.root}/release/{_check(node_id)}/{_check(output_id)}/{_check(consumer_id)}"
+
+    def release_all(self, node_id: str, output_id: str) -> str:
+        """Every consumer's releases for one output (the producer subscribes here)."""
+        return f"{self.root}/release/{_check(node_id)}/{_check(output_id)}/*"
 
     def alive(self, node_id: str) -> str:
         """Liveliness token a node holds while its process lives."""

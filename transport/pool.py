@@ -45,8 +45,11 @@ def _entry_offset(index: int) -> int:
     return _HEADER.size + index * _ENTRY.size
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT64_MAX
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,10 @@ class SlotPool:
     def release(self, index: int, generation: int, holder: str) -> bool:
         """``holder`` is done with the slot; True if it was holding that generation.
 
-        Stale, unknown or malformed releases come from the network and are ignored.
+        Stale, unknown or malformed releases come from the network and are ignored. A release
+        only ever drops ``holder`` itself: whoever else holds the slot keeps it held, so the
+        caller must have proven that the release comes from ``holder`` (``OutputChannel``
+        checks its MAC).
         """
         if not (_is_count(index) and _is_count(generation) and isinstance(holder, str)):
             return False

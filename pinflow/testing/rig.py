@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pinflow.transport import codec, message
+from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions
 from pinflow.transport.cuda import DeviceCopier
 from pinflow.transport.device import layout_shape
@@ -61,8 +62,10 @@ def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0, **options) -> Ite
     opts = dict(slots=4, slot_bytes=None, shm_threshold=4096, on_full="block",
                 block_timeout=5.0, pinned=True, consumer_queue_sizes=(2,))
     opts.update(options)
+    keyring = Keyring(["gpu"])
     channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
-                            consumers=["gpu"], alive=lambda: {"gpu"})
+                            consumers=["gpu"], alive=lambda: {"gpu"},
+                            auth=keyring.producer("cam", ["gpu"]))
     inbox: queue.Queue = queue.Queue()
     sub = session.declare_subscriber(
         keys.data("cam", "image"),
@@ -70,7 +73,7 @@ def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0, **options) -> Ite
     )
     copier = DeviceCopier(runtime, device)
     support = copier.support
-    receiver = SlotReceiver(session, keys, "gpu",
+    receiver = SlotReceiver(session, keys, "gpu", keyring.consumer("gpu"),
                             writable_mappings=not support.read_only and support.read_write)
     receiver.on_map.append(lambda segment, pinned: copier.prepare(segment, pinned=pinned))
     receiver.on_unmap.append(copier.forget)

@@ -1,5 +1,6 @@
 """Sends FRAMES frames (env; 0 = forever) on `frames`, one per tick, through the copy path
-(MODE=copy) or the loan API (MODE=loan); PINNED=1 asks for a pinned pool."""
+(MODE=copy) or the loan API (MODE=loan); PINNED=1 asks for a pinned pool; UNLINK_SEGMENT=1
+removes the name of the pool the YAML sized, so no consumer can map it."""
 
 import os
 import time
@@ -17,6 +18,8 @@ def main() -> None:
     mode = os.environ.get("MODE", "copy")
     pinned = os.environ.get("PINNED") == "1"
     shape = shape_from_env()
+    if os.environ.get("UNLINK_SEGMENT") == "1":
+        node._outputs["frames"].pool.segment.unlink()
     report(node.id, {"started": True})
     frame = np.empty(shape, dtype=np.uint8)
     sent = dropped = 0
@@ -48,7 +51,7 @@ def main() -> None:
             break
     stats = node.stats()["outputs"]["frames"]
     report(node.id, {"sent": sent, "dropped": dropped, "error": error, "stats": stats,
-                     "longest_send_s": longest_send})
+                     "longest_send_s": longest_send, "malformed": node.stats()["malformed"]})
     if error:
         raise SystemExit(f"producer stopped: {error}")
 
