@@ -37,6 +37,9 @@ class Wiring:
     restartable: list[str] = field(default_factory=list)
     """Upstream nodes the launcher may restart: their loss does not close inputs until the
     launcher declares them gone for good."""
+    drain_timeout_s: float = 1.0
+    """How long closing an output waits for consumers to hand slots back; the launcher
+    keeps it well under its stop grace."""
 
     @property
     def spec(self) -> NodeSpec:

@@ -42,13 +42,15 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    from pinflow.transport.cleanup import clean_dead_runs
-    from pinflow.transport.segment import shm_dir
+    from pinflow.transport.cleanup import sweep_dead_runs
 
-    removed = clean_dead_runs()
-    for name in removed:
-        print(f"removed {shm_dir() / name}")
-    print(f"{len(removed)} leftover file(s) of dead runs removed; live runs untouched")
+    sweep = sweep_dead_runs()
+    for path in sweep.removed:
+        print(f"removed {path}")
+    for why in sweep.kept:
+        print(f"left alone {why}")
+    print(f"{len(sweep.removed)} leftover(s) of dead runs removed; live runs untouched"
+          + (f"; {len(sweep.kept)} still in use left alone" if sweep.kept else ""))
     return 0
 
 

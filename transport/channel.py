@@ -33,6 +33,10 @@ log = logging.getLogger("pinflow.transport")
 MAX_POOL_BYTES_ENV = "PINFLOW_MAX_POOL_BYTES"
 DEFAULT_MAX_POOL_BYTES = 2 << 30
 """Hard cap on one output's pool (all slots) unless PINFLOW_MAX_POOL_BYTES says otherwise."""
+DRAIN_TIMEOUT_S = 1.0
+"""How long ``close`` waits for consumers to hand slots back: far above the milliseconds a
+descriptor takes to arrive (consumers map on arrival), well under the launcher's 5 s stop
+grace, so a consumer that never reads cannot get its producer killed."""
 GROWTH = 1.25
 """A pool sized from traffic regrows to 1.25x the larger message, so a stream of slowly
 growing payloads does not recreate the segment on every message."""
@@ -256,26 +260,44 @@ class OutputChannel:
                         exc)
 
     def consumer_lost(self, node_id: str) -> int:
-        """A consumer died: take back every slot it held. Returns how many came free."""
+        """A consumer's process is gone: take back every slot it held. Returns how many came
+        free. Call it only once the process is really gone (its liveness lock is free, see
+        ``pinflow.transport.liveness``): a consumer that is only unreachable, say paused
+        past the zenoh lease, still reads the slots it holds."""
         freed = 0
         with self._lock:
             for pool in list(self._pools.values()):
                 freed += pool.drop_holder(node_id)
                 self._retire_if_idle(pool)
+        if freed:
+            log.info("%s/%s: took back %d slot(s) from %s, whose process is gone",
+                     self.node_id, self.output_id, freed, node_id)
         return freed
+
+    def held_by(self) -> dict[str, int]:
+        """Slots each consumer holds, over every pool of this output."""
+        counts: dict[str, int] = {}
+        for pool in self.pools():
+            for holder, n in pool.held_by().items():
+                counts[holder] = counts.get(holder, 0) + n
+        return counts
 
     # -- shutdown ---------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"output {self.node_id}/{self.output_id} is closed")
 
-    def close(self, drain_timeout: float = 5.0, *, send_eos: bool = True) -> None:
-        """Send end-of-stream, wait for in-flight slots, then unlink the segments.
+    def close(self, drain_timeout: float = DRAIN_TIMEOUT_S, *, send_eos: bool = True) -> None:
+        """Send end-of-stream, wait briefly for in-flight slots, then unlink the segments.
 
         A consumer may not have mapped a segment yet when the producer finishes; unlinking
-        then would lose the messages it still has to read. So close waits (up to
-        ``drain_timeout``) until every slot is released or its consumer is gone. Mapped
-        slots stay valid for consumers after the unlink.
+        then would lose the messages it still has to read. So close waits until every slot
+        is released or its consumer is gone, but only ``drain_timeout``: consumers map a
+        segment as soon as a descriptor arrives, which takes milliseconds, whereas a
+        consumer that never reads would hold its slots until the launcher's stop grace ran
+        out, and the producer, not the consumer, would be killed and blamed. Slots still
+        held after that are named in one log line. Mapped slots stay valid for consumers
+        after the unlink.
         """
         if self._closed:
             return
@@ -286,6 +308,12 @@ class OutputChannel:
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and not all(p.idle() for p in self.pools()):
             time.sleep(0.01)
+        held = self.held_by()
+        if held:
+            log.warning(
+                "%s/%s: closing while consumers still hold slots after %.1fs: %s; they keep "
+                "their mapped slots, the producer exits", self.node_id, self.output_id,
+                drain_timeout, ", ".join(f"{c!r} holds {n}" for c, n in held.items()))
         self._releases.undeclare()
         self._publisher.undeclare()
         with self._lock:

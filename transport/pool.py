@@ -105,6 +105,8 @@ class PoolStats:
     """acquire() calls that found no free slot and had to wait (or give up, with timeout=0)."""
     timeouts: int
     """acquire() calls that returned None because no slot freed up in time."""
+    held_by: dict[str, int]
+    """Slots each consumer holds right now (consumer node id -> slots)."""
 
 
 class Loan:
@@ -256,7 +258,9 @@ class SlotPool:
             return True
 
     def drop_holder(self, holder: str) -> int:
-        """A consumer died: release everything it held; returns how many slots became free."""
+        """``holder``'s process is gone (never merely unreachable: see
+        ``pinflow.transport.liveness``): release everything it held; returns how many
+        slots became free."""
         freed = 0
         with self._cond:
             for index in list(self._holders):
@@ -291,7 +295,20 @@ class SlotPool:
                 acquired_total=self._acquired_total,
                 exhausted_waits=self._exhausted_waits,
                 timeouts=self._timeouts,
+                held_by=self._held_by(),
             )
+
+    def held_by(self) -> dict[str, int]:
+        """Slots each consumer holds right now (consumer node id -> slots)."""
+        with self._cond:
+            return self._held_by()
+
+    def _held_by(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for holders in self._holders.values():
+            for holder in holders:
+                counts[holder] = counts.get(holder, 0) + 1
+        return dict(sorted(counts.items()))
 
     def _check_open(self) -> None:
         if self._closed:
