@@ -25,8 +25,8 @@ import pytest
 from conftest import DATAFLOWS, leftover_guard
 
 from pinflow.errors import PinnedBudgetExceeded
-from pinflow.transport import budget
-from pinflow.transport.cleanup import RunLock, sweep_dead_runs
+from pinflow.transport import budget, cleanup
+from pinflow.transport.cleanup import RunLock
 from pinflow.transport.segment import SHM_DIR_ENV, shm_dir
 from pinflow.transport.session import runs_dir
 
@@ -220,7 +220,7 @@ def test_the_suites_cleanup_never_touches_a_live_run_outside_its_folders(pinflow
             assert any(p.endswith(".sock") for p in files)
             with leftover_guard():
                 clean = pinflow("clean")
-                sweep = sweep_dead_runs()
+                sweep = cleanup.sweep_dead_runs()
             assert clean.returncode == 0 and sweep.removed == []
             assert str(own_shm) not in clean.output and str(own_tmp) not in clean.output
             assert runs_dir() != run.sockets.parent
