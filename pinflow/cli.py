@@ -74,7 +74,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(bench.render_soak(result))
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
-        return 0 if result["flat"] and not result["error"] else 1
+        return 0 if result["flat"] and not result["error"] and not result["lost"] else 1
     frames = args.frames or (90 if args.quick else 300)
     max_frames = 0 if args.no_max_fps else (60 if args.quick else 150)
     arms, skipped = (args.arms, {}) if args.arms else bench.default_arms()
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(pip install 'pinflow[plot]')")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="soak mode: run the pinned flow this long; RSS and pinned bytes "
-                        "must stay flat")
+                        "must stay flat and every frame be delivered or counted as dropped")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("top", help="live table of every running dataflow's nodes: queues, "
