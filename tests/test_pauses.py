@@ -96,3 +96,33 @@ def test_a_node_that_dies_before_it_is_ready_is_not_waited_for(pinflow):
     assert "started: 3 node(s)" in run.stdout
     recorded = run.result("recorder")["events"]
     assert recorded[-1] == {"type": "STOP", "id": "MANUAL"} and len(recorded) > 20
+
+
+def test_paused_producer_keeps_its_consumers_inputs_open_and_the_stream_resumes(pinflow,
+                                                                               tmp_path):
+    results = tmp_path / "results"
+    progress = results / "consumer.progress"
+    done: list[str] = []
+    at_resume: list[int] = []
+
+    def pause_producer() -> None:
+        deadline = time.monotonic() + 60
+        while not (progress.exists() and int(progress.read_text() or 0) >= 10):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        (results / "producer.streaming").write_text("1")
+        _pause(results, "producer", "streaming", done)
+        at_resume.append(int(progress.read_text()))
+
+    pauser = threading.Thread(target=pause_producer, daemon=True)
+    pauser.start()
+    run = pinflow("run", "shm_pause_producer.yml", "--stop-after", str(PAUSE_S + 10),
+                  env={"REPORT_PID": "1", LEASE_ENV: str(LEASE_MS)}, timeout=120)
+    pauser.join(timeout=5)
+    assert done == ["producer"], run.output
+    assert run.returncode == 0, run.output
+    consumer = run.result("consumer")
+    assert consumer["torn"] == 0
+    indices = consumer["indices"]
+    assert len(indices) > at_resume[0] + 60, "the stream resumed after the pause"
+    assert indices == list(range(len(indices))), "no frame lost around the pause"
