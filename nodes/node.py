@@ -32,7 +32,7 @@ from pinflow.nodes.timers import GridTimer
 from pinflow.nodes.wiring import Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec, message
-from pinflow.transport.channel import OutputChannel, PoolOptions
+from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
 from pinflow.transport.cleanup import run_is_live
 from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.liveness import NodeLock, PeerWatch
@@ -91,6 +91,7 @@ class Node:
         self._alive_lock = NodeLock(self._wiring.run_id, self._spec.id)
         self._alive_lock.acquire()
         self._peers = PeerWatch(self._wiring.run_id, self._peer_gone,
+                                on_resumed=self._peer_resumed,
                                 name=f"pinflow-peerwatch-{self._spec.id}")
         self._launcher_present = True
         self._launcher_watch: threading.Thread | None = None
@@ -309,6 +310,16 @@ class Node:
             timer.daemon = True
             timer.start()
         # else: the launcher may restart it; inputs close on its `gone` token
+
+    def _peer_resumed(self, node_id: str, lost_at: float) -> None:
+        """``node_id`` is back after a lost link, the same process: descriptors or releases
+        that crossed the dead link may be lost, so ask it which of our slots it still holds
+        and take back the others (on a thread of its own: it waits for the answer)."""
+        channels = [c for c in self._outputs.values() if node_id in c.consumers]
+        if channels:
+            threading.Thread(target=resync_consumer, daemon=True,
+                             args=(self._session, self._keys, node_id, channels, lost_at),
+                             name=f"pinflow-resync-{node_id}").start()
 
     def _alive_snapshot(self) -> set[str]:
         with self._lock:

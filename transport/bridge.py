@@ -24,7 +24,7 @@ import zenoh
 from pinflow.errors import DescriptorError, PinflowError
 from pinflow.spec import GATEWAY_ID, DataflowSpec, OutputSpec
 from pinflow.transport import message
-from pinflow.transport.channel import OutputChannel, PoolOptions
+from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
 from pinflow.transport.codec import Encoded, check_layout
 from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.liveness import NodeLock, PeerWatch
@@ -233,6 +233,7 @@ class Bridge:
         # Local peers whose token vanished are gone only once their process died (see
         # pinflow.transport.liveness); the gateway itself holds a liveness lock like a node.
         self._peers = PeerWatch(self.local_keys.run_id, self._peer_gone,
+                                on_resumed=self._peer_resumed,
                                 name="pinflow-gateway-peerwatch")
         self._alive_lock = NodeLock(self.local_keys.run_id, GATEWAY_ID)
 
@@ -302,6 +303,14 @@ class Bridge:
             importer.channel.consumer_lost(node_id)
         if node_id in self.here:
             self.receiver.producer_gone(node_id)
+
+    def _peer_resumed(self, node_id: str, lost_at: float) -> None:
+        """A local consumer is back after a lost link: settle the slots our pools lent it."""
+        channels = [i.channel for i in self.importers if node_id in i.channel.consumers]
+        if channels:
+            threading.Thread(target=resync_consumer, daemon=True,
+                             args=(self.local, self.local_keys, node_id, channels, lost_at),
+                             name=f"pinflow-gateway-resync-{node_id}").start()
 
     def _on_wire_token(self, sample: zenoh.Sample) -> None:
         """A remote node's token: re-declare it on this host's mesh."""

@@ -42,6 +42,49 @@ GROWTH = 1.25
 growing payloads does not recreate the segment on every message."""
 
 
+RESYNC_DELAY_S = 1.0
+"""How long after a consumer is back the producer waits before asking it which slots it
+holds: descriptors still buffered on the dead link reach it within milliseconds of it
+resuming, and must be counted as held, not as lost."""
+
+
+def ask_held(session: zenoh.Session, keys: RunKeys, consumer: str,
+             timeout: float = 2.0) -> set[tuple[str, int, int]] | None:
+    """The ``(segment, index, generation)`` slots ``consumer`` holds, asked over zenoh;
+    None if it did not answer (then nothing is taken back)."""
+    try:
+        replies = list(session.get(keys.held(consumer), timeout=timeout))
+    except Exception as exc:  # session closing
+        log.debug("asking %s for its slots failed: %s", consumer, exc)
+        return None
+    for reply in replies:
+        if reply.ok is None:
+            continue
+        try:
+            body = json.loads(reply.ok.payload.to_bytes())
+            if body.get("c") != consumer:
+                continue
+            return {(str(seg), int(index), int(gen)) for seg, index, gen in body["held"]}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignored a malformed answer from %s about its slots: %s", consumer, exc)
+    return None
+
+
+def resync_consumer(session: zenoh.Session, keys: RunKeys, consumer: str,
+                    channels: list[OutputChannel], lost_at: float) -> None:
+    """After ``consumer``'s link was lost at ``lost_at`` (monotonic) and came back: ask it
+    which slots it holds and take back, in ``channels``, the others lent to it before the
+    loss (see :meth:`OutputChannel.resync`). Runs on a thread of its own: it waits."""
+    time.sleep(RESYNC_DELAY_S)
+    held = ask_held(session, keys, consumer)
+    if held is None:
+        log.warning("%s did not say which slots it holds after its link came back; its "
+                    "slots stay lent to it", consumer)
+        return
+    for channel in channels:
+        channel.resync(consumer, held, lost_at)
+
+
 def max_pool_bytes() -> int:
     raw = os.environ.get(MAX_POOL_BYTES_ENV)
     return int(raw) if raw else DEFAULT_MAX_POOL_BYTES
@@ -114,6 +157,11 @@ class OutputChannel:
             # Sized by the YAML: create (and prefault) the pool now, at node start-up,
             # not on the first message, where it would delay the first frames.
             self._pool_for(options.slot_bytes, options.pinned)
+
+    @property
+    def consumers(self) -> frozenset[str]:
+        """Nodes this output is addressed to (as the launcher wired it)."""
+        return frozenset(self._consumers)
 
     @property
     def pool(self) -> SlotPool | None:
@@ -272,6 +320,22 @@ class OutputChannel:
         if freed:
             log.info("%s/%s: took back %d slot(s) from %s, whose process is gone",
                      self.node_id, self.output_id, freed, node_id)
+        return freed
+
+    def resync(self, consumer: str, held: set[tuple[str, int, int]],
+               published_before: float) -> int:
+        """After a lost link: ``consumer`` holds exactly the ``(segment, index, generation)``
+        slots in ``held``; take back the others it was lent before ``published_before``."""
+        freed = 0
+        with self._lock:
+            for pool in list(self._pools.values()):
+                mine = {(index, gen) for seg, index, gen in held if seg == pool.name}
+                freed += pool.resync(consumer, mine, published_before)
+                self._retire_if_idle(pool)
+        if freed:
+            log.warning("%s/%s: %d slot(s) lent to %s were lost with a broken link (their "
+                        "descriptor or release never arrived); taken back", self.node_id,
+                        self.output_id, freed, consumer)
         return freed
 
     def held_by(self) -> dict[str, int]:

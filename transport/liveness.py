@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,17 +135,23 @@ class PeerWatch:
     ``POLL_S``; once it is free, or the file is missing, ``on_gone(node)`` runs once, on the
     watch's thread. ``back(node)`` (token declared again) settles a pending peer at once:
     free lock means the old process died and a new one is back, so ``on_gone`` runs before
-    the caller starts addressing the newcomer; a held lock means the same process resumed,
-    and nothing happens. ``gone(node)`` (the launcher says so) runs ``on_gone`` at once.
+    the caller starts addressing the newcomer; a held lock means the same process resumed:
+    it keeps what it holds, and ``on_resumed(node, lost_at)`` runs, ``lost_at`` being the
+    ``time.monotonic()`` of the loss (what crossed the dead link in either direction may be
+    lost: the caller settles that). ``gone(node)`` (the launcher
+    says so) runs ``on_gone`` at once.
     """
 
     def __init__(self, run_id: str, on_gone: Callable[[str], None], *,
+                 on_resumed: Callable[[str, float], None] | None = None,
                  name: str = "pinflow-peerwatch") -> None:
         self._run_id = run_id
         self._on_gone = on_gone
+        self._on_resumed = on_resumed
         self._name = name
         self._cond = threading.Condition()
         self._pending: dict[str, int | None] = {}
+        self._lost_at: dict[str, float] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -162,6 +169,7 @@ class PeerWatch:
                     os.close(fd)
                 return
             self._pending[node_id] = fd
+            self._lost_at[node_id] = time.monotonic()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
@@ -185,16 +193,20 @@ class PeerWatch:
             if node_id not in self._pending:
                 return
             fd = self._pending[node_id]
-            if not (force or fd is None or _probe_free(fd)):
-                # The same process resumed: it keeps everything it holds.
-                del self._pending[node_id]
-                os.close(fd)  # type: ignore[arg-type]
+            if force or fd is None or _probe_free(fd):
+                self._finish(node_id)
                 return
-            self._finish(node_id)
+            # The same process resumed: it keeps everything it holds.
+            del self._pending[node_id]
+            lost_at = self._lost_at.pop(node_id)
+            os.close(fd)
+        if self._on_resumed is not None:
+            self._on_resumed(node_id, lost_at)
 
     def _finish(self, node_id: str) -> None:
         """Forget ``node_id`` and report it gone (caller holds the condition)."""
         fd = self._pending.pop(node_id)
+        self._lost_at.pop(node_id, None)
         if fd is not None:
             os.close(fd)
         try:
@@ -218,6 +230,7 @@ class PeerWatch:
                 if fd is not None:
                     os.close(fd)
             self._pending.clear()
+            self._lost_at.clear()
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)

@@ -10,7 +10,9 @@ A release sent while the producer is unreachable (a pause on either side outlast
 lease) would be lost, and the producer, which keeps our slots until our process is really
 gone, would never get them back. So releases for an unreachable producer wait, and those sent
 shortly before its token vanished are sent again once it is back (the producer ignores a
-release of a slot it no longer lends us, so a repeat is harmless).
+release of a slot it no longer lends us, so a repeat is harmless). A descriptor can be lost
+with a dead link too; so the consumer answers, on ``held/<node>``, which slots it still holds,
+and a producer that got us back after a lost link takes back the others it lent us before.
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ class SlotReceiver:
         self._recent: collections.deque[tuple[float, _Release]] = collections.deque()
         # A link silently dead for up to a lease before its peer's token vanishes here.
         self._resend_window_s = (lease_ms() or 10_000) / 1000 + 2.0
+        # Views alive per (segment, index, generation): +1 when read, -1 when the finalizer
+        # ran. Finalizers may run at any time on any thread, so both ends only queue here;
+        # the count is settled under a lock by whoever needs it.
+        self._ledger: queue.SimpleQueue[tuple[int, tuple[str, int, int]]] = queue.SimpleQueue()
+        self._held: collections.Counter[tuple[str, int, int]] = collections.Counter()
+        self._held_lock = threading.Lock()
+        self._queryable = session.declare_queryable(keys.held(node_id), self._on_held_query)
         self.segments_mapped = 0
         """Segments this node has mapped so far (one per producer pool, never per message)."""
         self.on_unmap: list = []
@@ -100,9 +109,36 @@ class SlotReceiver:
         view = np.frombuffer(mapping.segment.buffer, dtype=np.uint8, count=ref.length,
                              offset=ref.offset)
         view.flags.writeable = False
-        weakref.finalize(view, self._pending.put,
+        key = (ref.segment, ref.index, ref.generation)
+        self._ledger.put((1, key))
+        weakref.finalize(view, self._on_view_gone, key,
                          (producer[0], producer[1], ref.segment, ref.index, ref.generation))
         return view, mapping
+
+    def _on_view_gone(self, key: tuple[str, int, int], release: _Release) -> None:
+        """Finalizer of a received view: queue its release (nothing here may block)."""
+        self._ledger.put((-1, key))
+        self._pending.put(release)
+
+    def held(self) -> list[tuple[str, int, int]]:
+        """The ``(segment, index, generation)`` slots some view still holds."""
+        with self._held_lock:
+            while True:
+                try:
+                    delta, key = self._ledger.get_nowait()
+                except queue.Empty:
+                    break
+                self._held[key] += delta
+                if self._held[key] <= 0:
+                    del self._held[key]
+            return sorted(self._held)
+
+    def _on_held_query(self, query: zenoh.Query) -> None:
+        body = {"c": self.node_id, "held": [list(key) for key in self.held()]}
+        try:
+            query.reply(query.key_expr, json.dumps(body).encode())
+        except Exception as exc:  # the asker went away meanwhile
+            log.debug("could not answer a held-slots query: %s", exc)
 
     def _map(self, name: str, producer: tuple[str, str]) -> Mapping:
         with self._lock:
@@ -209,6 +245,7 @@ class SlotReceiver:
                 batch[(node, output, seg)].append([index, generation])
                 sent.append(item)
             self._remember(sent)
+            self.held()  # settles the ledger now and then, so it never grows
             for (node, output, seg), releases in batch.items():
                 body = {"c": self.node_id, "seg": seg, "r": releases}
                 try:
@@ -218,6 +255,7 @@ class SlotReceiver:
 
     def close(self) -> None:
         """Stop the release thread (after sending what is queued) and drop all mappings."""
+        self._queryable.undeclare()
         self._pending.put(None)
         self._thread.join(timeout=2.0)
         with self._lock:

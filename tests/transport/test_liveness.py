@@ -1,5 +1,6 @@
 """Node liveness locks against real processes: a stopped process is alive, a killed one is
-gone, and a restarted node is never mistaken for its predecessor."""
+gone, and a restarted node is never mistaken for its predecessor; after a lost link, slots
+whose descriptor or release was lost come back."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ import queue
 import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
 from pinflow.errors import TransportError
+from pinflow.transport import codec, message
 from pinflow.transport import segment as seg_mod
+from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
+from pinflow.transport.keys import RunKeys
 from pinflow.transport.liveness import NodeLock, PeerWatch, alive_name, parse_alive_name
+from pinflow.transport.receiver import SlotReceiver
 from pinflow.transport.segment import parse_segment_name
+from pinflow.transport.session import open_session, unix_endpoint
 
 HOLDER = """
 import sys
@@ -112,3 +120,39 @@ def test_a_second_process_for_the_same_node_is_refused(run_id: str) -> None:
     lock.acquire()  # the dead holder's file is replaced
     lock.release()
     assert not (seg_mod.shm_dir() / alive_name(run_id, "cam")).exists()
+
+
+def test_after_a_lost_link_slots_the_consumer_does_not_hold_come_back(run_id: str,
+                                                                      tmp_path) -> None:
+    """Real pools and a real zenoh session: one descriptor is 'lost' (never read), the other
+    is held by a live view. Asked after its link came back, the consumer names only the one
+    it holds; the producer takes back the lost one and keeps lending the held one."""
+    keys = RunKeys(run_id)
+    session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
+    headers: queue.Queue = queue.Queue()
+    sub = session.declare_subscriber(
+        keys.data("cam", "image"), lambda s: headers.put(message.decode(s.attachment.to_bytes())))
+    options = PoolOptions(slots=4, slot_bytes=None, shm_threshold=1, on_full="drop",
+                          block_timeout=1.0, pinned=False, consumer_queue_sizes=(2,))
+    channel = OutputChannel(session, keys, "cam", "image", options, consumers=["gpu"],
+                            alive=lambda: {"gpu"})
+    receiver = SlotReceiver(session, keys, "gpu")
+    try:
+        frame = np.arange(8192, dtype=np.uint8)
+        assert channel.send(codec.encode(frame), None) and channel.send(codec.encode(frame), None)
+        headers.get(timeout=5)  # the first descriptor is "lost": never read
+        view, _mapping = receiver.read(("cam", "image"), headers.get(timeout=5).slot)
+        assert channel.held_by() == {"gpu": 2}
+        resync_consumer(session, keys, "gpu", [channel], lost_at=time.monotonic())
+        assert channel.held_by() == {"gpu": 1}, "the lost one came back, the held one not"
+        assert np.array_equal(view, frame)
+        del view
+        deadline = time.monotonic() + 5
+        while channel.held_by() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert channel.held_by() == {}
+    finally:
+        receiver.close()
+        sub.undeclare()
+        channel.close(drain_timeout=0.5)
+        session.close()
