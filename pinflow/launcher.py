@@ -36,7 +36,7 @@ from pinflow.transport.bridge import Bridge
 from pinflow.transport.channel import DRAIN_TIMEOUT_S, default_slots
 from pinflow.transport.cleanup import RunLock, remove_node_segments, sweep_dead_runs
 from pinflow.transport.keys import RunKeys, last_part
-from pinflow.transport.segment import PAGE
+from pinflow.transport.segment import PAGE, shm_dir
 from pinflow.transport.session import (
     LAUNCHER_SOCKET,
     make_run_dir,
@@ -550,7 +550,8 @@ def _sweep_leftovers(out: TextIO) -> None:
     otherwise sit in memory, and their files confuse `pinflow top` and `clean`."""
     sweep = sweep_dead_runs()
     if sweep.removed:
-        names = ", ".join(p.name for p in sweep.removed)
+        shm = shm_dir()
+        names = ", ".join(p.name if p.parent == shm else str(p) for p in sweep.removed)
         print(f"pinflow | removed {len(sweep.removed)} leftover(s) of dead run(s) "
               f"{', '.join(sweep.runs())}: {names}", file=out, flush=True)
     for why in sweep.kept:
