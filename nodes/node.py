@@ -33,9 +33,8 @@ from pinflow.nodes.wiring import Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec, message
 from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
-from pinflow.transport.cleanup import run_is_live
 from pinflow.transport.keys import RunKeys, last_part
-from pinflow.transport.liveness import NodeLock, PeerWatch
+from pinflow.transport.liveness import LauncherWatch, NodeLock, PeerWatch
 from pinflow.transport.receiver import SlotReceiver
 from pinflow.transport.segment import Segment
 from pinflow.transport.session import open_session
@@ -47,7 +46,6 @@ log = logging.getLogger("pinflow.node")
 _CLOSE_GRACE_S = 0.2
 _PEER_WAIT_S = 10.0
 _RESTART_PEER_WAIT_S = 3.0
-_LAUNCHER_POLL_S = 0.2
 
 launcher_lost = False
 """Set once a node of this process stopped with LAUNCHER_LOST: the process then exits with
@@ -93,8 +91,8 @@ class Node:
         self._peers = PeerWatch(self._wiring.run_id, self._peer_gone,
                                 on_resumed=self._peer_resumed,
                                 name=f"pinflow-peerwatch-{self._spec.id}")
-        self._launcher_present = True
-        self._launcher_watch: threading.Thread | None = None
+        self._launcher = LauncherWatch(self._wiring.run_id, self._launcher_gone,
+                                       name=f"pinflow-launcher-watch-{self._spec.id}")
         try:
             self._session = open_session(listen=self._wiring.listen,
                                          connect=self._wiring.connect)
@@ -351,47 +349,20 @@ class Node:
             self._lock.notify_all()
 
     def _on_launcher(self, sample: zenoh.Sample) -> None:
-        """The launcher's token vanished: stop only if the launcher really is gone (it no
-        longer holds the run lock). A pause of ours, or of the launcher, that outlasted the
-        zenoh lease looks the same from here, and then the mesh comes back."""
-        present = sample.kind == zenoh.SampleKind.PUT
-        with self._lock:
-            self._launcher_present = present
-        if present or self._launcher_lost():
-            return
-        with self._lock:
-            if self._launcher_watch is None:
-                self._launcher_watch = threading.Thread(
-                    target=self._watch_launcher, daemon=True,
-                    name=f"pinflow-launcher-watch-{self.id}")
-                self._launcher_watch.start()
+        """The launcher's token vanished: stop only if the launcher really is gone (nobody
+        holds the run lock). A pause of ours, or of the launcher, that outlasted the zenoh
+        lease looks the same from here, and then the mesh comes back."""
+        self._launcher.seen(sample.kind == zenoh.SampleKind.PUT)
 
-    def _launcher_lost(self) -> bool:
-        """Stop with LAUNCHER_LOST if the run lock is no longer held; True if so."""
-        if run_is_live(self.run_id):
-            return False
+    def _launcher_gone(self) -> None:
         global launcher_lost
         with self._lock:
             if self._inbox.stopping:
-                return True  # already stopping (STOP came first): nothing was lost
+                return  # already stopping (STOP came first): nothing was lost
             self._inbox.stop("LAUNCHER_LOST")
             launcher_lost = True
         self.log(f"the launcher of run {self.run_id} is gone (its run lock is not held): "
                  "stopping with LAUNCHER_LOST", level="warning")
-        return True
-
-    def _watch_launcher(self) -> None:
-        """Poll the run lock while the launcher's token is missing."""
-        while True:
-            time.sleep(_LAUNCHER_POLL_S)
-            with self._lock:
-                if self._launcher_present or self._closed:
-                    self._launcher_watch = None
-                    return
-            if self._launcher_lost():
-                with self._lock:
-                    self._launcher_watch = None
-                return
 
     # -- timers ---------------------------------------------------------------------------
     def _on_tick(self, name: str, wall_ns: int, k: int) -> None:
@@ -512,6 +483,7 @@ class Node:
             for declared in reversed(self._declared):
                 declared.undeclare()
             self._peers.close()
+            self._launcher.close()
             self._receiver.close()  # unregisters segments from CUDA before unmapping
             self._devices.close()
         finally:

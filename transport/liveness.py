@@ -234,3 +234,68 @@ class PeerWatch:
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
+
+
+class LauncherWatch:
+    """Decides whether a vanished launcher token means the launcher is gone.
+
+    The launcher holds its run lock for its whole life, so "nobody holds the run lock" is
+    the pause-proof test (a stopped launcher still holds it). ``seen(False)`` checks at once
+    and then every ``POLL_S`` until the token is back (``seen(True)``) or ``close()``;
+    ``on_gone()`` runs once the lock is found free.
+    """
+
+    def __init__(self, run_id: str, on_gone: Callable[[], None], *,
+                 name: str = "pinflow-launcher-watch") -> None:
+        self._run_id = run_id
+        self._on_gone = on_gone
+        self._name = name
+        self._cond = threading.Condition()
+        self._present = True
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def seen(self, present: bool) -> None:
+        """The launcher's token was declared (True) or vanished (False)."""
+        with self._cond:
+            self._present = present
+            self._cond.notify_all()
+            if present or self._closed or self._thread is not None:
+                return
+        if self._check():
+            return
+        with self._cond:
+            if self._thread is None and not self._present and not self._closed:
+                self._thread = threading.Thread(target=self._run, name=self._name,
+                                                daemon=True)
+                self._thread.start()
+
+    def _check(self) -> bool:
+        """True (and ``on_gone`` called) if the run lock is free."""
+        from pinflow.transport.cleanup import run_is_live  # cleanup imports this module
+
+        if run_is_live(self._run_id):
+            return False
+        with self._cond:
+            if self._closed:
+                return True
+            self._closed = True  # report once
+        self._on_gone()
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait(POLL_S)
+                if self._present or self._closed:
+                    self._thread = None
+                    return
+            if self._check():
+                with self._cond:
+                    self._thread = None
+                return
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
