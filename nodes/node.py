@@ -286,7 +286,6 @@ class Node:
             # Settle a pending loss first: if the old process died, its slots are taken
             # back before anything is addressed to its successor.
             self._peers.back(node_id)
-            self._receiver.producer_back(node_id)
             with self._lock:
                 self._alive_peers.add(node_id)
                 self._lock.notify_all()
@@ -295,7 +294,6 @@ class Node:
             self._alive_peers.discard(node_id)
             self._lock.notify_all()
         if node_id != self.id:  # zenoh may echo our own token's loss after a lease expiry
-            self._receiver.producer_unreachable(node_id)
             self._peers.lost(node_id)
 
     def _peer_gone(self, node_id: str) -> None:

@@ -288,11 +288,9 @@ class Bridge:
         if kind == "alive" and node_id != GATEWAY_ID:
             if put:
                 self._peers.back(node_id)
-                self.receiver.producer_back(node_id)
             with self._lock:
                 (self._alive_here.add if put else self._alive_here.discard)(node_id)
             if not put:
-                self.receiver.producer_unreachable(node_id)
                 self._peers.lost(node_id)
         if kind in MIRRORED and node_id in self.here:
             self._mirror(self._to_wire, self.wire, self.wire_keys.token(kind, node_id), put)

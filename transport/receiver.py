@@ -6,13 +6,10 @@ it (the pyarrow value, ``to_numpy()`` views, torch tensors) keeps that array ali
 finalizer on it queues the release; a small thread sends releases to the producer in
 batches, so finalizers (which may run on any thread, at any time) never touch zenoh.
 
-A release sent while the producer is unreachable (a pause on either side outlasted the zenoh
-lease) would be lost, and the producer, which keeps our slots until our process is really
-gone, would never get them back. So releases for an unreachable producer wait, and those sent
-shortly before its token vanished are sent again once it is back (the producer ignores a
-release of a slot it no longer lends us, so a repeat is harmless). A descriptor can be lost
-with a dead link too; so the consumer answers, on ``held/<node>``, which slots it still holds,
-and a producer that got us back after a lost link takes back the others it lent us before.
+A descriptor or a release can die with a link (a pause on either side outlasted the zenoh
+lease), and the producer keeps our slots until our process is really gone. So the receiver
+answers, on ``held/<node>``, which slots it still holds: a producer that got us back after a
+lost link takes back the others it lent us before the loss.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import json
 import logging
 import queue
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 
@@ -33,7 +29,6 @@ from pinflow.errors import DescriptorError
 from pinflow.transport.keys import RunKeys
 from pinflow.transport.pool import SlotReader, SlotRef
 from pinflow.transport.segment import PINNED_SUFFIX, Segment, parse_segment_name
-from pinflow.transport.session import lease_ms
 
 _Release = tuple[str, str, str, int, int]
 """(producer node, output, segment, slot index, generation)"""
@@ -64,19 +59,14 @@ class SlotReceiver:
         self._mappings: dict[str, Mapping] = {}
         self._publishers: dict[tuple[str, str], zenoh.Publisher] = {}
         self._pending: queue.SimpleQueue[_Release | None] = queue.SimpleQueue()
-        self._resend_lock = threading.Lock()
-        self._unreachable: set[str] = set()
-        self._held_back: dict[str, list[_Release]] = collections.defaultdict(list)
-        self._recent: collections.deque[tuple[float, _Release]] = collections.deque()
-        # A link silently dead for up to a lease before its peer's token vanishes here.
-        self._resend_window_s = (lease_ms() or 10_000) / 1000 + 2.0
         # Views alive per (segment, index, generation): +1 when read, -1 when the finalizer
         # ran. Finalizers may run at any time on any thread, so both ends only queue here;
         # the count is settled under a lock by whoever needs it.
         self._ledger: queue.SimpleQueue[tuple[int, tuple[str, int, int]]] = queue.SimpleQueue()
         self._held: collections.Counter[tuple[str, int, int]] = collections.Counter()
         self._held_lock = threading.Lock()
-        self._queryable = session.declare_queryable(keys.held(node_id), self._on_held_query)
+        self._queryable: zenoh.Queryable | None = session.declare_queryable(
+            keys.held(node_id), self._on_held_query)
         self.segments_mapped = 0
         """Segments this node has mapped so far (one per producer pool, never per message)."""
         self.on_unmap: list = []
@@ -169,49 +159,10 @@ class SlotReceiver:
 
     def producer_gone(self, producer_node: str) -> None:
         """The producer exited or died: its segments will not be written again."""
-        with self._resend_lock:
-            self._unreachable.discard(producer_node)
-            self._held_back.pop(producer_node, None)
         with self._lock:
             for name, mapping in list(self._mappings.items()):
                 if mapping.producer[0] == producer_node:
                     self._forget(name)
-
-    def producer_unreachable(self, producer_node: str) -> None:
-        """Its token vanished: hold its releases back, and keep the ones sent lately for a
-        second try; they may have gone down a link that was already dead."""
-        with self._resend_lock:
-            if producer_node in self._unreachable:
-                return
-            self._unreachable.add(producer_node)
-            since = time.monotonic() - self._resend_window_s
-            self._held_back[producer_node].extend(
-                item for sent, item in self._recent if sent >= since and item[0] == producer_node)
-
-    def producer_back(self, producer_node: str) -> None:
-        """Its token is back: send what was held back (repeats are ignored by the producer)."""
-        with self._resend_lock:
-            if producer_node not in self._unreachable:
-                return
-            self._unreachable.discard(producer_node)
-            items = self._held_back.pop(producer_node, [])
-        for item in items:
-            self._pending.put(item)
-
-    def _hold_back(self, item: _Release) -> bool:
-        """Keep ``item`` for later if its producer is unreachable now."""
-        with self._resend_lock:
-            if item[0] not in self._unreachable:
-                return False
-            self._held_back[item[0]].append(item)
-            return True
-
-    def _remember(self, items: list[_Release]) -> None:
-        now = time.monotonic()
-        with self._resend_lock:
-            self._recent.extend((now, item) for item in items)
-            while self._recent and self._recent[0][0] < now - self._resend_window_s:
-                self._recent.popleft()
 
     def _publisher(self, node: str, output: str) -> zenoh.Publisher:
         key = (node, output)
@@ -234,17 +185,12 @@ class SlotReceiver:
                 except queue.Empty:
                     break
             batch: dict[tuple[str, str, str], list[list[int]]] = collections.defaultdict(list)
-            sent: list[_Release] = []
             for item in items:
                 if item is None:
                     running = False
                     continue
-                if self._hold_back(item):
-                    continue
                 node, output, seg, index, generation = item
                 batch[(node, output, seg)].append([index, generation])
-                sent.append(item)
-            self._remember(sent)
             self.held()  # settles the ledger now and then, so it never grows
             for (node, output, seg), releases in batch.items():
                 body = {"c": self.node_id, "seg": seg, "r": releases}
@@ -254,8 +200,11 @@ class SlotReceiver:
                     log.debug("release to %s/%s not sent: %s", node, output, exc)
 
     def close(self) -> None:
-        """Stop the release thread (after sending what is queued) and drop all mappings."""
-        self._queryable.undeclare()
+        """Stop the release thread (after sending what is queued) and drop all mappings;
+        idempotent."""
+        queryable, self._queryable = self._queryable, None
+        if queryable is not None:
+            queryable.undeclare()
         self._pending.put(None)
         self._thread.join(timeout=2.0)
         with self._lock:
