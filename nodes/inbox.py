@@ -2,7 +2,8 @@
 
 Network callbacks and timers push; the node's thread takes. Events leave in arrival order
 across inputs; STOP overtakes everything (queued messages are dropped, releasing their
-slots); INPUT_CLOSED comes after the messages its input still had queued.
+slots) and is the last event: nothing arriving after it is delivered; INPUT_CLOSED comes
+after the messages its input still had queued.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Inbox:
         """Queue one message for each input in ``names``; ``build(name)`` makes its event
         when delivered (decoding is deferred so dropped messages cost nothing)."""
         with self.cond:
+            if self._stop_reason is not None:
+                return  # the stream is ending: dropping the message releases its slot
             for name in names:
                 self._queues[name].push(Pending(next(self._arrivals),
                                                 lambda name=name: build(name)))
@@ -95,8 +98,10 @@ class Inbox:
         return bool(self._queues) and all(q.close_delivered for q in self._queues.values())
 
     def _take(self) -> Event | tuple[str, Pending] | None:
-        """Pop the oldest deliverable event (caller holds the lock); STOP goes first. A
-        message comes back unbuilt, with its input's name."""
+        """Pop the oldest deliverable event (caller holds the lock); STOP goes first and
+        ends the stream. A message comes back unbuilt, with its input's name."""
+        if self._stop_delivered:
+            return None
         if self._stop_reason is not None and not self._stop_delivered:
             self._stop_delivered = True
             for queue in self._queues.values():

@@ -2,7 +2,9 @@
 
 "Usable" means: a device tensor whose copy completed (CUDA), or a host array (CPU). Used by
 ``pinflow bench`` for the pinflow arms; ``pinflow.baselines`` measures the other arms the
-same way. One JSON line per frame: frame, capture_ns, usable_ns, h2d_ns, device, pinned.
+same way. One JSON line per frame: frame, capture_ns, usable_ns, h2d_ns, device, pinned;
+then one ``{"summary": ...}`` line with what the input received, dropped (queue overflow)
+and refused as malformed, so a soak can account for every frame.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ def main(argv: list[str] | None = None) -> None:
                 "pinned": event["pinned"],
             }) + "\n")
             event.release()
+        stats = node.stats()
+        image = stats["inputs"]["image"]
+        out.write(json.dumps({"summary": {
+            "received": image["received"], "dropped": image["dropped"],
+            "malformed": stats["malformed"], "integrity_failures": failures}}) + "\n")
     if failures:
         raise SystemExit(f"{failures} frame(s) failed the integrity check")
 

@@ -33,8 +33,9 @@ from pinflow.nodes.wiring import ENV_VAR, Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec, message
 from pinflow.transport.auth import ConsumerKeys, ProducerKeys
-from pinflow.transport.channel import OutputChannel, PoolOptions
+from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
 from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.liveness import LauncherWatch, NodeLock, PeerWatch
 from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import SlotReceiver
 from pinflow.transport.segment import Segment
@@ -47,6 +48,11 @@ log = logging.getLogger("pinflow.node")
 _CLOSE_GRACE_S = 0.2
 _PEER_WAIT_S = 10.0
 _RESTART_PEER_WAIT_S = 3.0
+
+launcher_lost = False
+"""Set once a node of this process stopped with LAUNCHER_LOST: the process then exits with
+``pinflow._child.LAUNCHER_LOST_EXIT``, so a launcher that is in fact alive (its run lock was
+removed behind its back) reports the node as failed instead of counting a silent exit 0."""
 
 
 class UnknownOutputError(PinflowError, ValueError):
@@ -73,6 +79,8 @@ class Node:
         self._lock = self._inbox.cond  # also guards the peer and run state below
         self._closed = False
         self._alive_peers: set[str] = set()
+        self._gone_peers: set[str] = set()
+        """Peers the launcher declared gone for good: nobody waits for them to join."""
         self._state: set[str] = set()
         self._timer_stop = threading.Event()
         self._outputs: dict[str, OutputChannel] = {}
@@ -82,7 +90,22 @@ class Node:
         self._malformed = Malformed(f"node {self._spec.id}", log)
         self._consumer_keys = ConsumerKeys(self._spec.id, self._wiring.consumer_secret)
         self._stats: StatsPublisher | None = None
-        self._session = open_session(listen=self._wiring.listen, connect=self._wiring.connect)
+        # Held for the process's whole life: peers reclaim our slots or close our outputs
+        # only once the kernel dropped it, never because a pause outlasted the zenoh lease.
+        self._alive_lock = NodeLock(self._wiring.run_id, self._spec.id)
+        self._alive_lock.acquire()
+        self._peers = PeerWatch(self._wiring.run_id, self._peer_gone,
+                                on_resumed=self._peer_resumed,
+                                name=f"pinflow-peerwatch-{self._spec.id}")
+        self._launcher = LauncherWatch(self._wiring.run_id, self._launcher_gone,
+                                       name=f"pinflow-launcher-watch-{self._spec.id}")
+        try:
+            self._session = open_session(listen=self._wiring.listen,
+                                         connect=self._wiring.connect)
+        except BaseException:
+            self._peers.close()
+            self._alive_lock.release()
+            raise
         self._receiver = SlotReceiver(self._session, self._keys, self._spec.id,
                                       self._consumer_keys,
                                       writable_mappings=self._devices.writable_mappings)
@@ -91,9 +114,11 @@ class Node:
         try:
             self._join()
         except BaseException:
+            self._peers.close()
             self._receiver.close()
             self._devices.close()
             self._session.close()
+            self._alive_lock.release()
             raise
         # zenoh runs callbacks on non-daemon threads that end only when the session closes,
         # and the interpreter joins those threads *before* atexit handlers run; this hook
@@ -177,10 +202,9 @@ class Node:
         if self._wiring.restarts:
             # A restarted node joins a running flow: wait (briefly) until its peers linked
             # to it, or its first messages would reach no subscriber.
-            self._wait_for(lambda: self._wiring.peers() <= self._alive_peers,
-                           _RESTART_PEER_WAIT_S, required=False)
+            self._wait_for(self._peers_joined, _RESTART_PEER_WAIT_S, required=False)
         else:
-            self._wait_for(lambda: self._wiring.peers() <= self._alive_peers or self._started(),
+            self._wait_for(lambda: self._peers_joined() or self._started(),
                            _PEER_WAIT_S, required=False)
         self._declared.append(liveliness.declare_token(keys.ready(self.id)))
         if not self._wait_for(self._started, self._wiring.startup_timeout_s, required=True):
@@ -201,6 +225,11 @@ class Node:
             self.stats, self._inbox.take_latencies, self._inbox.take_waiting,
         )
 
+    def _peers_joined(self) -> bool:
+        """Every peer is linked to us, or declared gone by the launcher (a node that died
+        before it was ready never joins: waiting for it would only delay the start)."""
+        return self._wiring.peers() - self._gone_peers <= self._alive_peers
+
     def _started(self) -> bool:
         return "running" in self._state or self._inbox.stopping
 
@@ -212,7 +241,8 @@ class Node:
                 if left <= 0:
                     if not required:
                         log.warning("node %s: peers %s not reachable yet", self.id,
-                                    sorted(self._wiring.peers() - self._alive_peers))
+                                    sorted(self._wiring.peers() - self._alive_peers
+                                           - self._gone_peers))
                     return False
                 self._lock.wait(min(left, 0.1))
         return True
@@ -278,22 +308,43 @@ class Node:
         return event
 
     def _on_alive(self, sample: zenoh.Sample) -> None:
+        """A peer's token came or went. Gone only means unreachable: the peer watch reports
+        it gone (``_peer_gone``) once its process really died, never after a mere pause."""
         node_id = last_part(sample.key_expr)
-        with self._lock:
-            if sample.kind == zenoh.SampleKind.PUT:
+        if sample.kind == zenoh.SampleKind.PUT:
+            # Settle a pending loss first: if the old process died, its slots are taken
+            # back before anything is addressed to its successor.
+            self._peers.back(node_id)
+            with self._lock:
                 self._alive_peers.add(node_id)
-            else:
-                self._alive_peers.discard(node_id)
-                if node_id not in self._wiring.restartable:
-                    timer = threading.Timer(_CLOSE_GRACE_S, self._close_inputs_from,
-                                            (node_id,))
-                    timer.daemon = True
-                    timer.start()
-                # else: the launcher may restart it; inputs close on its `gone` token
+                self._lock.notify_all()
+            return
+        with self._lock:
+            self._alive_peers.discard(node_id)
             self._lock.notify_all()
-        if sample.kind != zenoh.SampleKind.PUT:
-            for channel in self._outputs.values():
-                channel.consumer_lost(node_id)
+        if node_id != self.id:  # zenoh may echo our own token's loss after a lease expiry
+            self._peers.lost(node_id)
+
+    def _peer_gone(self, node_id: str) -> None:
+        """``node_id``'s process is gone (its liveness lock is free): take back the slots
+        it held, and close the inputs it fed unless the launcher may restart it."""
+        for channel in list(self._outputs.values()):
+            channel.consumer_lost(node_id)
+        if node_id not in self._wiring.restartable:
+            timer = threading.Timer(_CLOSE_GRACE_S, self._close_inputs_from, (node_id,))
+            timer.daemon = True
+            timer.start()
+        # else: the launcher may restart it; inputs close on its `gone` token
+
+    def _peer_resumed(self, node_id: str, lost_at: float) -> None:
+        """``node_id`` is back after a lost link, the same process: descriptors or releases
+        that crossed the dead link may be lost, so ask it which of our slots it still holds
+        and take back the others (on a thread of its own: it waits for the answer)."""
+        channels = [c for c in self._outputs.values() if node_id in c.consumers]
+        if channels:
+            threading.Thread(target=resync_consumer, daemon=True,
+                             args=(self._session, self._keys, node_id, channels, lost_at),
+                             name=f"pinflow-resync-{node_id}").start()
 
     def _alive_snapshot(self) -> set[str]:
         with self._lock:
@@ -308,7 +359,12 @@ class Node:
     def _on_gone(self, sample: zenoh.Sample) -> None:
         """The launcher will not restart this node again: close the inputs it fed."""
         if sample.kind == zenoh.SampleKind.PUT:
-            self._close_inputs_from(last_part(sample.key_expr), for_good=True)
+            node_id = last_part(sample.key_expr)
+            with self._lock:
+                self._gone_peers.add(node_id)
+                self._lock.notify_all()
+            self._peers.gone(node_id)
+            self._close_inputs_from(node_id, for_good=True)
 
     def _on_state(self, sample: zenoh.Sample) -> None:
         state = last_part(sample.key_expr)
@@ -320,8 +376,20 @@ class Node:
             self._lock.notify_all()
 
     def _on_launcher(self, sample: zenoh.Sample) -> None:
-        if sample.kind == zenoh.SampleKind.DELETE:
+        """The launcher's token vanished: stop only if the launcher really is gone (nobody
+        holds the run lock). A pause of ours, or of the launcher, that outlasted the zenoh
+        lease looks the same from here, and then the mesh comes back."""
+        self._launcher.seen(sample.kind == zenoh.SampleKind.PUT)
+
+    def _launcher_gone(self) -> None:
+        global launcher_lost
+        with self._lock:
+            if self._inbox.stopping:
+                return  # already stopping (STOP came first): nothing was lost
             self._inbox.stop("LAUNCHER_LOST")
+            launcher_lost = True
+        self.log(f"the launcher of run {self.run_id} is gone (its run lock is not held): "
+                 "stopping with LAUNCHER_LOST", level="warning")
 
     # -- timers ---------------------------------------------------------------------------
     def _on_tick(self, name: str, wall_ns: int, k: int) -> None:
@@ -440,13 +508,16 @@ class Node:
             # gone for good.
             send_eos = self._wiring.restart_policy == "never"
             for channel in self._outputs.values():
-                channel.close(send_eos=send_eos)
+                channel.close(self._wiring.drain_timeout_s, send_eos=send_eos)
             for declared in reversed(self._declared):
                 declared.undeclare()
+            self._peers.close()
+            self._launcher.close()
             self._receiver.close()  # unregisters segments from CUDA before unmapping
             self._devices.close()
         finally:
             self._session.close()
+            self._alive_lock.release()
 
     def __enter__(self) -> Node:
         return self

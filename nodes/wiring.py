@@ -43,6 +43,9 @@ class Wiring:
     consumer_keys: dict[str, str] = field(default_factory=dict)
     """Consumer node id -> the key (hex) that consumer shares with this node, for every
     consumer of this node's outputs."""
+    drain_timeout_s: float = 1.0
+    """How long closing an output waits for consumers to hand slots back; the launcher
+    keeps it well under its stop grace."""
 
     @property
     def spec(self) -> NodeSpec:

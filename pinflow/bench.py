@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -169,10 +170,20 @@ class ArmResult:
     """Per delivered frame, in delivery order (for plots and your own statistics)."""
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
+def _lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The per-frame records a consumer wrote (its closing summary left out)."""
+    return [r for r in _lines(path) if "summary" not in r]
+
+
+def _probe_summary(path: Path) -> dict[str, int]:
+    """The latency probe's closing counts: received, dropped (queue), malformed."""
+    return next((r["summary"] for r in _lines(path) if "summary" in r), {})
 
 
 def _pinflow_yaml(arm: str, frames: int, fps: float, out: Path, device: str) -> str:
@@ -246,13 +257,14 @@ def _run_arm_in(stack: contextlib.ExitStack, arm: str, frames: int, fps: float, 
     thread.start()
     start = time.monotonic()
     error = None
-    for proc in procs:
+    for index, proc in enumerate(procs):
         try:
             output, _ = proc.communicate(timeout=120 + frames / max(fps, 1))
         except subprocess.TimeoutExpired:
             proc.kill()
             output, _ = proc.communicate()
             error = "timed out"
+        (work / f"{tag}-{index}.out").write_bytes(output)  # what the processes printed
         if proc.returncode and error is None:
             error = output.decode(errors="replace").strip().splitlines()[-1:] or ["failed"]
             error = f"exit {proc.returncode}: {error[0]}"
@@ -343,12 +355,43 @@ def measure_arm(arm: str, frames: int, max_frames: int, device: str, work: Path,
     )
 
 
+_CAMERA_SUMMARY = re.compile(r"camera: summary frames=(\d+) sent=(\d+) dropped_pool_full=(\d+) "
+                             r"ticks_missed=(\d+)")
+
+
+def account(frames: int, camera: dict[str, int], probe: dict[str, int], delivered: int
+            ) -> dict[str, int]:
+    """Where every frame of a soak went. ``lost`` is what nothing counted: it must be 0."""
+    sent = camera.get("sent", 0)
+    dropped_queue = probe.get("dropped", 0)
+    return {
+        "frames": frames,
+        "sent": sent,
+        "dropped_pool_full": camera.get("dropped_pool_full", 0),
+        "not_produced": frames - camera.get("frames", 0),
+        "ticks_missed": camera.get("ticks_missed", 0),
+        "dropped_consumer_queue": dropped_queue,
+        "malformed": probe.get("malformed", 0),
+        "delivered": delivered,
+        "lost": sent - delivered - dropped_queue,
+    }
+
+
 def soak(duration: float) -> dict[str, Any]:
-    """The pinned arm for ``duration`` seconds: RSS and pinned bytes must stay flat."""
+    """The pinned arm for ``duration`` seconds: memory must stay flat and every frame must
+    be delivered or counted where it was dropped."""
     device, reason = _target_device()
     frames = int(duration * 30)
     with tempfile.TemporaryDirectory(prefix="pinflow-soak-") as tmp:
-        records, sampler, error, wall = _run_arm("pinned", frames, 30.0, device, Path(tmp))
+        work = Path(tmp)
+        records, sampler, error, wall = _run_arm("pinned", frames, 30.0, device, work)
+        output = (work / "pinned-30-0.out").read_text(errors="replace")
+        probe = _probe_summary(work / "pinned-30.jsonl")
+    match = _CAMERA_SUMMARY.search(output)
+    camera = dict(zip(("frames", "sent", "dropped_pool_full", "ticks_missed"),
+                      map(int, match.groups()), strict=True)) if match else {}
+    if not match and error is None:
+        error = "the camera printed no summary"
     # "start" is taken once the flow has streamed for a few seconds: before that, RSS grows
     # by imports and by the pool pages each process touches for the first time.
     start = records[0]["capture_ns"] / 1e9 + min(5.0, duration / 4) if records else 0.0
@@ -361,8 +404,10 @@ def soak(duration: float) -> dict[str, Any]:
     rows["pinned_mib"] = {"start": (sampler.pinned_first or 0) / 2**20,
                           "end": sampler.pinned_last / 2**20}
     flat = all(r["end"] - r["start"] <= max(8.0, 0.05 * r["start"]) for r in rows.values())
+    frames_row = account(frames, camera, probe, len(records))
     return {"schema": 1, "duration_s": wall, "device": device, "no_gpu_reason": reason,
-            "frames": frames, "delivered": len(records), "error": error, **rows, "flat": flat}
+            "frames": frames, "delivered": len(records), "error": error, **rows, "flat": flat,
+            "accounting": frames_row, "lost": frames_row["lost"]}
 
 
 def render_soak(result: dict[str, Any]) -> str:
@@ -371,6 +416,13 @@ def render_soak(result: dict[str, Any]) -> str:
     for key in ("producer_rss_mib", "consumer_rss_mib", "pinned_mib"):
         row = result[key]
         lines.append(f"  {key:<18} start {row['start']:8.1f}  end {row['end']:8.1f}")
+    a = result["accounting"]
+    lines.append(f"  frames: {a['sent']} sent, {a['delivered']} delivered; dropped: "
+                 f"{a['dropped_pool_full']} pool full (camera), {a['dropped_consumer_queue']} "
+                 f"consumer queue; {a['not_produced']} not produced; {a['malformed']} malformed; "
+                 f"{a['ticks_missed']} timer ticks missed")
+    lines.append("  lost (counted nowhere): 0" if a["lost"] == 0
+                 else f"  LOST (counted nowhere): {a['lost']}")
     lines.append("  flat: yes" if result["flat"] else "  flat: NO, memory grew")
     if result["error"]:
         lines.append(f"  ERROR {result['error']}")

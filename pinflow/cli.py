@@ -42,13 +42,15 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    from pinflow.transport.cleanup import clean_dead_runs
-    from pinflow.transport.segment import shm_dir
+    from pinflow.transport.cleanup import sweep_dead_runs
 
-    removed = clean_dead_runs()
-    for name in removed:
-        print(f"removed {shm_dir() / name}")
-    print(f"{len(removed)} leftover file(s) of dead runs removed; live runs untouched")
+    sweep = sweep_dead_runs()
+    for path in sweep.removed:
+        print(f"removed {path}")
+    for why in sweep.kept:
+        print(f"left alone {why}")
+    print(f"{len(sweep.removed)} leftover(s) of dead runs removed; live runs untouched"
+          + (f"; {len(sweep.kept)} still in use left alone" if sweep.kept else ""))
     return 0
 
 
@@ -76,7 +78,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(bench.render_soak(result))
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
-        return 0 if result["flat"] and not result["error"] else 1
+        return 0 if result["flat"] and not result["error"] and not result["lost"] else 1
     frames = args.frames or (90 if args.quick else 300)
     max_frames = 0 if args.no_max_fps else (60 if args.quick else 150)
     arms, skipped = (args.arms, {}) if args.arms else bench.default_arms()
@@ -171,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(pip install 'pinflow[plot]')")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="soak mode: run the pinned flow this long; RSS and pinned bytes "
-                        "must stay flat")
+                        "must stay flat and every frame be delivered or counted as dropped")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("top", help="live table of every running dataflow's nodes: queues, "

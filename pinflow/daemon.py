@@ -26,7 +26,7 @@ from pinflow import spec as spec_module
 from pinflow.cluster import result_to_json
 from pinflow.errors import LaunchError, PinflowError, SpecError
 from pinflow.launcher import Launcher
-from pinflow.transport.cleanup import clean_dead_runs
+from pinflow.transport.cleanup import sweep_dead_runs
 from pinflow.transport.wire import WireKeys, daemon_key, open_wire
 
 READY = "ready: waiting for launchers"
@@ -82,9 +82,10 @@ class Daemon:
         self.log_dir = log_dir
         self.out = out or sys.stdout
         self.wire = open_wire(listen=listen, connect=connect)
-        removed = clean_dead_runs()  # what a killed predecessor could not unlink
-        if removed:
-            self.say(f"removed {len(removed)} /dev/shm file(s) of dead runs")
+        sweep = sweep_dead_runs()  # what a killed predecessor could not unlink
+        if sweep.removed:
+            self.say(f"removed {len(sweep.removed)} leftover(s) of dead run(s) "
+                     f"{', '.join(sweep.runs())}")
         self.stopping = threading.Event()
         self._runs: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._lock = threading.Lock()

@@ -4,7 +4,9 @@ Seed 001 diagnosed a starved GPU pipeline by plotting queue occupancy and both r
 hand. The launcher does it continuously: an input whose queue is near full and dropping
 is consumer-bound (backlog); an input that sits near empty while its node waits, fed by a
 producer that is busy all the time, is producer-bound (starvation). A producer that mostly
-waits (a camera on a 30 Hz timer) is rate-limited by design, not a bottleneck.
+waits (a camera on a 30 Hz timer) is rate-limited by design, not a bottleneck. A producer
+whose every slot is held by consumers looks busy and its consumers idle, but the consumer
+that keeps the slots is the bottleneck (slots held), and is named as such.
 """
 
 from __future__ import annotations
@@ -42,7 +44,16 @@ def diagnose(reports: dict[str, dict[str, Any]]) -> list[Finding]:
             produced = out_rate if out_rate is not None else inp.get("in_rate", 0.0)
             handled = inp.get("handled_rate", 0.0)
             where = f"node '{node_id}' input '{name}' (from '{source}')"
-            if inp.get("occupancy", 0) >= FULL and inp.get("drop_rate", 0) > 0:
+            held = _slots_held(producer, output)
+            if held is not None:
+                if node_id not in held["worst"]:
+                    continue  # another consumer holds the slots: neither side is to blame
+                findings.append(Finding(node_id, name, "consumer-bound", (
+                    f"slots held: {where}: consumers hold all {held['slots']} slots of "
+                    f"'{source}' ({held['holders']}); '{producer_id}' {held['effect']}; the "
+                    f"consumer '{node_id}' is the bottleneck: it keeps received values (drop "
+                    "them or call event.release() sooner, or raise `slots` on the output)")))
+            elif inp.get("occupancy", 0) >= FULL and inp.get("drop_rate", 0) > 0:
                 findings.append(Finding(node_id, name, "consumer-bound", (
                     f"backlog: {where}: '{source}' produces {produced:.1f} msg/s, "
                     f"'{node_id}' handles {handled:.1f} msg/s and drops "
@@ -58,6 +69,27 @@ def diagnose(reports: dict[str, dict[str, Any]]) -> list[Finding]:
                     f"could handle about {handled / busy:.1f} msg/s; the producer "
                     f"'{producer_id}' is the bottleneck")))
     return findings
+
+
+def _slots_held(producer: dict[str, Any] | None, output: str) -> dict[str, Any] | None:
+    """If consumers hold every slot of ``output`` and the producer suffers for it (it
+    waited for a slot or dropped messages): who holds them, and the consumers holding most
+    (``worst``)."""
+    out = (producer or {}).get("outputs", {}).get(output, {})
+    pool = out.get("pool") or {}
+    held_by = pool.get("held_by") or {}
+    slots = pool.get("slots", 0)
+    if not slots or pool.get("in_use", 0) < slots or not held_by:
+        return None
+    waits, drops = pool.get("exhausted_waits", 0), out.get("dropped_full", 0)
+    if not (waits or drops):
+        return None
+    most = max(held_by.values())
+    effect = (f"dropped {drops} message(s) for want of a free slot" if drops
+              else f"waited for a free slot {waits} time(s)")
+    holders = ", ".join(f"'{c}' holds {n}" for c, n in sorted(held_by.items()))
+    return {"slots": slots, "holders": holders, "effect": effect,
+            "worst": {c for c, n in held_by.items() if n == most}}
 
 
 class Diagnoser:

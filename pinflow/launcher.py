@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import zenoh
 
+from pinflow._child import LAUNCHER_LOST_EXIT
 from pinflow.cluster import Cluster
 from pinflow.diagnosis import Diagnoser
 from pinflow.errors import LaunchError
@@ -33,10 +34,10 @@ from pinflow.supervisor import MemoryWatch, over_limit, restart_delay
 from pinflow.transport import budget
 from pinflow.transport.auth import Keyring
 from pinflow.transport.bridge import Bridge
-from pinflow.transport.channel import default_slots
-from pinflow.transport.cleanup import RunLock, remove_node_segments
+from pinflow.transport.channel import DRAIN_TIMEOUT_S, default_slots
+from pinflow.transport.cleanup import RunLock, remove_node_segments, sweep_dead_runs
 from pinflow.transport.keys import RunKeys, last_part
-from pinflow.transport.segment import PAGE
+from pinflow.transport.segment import PAGE, shm_dir
 from pinflow.transport.session import (
     LAUNCHER_SOCKET,
     make_run_dir,
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from pinflow.daemon import HostLink
 
 TAIL_LINES = 8
+LAUNCHER_LOST_WHY = ("it stopped with LAUNCHER_LOST while the launcher was running: its run "
+                     "lock was not held, was it removed by hand or by a cleaner?")
 
 
 def new_run_id() -> str:
@@ -114,6 +117,8 @@ class RunResult:
                 continue
             why = (f"stopped by the launcher: {r.stopped_why}" if r.stopped_why
                    else f"did not stop within the grace period ({r.forced})" if r.forced
+                   else f"exit code {r.returncode} ({LAUNCHER_LOST_WHY})"
+                   if r.returncode == LAUNCHER_LOST_EXIT
                    else f"exit code {r.returncode}" if r.returncode >= 0
                    else f"killed by signal {signal.Signals(-r.returncode).name}")
             where = f" on machine {r.machine!r}" if r.machine else ""
@@ -204,11 +209,42 @@ class Launcher:
     # -- lifecycle ------------------------------------------------------------------------
     def run(self, stop_after: float | None = None) -> RunResult:
         self.check_pinned_budget()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir_made = not self.log_dir.exists()
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LaunchError(f"cannot create the log folder {self.log_dir}: "
+                              f"{exc.strerror}; pass --log-dir") from None
         run_lock = RunLock(self.run_id)
-        run_lock.acquire()  # marks the run's shared memory as live for `pinflow clean`
-        sock_dir = make_run_dir(self.run_id)
-        session = open_session(listen=[unix_endpoint(sock_dir / LAUNCHER_SOCKET)], connect=[])
+        started = False
+        try:
+            run_lock.acquire()  # marks the run's shared memory as live for `pinflow clean`
+            sock_dir = make_run_dir(self.run_id)
+            try:
+                session = self._open_session(sock_dir)
+                started = True
+                self._run_in(session, sock_dir, stop_after)
+            finally:
+                shutil.rmtree(sock_dir, ignore_errors=True)
+        finally:
+            run_lock.release()  # unlinks every segment of the run that is still there
+            if not started and log_dir_made:
+                with contextlib.suppress(OSError):
+                    self.log_dir.rmdir()  # a start that failed leaves nothing behind
+        return RunResult(self.run_id, self._results(), self.log_dir)
+
+    @staticmethod
+    def _open_session(sock_dir: Path) -> zenoh.Session:
+        endpoint = unix_endpoint(sock_dir / LAUNCHER_SOCKET)
+        try:
+            return open_session(listen=[endpoint], connect=[])
+        except zenoh.ZError as exc:
+            raise LaunchError(f"cannot open the run's zenoh session on {endpoint}: {exc}"
+                              ) from None
+
+    def _run_in(self, session: zenoh.Session, sock_dir: Path,
+                stop_after: float | None) -> None:
+        """The run itself, on the launcher's session (closed here, however it ends)."""
         bridge: Bridge | None = None
         try:
             liveliness = self._liveliness = session.liveliness()
@@ -244,9 +280,6 @@ class Launcher:
             for token in self._tokens:
                 token.undeclare()
             session.close()
-            shutil.rmtree(sock_dir, ignore_errors=True)
-            run_lock.release()  # unlinks every segment of the run that is still there
-        return RunResult(self.run_id, self._results(), self.log_dir)
 
     def check_pinned_budget(self) -> None:
         """Refuse to start if the pinned pools the YAML sizes up front do not fit the
@@ -360,6 +393,7 @@ class Launcher:
                 consumer_secret=self.keyring.secret(node.id),
                 consumer_keys=self.keyring.pair_keys(
                     node.id, {c[0] for readers in consumers.values() for c in readers}),
+                drain_timeout_s=min(DRAIN_TIMEOUT_S, self.grace_s / 4),
             )
             proc = NodeProcess(node, wiring, None, self.log_dir / f"{node.id}.log")  # type: ignore[arg-type]
             self._start_process(proc, wiring)
@@ -390,6 +424,10 @@ class Launcher:
         """Hold the start until every live node declared ready (or the startup timeout)."""
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline and not self.stop_requested.is_set():
+            # A node that dies before it is ready is declared gone (or restarted) now, so
+            # its peers, waiting for it to join, stop waiting.
+            self._reap()
+            self._restart_due(time.monotonic())
             waiting = self._not_ready()
             if not waiting:
                 return
@@ -417,6 +455,8 @@ class Launcher:
             removed = remove_node_segments(self.run_id, proc.spec.id)
             if code != 0:
                 extra = f"; removed {len(removed)} segment(s) it left" if removed else ""
+                if code == LAUNCHER_LOST_EXIT:
+                    extra += f" ({LAUNCHER_LOST_WHY})"
                 self.say(f"node {proc.spec.id!r} exited with code {code}{extra}")
             delay = restart_delay(proc.spec, proc.restarts, code, stopping=stopping)
             if delay is not None:
@@ -496,6 +536,7 @@ def run(spec: DataflowSpec, *, stop_after: float | None = None, log_dir: Path | 
     A first Ctrl-C starts the graceful stop; a second one skips the grace period. Nodes
     with ``machine:`` run on the hosts whose daemons the wire endpoints reach.
     """
+    _sweep_leftovers(out or sys.stdout)
     wire = None
     if spec.machines() and (wire_listen or wire_connect):
         wire = open_wire(listen=wire_listen or [], connect=wire_connect or [])
@@ -508,6 +549,19 @@ def run(spec: DataflowSpec, *, stop_after: float | None = None, log_dir: Path | 
     finally:
         if wire is not None:
             wire.close()
+
+
+def _sweep_leftovers(out: TextIO) -> None:
+    """Remove what dead runs left (a killed launcher cannot), and say so: their pools would
+    otherwise sit in memory, and their files confuse `pinflow top` and `clean`."""
+    sweep = sweep_dead_runs()
+    if sweep.removed:
+        shm = shm_dir()
+        names = ", ".join(p.name if p.parent == shm else str(p) for p in sweep.removed)
+        print(f"pinflow | removed {len(sweep.removed)} leftover(s) of dead run(s) "
+              f"{', '.join(sweep.runs())}: {names}", file=out, flush=True)
+    for why in sweep.kept:
+        print(f"pinflow | left alone, still in use: {why}", file=out, flush=True)
 
 
 def _run(launcher: Launcher, stop_after: float | None) -> RunResult:

@@ -2,13 +2,16 @@
 
 The test session keeps everything it creates in folders of its own, set here before any
 pinflow module is imported and inherited by every process a test starts:
-``PINFLOW_SHM_DIR`` (segments and run locks, a tmpfs folder under /dev/shm) and ``TMPDIR``
-(the runs' socket folders). So the suite can run beside a live ``pinflow run``, or beside
-another test session, without seeing, judging or deleting anything of theirs.
+``PINFLOW_SHM_DIR`` (segments, run locks and node liveness files, a tmpfs folder under
+/dev/shm) and ``TMPDIR`` (the runs' socket folders). So the suite can run beside a live
+``pinflow run``, or beside another test session, without seeing, judging or deleting anything
+of theirs (``tests/test_leftovers.py`` proves it against a real run). The only thing the
+session creates in the real /dev/shm is its own folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -45,19 +48,38 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
 
 
-def _pinflow_shm() -> set[str]:
-    return {p.name for p in SHM.iterdir()}
+def _session_files() -> set[Path]:
+    """What runs of this session leave when they do not clean up: files in the session's
+    shared-memory folder and run folders in its socket folder (``<TMPDIR>/pinflow-<uid>``)."""
+    runs = Path(tempfile.gettempdir()) / f"pinflow-{os.getuid()}"
+    found = set(SHM.iterdir())
+    if runs.is_dir():
+        found |= set(runs.iterdir())
+    return found
+
+
+@contextlib.contextmanager
+def leftover_guard() -> Iterator[None]:
+    """Fail if the block leaves shared-memory files or run socket folders of this session
+    behind (they are removed, so one failure does not spill into the next test). It looks
+    only into the session's own folders: a live run elsewhere is never seen, let alone
+    touched."""
+    before = _session_files()
+    yield
+    left = _session_files() - before
+    for path in left:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    assert not left, f"test left files behind: {sorted(str(p) for p in left)}"
 
 
 @pytest.fixture(autouse=True)
 def no_shm_leftovers() -> Iterator[None]:
-    """Fail any test that leaves files in the session's shared-memory folder."""
-    before = _pinflow_shm()
-    yield
-    left = _pinflow_shm() - before
-    for name in left:
-        (SHM / name).unlink(missing_ok=True)
-    assert not left, f"test left shared-memory files behind: {sorted(left)}"
+    """Fail any test that leaves files in the session's shared-memory or socket folders."""
+    with leftover_guard():
+        yield
 
 
 @dataclass

@@ -43,6 +43,13 @@ def test_soak_reports_memory_at_start_and_end(pinflow, tmp_path):
     assert set(result["producer_rss_mib"]) == {"start", "end"}
     assert result["pinned_mib"]["start"] > 0
     assert ("flat: yes" in run.stdout) == result["flat"]
+    # Every frame is delivered or counted where it was dropped; nothing is lost uncounted.
+    frames = result["accounting"]
+    assert frames["frames"] == 120 and frames["sent"] + frames["dropped_pool_full"] == 120
+    assert frames["delivered"] == result["delivered"] > 0
+    assert frames["sent"] == (frames["delivered"] + frames["dropped_consumer_queue"]
+                              + frames["lost"])
+    assert frames["lost"] == 0 and "lost (counted nowhere): 0" in run.stdout
 
 
 def test_cross_host_arm_measures_both_hosts_and_cleans_up():

@@ -158,3 +158,12 @@ def test_validate_reports_file_line_and_exits_2_without_traceback(pinflow, tmp_p
     assert run.returncode == 2
     assert f"{bad}:5: node 'a' input 'x': no node 'b'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_nothing_is_delivered_after_stop(pinflow):
+    run = pinflow("run", "after_stop.yml", "--stop-after", "2")
+    assert run.returncode == 0, run.output
+    watcher = run.result("watcher")
+    assert watcher["stop"] == "MANUAL" and watcher["inputs_before"] > 20
+    assert watcher["after"] == [], "STOP must be the last event"
+    assert watcher["ended"] is True

@@ -134,3 +134,15 @@ def test_forged_descriptors_are_refused_and_real_frames_still_arrive(pinflow):
     assert consumer["malformed"] == run.result("producer")["attacks"] == 13
     assert "dropped malformed message" in run.stdout
     assert "does not belong to producer/frames" in run.stdout
+
+
+def test_consumer_that_never_reads_is_blamed_and_its_producer_exits_normally(pinflow):
+    run = pinflow("run", "shm_never_reads.yml", "--stop-after", "3", "--grace", "4")
+    assert run.returncode == 1
+    assert "node 'hog' failed: did not stop within the grace period (SIGTERM)" in run.stderr
+    assert "node 'producer' failed" not in run.stderr, run.output
+    assert "still running after STOP: sending SIGTERM" in run.stdout
+    assert "node 'producer' still running after STOP" not in run.stdout
+    assert "producer/frames: closing while consumers still hold slots after 1.0s: 'hog' " \
+        "holds 3" in run.stdout
+    assert run.result("producer")["error"] is None

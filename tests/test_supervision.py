@@ -106,3 +106,30 @@ def test_crashing_producer_restarts_and_its_consumer_resumes_without_restarting(
     # three incarnations of 10 frames each, numbered from 0 by each new process
     assert consumer["indices"] == list(range(10)) * 3
     assert consumer["segments_mapped"] == 3, "one new pool per producer incarnation"
+
+
+def test_consumer_holding_every_slot_is_diagnosed_as_the_bottleneck_not_its_producer(pinflow):
+    run = pinflow("run", "shm_slots_held.yml", "--stop-after", "6")
+    assert run.returncode == 0, run.output
+    line = next(x for x in run.stdout.splitlines() if "slots held:" in x)
+    assert "node 'consumer' input 'frames' (from 'producer/frames')" in line
+    assert "consumers hold all 3 slots of 'producer/frames' ('consumer' holds 3)" in line
+    assert "the consumer 'consumer' is the bottleneck" in line
+    assert "the producer 'producer' is the bottleneck" not in run.stdout
+    assert run.result("producer")["exhausted"] > 0
+
+
+def test_slots_held_by_one_consumer_blame_that_consumer_only():
+    pool = {"slots": 4, "in_use": 4, "free": 0, "exhausted_waits": 7,
+            "held_by": {"gpu": 4, "sink": 1}}
+    reports = {
+        "cam": _report("cam", waiting=0.0, outputs={"image": {"out_rate": 2.0, "pool": pool,
+                                                              "dropped_full": 0}}),
+        "gpu": _report("gpu", waiting=0.9, inputs={"image": _input("cam/image", occupancy=0.0)}),
+        "sink": _report("sink", waiting=0.9, inputs={
+            "image": _input("cam/image", occupancy=0.0)}),
+    }
+    (finding,) = diagnose(reports)
+    assert (finding.node, finding.kind) == ("gpu", "consumer-bound")
+    assert "'gpu' holds 4, 'sink' holds 1" in finding.message
+    assert "'cam' waited for a free slot 7 time(s)" in finding.message

@@ -42,6 +42,10 @@ def _eos_parts(data_key: str, seq: int) -> tuple[bytes, ...]:
     return b"eos", data_key.encode(), str(seq).encode()
 
 
+def _held_parts(held_key: str, nonce: str) -> tuple[bytes, ...]:
+    return b"held", held_key.encode(), nonce.encode()
+
+
 class ConsumerKeys:
     """A consumer's side: signs its releases, checks that an end of stream is genuine."""
 
@@ -58,6 +62,10 @@ class ConsumerKeys:
 
     def sign_release(self, producer: str, release_key: str, body: bytes) -> bytes:
         return mac(self._key(producer), b"release", release_key.encode(), body)
+
+    def sign_held(self, producer: str, held_key: str, nonce: str, body: bytes) -> bytes:
+        """MAC of an answer to ``producer``'s held-slots query (``nonce`` is the query's)."""
+        return mac(self._key(producer), *_held_parts(held_key, nonce), body)
 
     def eos_is_genuine(self, producer: str, data_key: str, seq: int,
                        macs: dict[str, str]) -> bool:
@@ -82,6 +90,15 @@ class ProducerKeys:
         if key is None or len(signature) != MAC_BYTES:
             return False
         return hmac.compare_digest(signature, mac(key, b"release", release_key.encode(), body))
+
+    def held_is_genuine(self, consumer: str, held_key: str, nonce: str, body: bytes,
+                        signature: bytes) -> bool:
+        """The answer to our held-slots query (with ``nonce``) really comes from
+        ``consumer``: a forged or replayed one could make us take back slots it holds."""
+        key = self._keys.get(consumer)
+        if key is None or len(signature) != MAC_BYTES:
+            return False
+        return hmac.compare_digest(signature, mac(key, *_held_parts(held_key, nonce), body))
 
     def sign_eos(self, data_key: str, seq: int) -> dict[str, str]:
         """One MAC per consumer: each checks its own, none can make another's."""

@@ -25,9 +25,10 @@ from pinflow.errors import DescriptorError, PinflowError
 from pinflow.spec import GATEWAY_ID, DataflowSpec, OutputSpec
 from pinflow.transport import message
 from pinflow.transport.auth import Keyring
-from pinflow.transport.channel import OutputChannel, PoolOptions
+from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
 from pinflow.transport.codec import Encoded, check_layout
 from pinflow.transport.keys import RunKeys, last_part
+from pinflow.transport.liveness import NodeLock, PeerWatch
 from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import SlotReceiver
 from pinflow.transport.wire import WireKeys, local_run_id
@@ -241,6 +242,12 @@ class Bridge:
         self._to_wire: dict[str, zenoh.LivelinessToken] = {}
         self._to_local: dict[str, zenoh.LivelinessToken] = {}
         self._declared: list[Any] = []
+        # Local peers whose token vanished are gone only once their process died (see
+        # pinflow.transport.liveness); the gateway itself holds a liveness lock like a node.
+        self._peers = PeerWatch(self.local_keys.run_id, self._peer_gone,
+                                on_resumed=self._peer_resumed,
+                                name="pinflow-gateway-peerwatch")
+        self._alive_lock = NodeLock(self.local_keys.run_id, GATEWAY_ID)
 
     @property
     def is_launcher_host(self) -> bool:
@@ -270,6 +277,7 @@ class Bridge:
                 self.local_keys.stats_all(), self._on_local_stats))
         self._open_data_paths()
         if self.exporters:
+            self._alive_lock.acquire()
             self._declared.append(local_live.declare_token(self.local_keys.alive(GATEWAY_ID)))
 
     def _open_data_paths(self) -> None:
@@ -289,16 +297,30 @@ class Bridge:
         """A token on this host's mesh: track who is alive here; mirror our nodes' tokens."""
         kind, node_id = str(sample.key_expr).rsplit("/", 2)[-2:]
         put = sample.kind == zenoh.SampleKind.PUT
-        if kind == "alive":
+        if kind == "alive" and node_id != GATEWAY_ID:
+            if put:
+                self._peers.back(node_id)
             with self._lock:
                 (self._alive_here.add if put else self._alive_here.discard)(node_id)
             if not put:
-                for importer in self.importers:
-                    importer.channel.consumer_lost(node_id)
-                if node_id in self.here:  # a producer here is gone: unmap its segments
-                    self.receiver.producer_gone(node_id)
+                self._peers.lost(node_id)
         if kind in MIRRORED and node_id in self.here:
             self._mirror(self._to_wire, self.wire, self.wire_keys.token(kind, node_id), put)
+
+    def _peer_gone(self, node_id: str) -> None:
+        """A local node's process is gone: take back its slots in our pools, unmap its."""
+        for importer in self.importers:
+            importer.channel.consumer_lost(node_id)
+        if node_id in self.here:
+            self.receiver.producer_gone(node_id)
+
+    def _peer_resumed(self, node_id: str, lost_at: float) -> None:
+        """A local consumer is back after a lost link: settle the slots our pools lent it."""
+        channels = [i.channel for i in self.importers if node_id in i.channel.consumers]
+        if channels:
+            threading.Thread(target=resync_consumer, daemon=True,
+                             args=(self.local, self.local_keys, node_id, channels, lost_at),
+                             name=f"pinflow-gateway-resync-{node_id}").start()
 
     def _on_wire_token(self, sample: zenoh.Sample) -> None:
         """A remote node's token: re-declare it on this host's mesh."""
@@ -355,9 +377,11 @@ class Bridge:
             importer.close()
         for declared in reversed(self._declared):
             declared.undeclare()
+        self._peers.close()
         with self._lock:
             for token in [*self._to_wire.values(), *self._to_local.values()]:
                 token.undeclare()
             self._to_wire.clear()
             self._to_local.clear()
         self.receiver.close()
+        self._alive_lock.release()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -36,9 +37,68 @@ log = logging.getLogger("pinflow.transport")
 MAX_POOL_BYTES_ENV = "PINFLOW_MAX_POOL_BYTES"
 DEFAULT_MAX_POOL_BYTES = 2 << 30
 """Hard cap on one output's pool (all slots) unless PINFLOW_MAX_POOL_BYTES says otherwise."""
+DRAIN_TIMEOUT_S = 1.0
+"""How long ``close`` waits for consumers to hand slots back: far above the milliseconds a
+descriptor takes to arrive (consumers map on arrival), well under the launcher's 5 s stop
+grace, so a consumer that never reads cannot get its producer killed."""
 GROWTH = 1.25
 """A pool sized from traffic regrows to 1.25x the larger message, so a stream of slowly
 growing payloads does not recreate the segment on every message."""
+
+
+RESYNC_DELAY_S = 1.0
+"""How long after a consumer is back the producer waits before asking it which slots it
+holds: descriptors still buffered on the dead link reach it within milliseconds of it
+resuming, and must be counted as held, not as lost."""
+
+
+def ask_held(session: zenoh.Session, keys: RunKeys, producer: str, consumer: str,
+             auth: ProducerKeys, timeout: float = 2.0) -> set[tuple[str, int, int]] | None:
+    """The ``(segment, index, generation)`` slots of ``producer`` that ``consumer`` holds,
+    asked over zenoh; None if no genuine answer came (then nothing is taken back). The
+    answer must carry the consumer's MAC over this query's nonce: a forged or replayed one
+    could otherwise make us take back slots it still reads."""
+    nonce = secrets.token_hex(message.NONCE_BYTES)
+    key = keys.held(consumer)
+    try:
+        replies = list(session.get(key, payload=message.HeldQuery(producer, nonce).encode(),
+                                   timeout=timeout))
+    except Exception as exc:  # session closing
+        log.debug("asking %s for its slots failed: %s", consumer, exc)
+        return None
+    for reply in replies:
+        if reply.ok is None:
+            continue
+        body = reply.ok.payload.to_bytes()
+        signature = reply.ok.attachment.to_bytes() if reply.ok.attachment else b""
+        if not auth.held_is_genuine(consumer, key, nonce, body, signature):
+            log.warning("ignored an answer about %s's slots that it did not sign", consumer)
+            continue
+        try:
+            answer = message.decode_held_reply(body)
+        except DescriptorError as exc:
+            log.warning("ignored a malformed answer from %s about its slots: %s", consumer, exc)
+            continue
+        if answer.consumer == consumer:
+            return {(seg, index, gen) for seg, index, gen in answer.held}
+    return None
+
+
+def resync_consumer(session: zenoh.Session, keys: RunKeys, consumer: str,
+                    channels: list[OutputChannel], lost_at: float) -> None:
+    """After ``consumer``'s link was lost at ``lost_at`` (monotonic) and came back: ask it
+    which slots it holds and take back, in ``channels``, the others lent to it before the
+    loss (see :meth:`OutputChannel.resync`). Runs on a thread of its own: it waits."""
+    time.sleep(RESYNC_DELAY_S)
+    if not channels:
+        return
+    held = ask_held(session, keys, channels[0].node_id, consumer, channels[0].auth)
+    if held is None:
+        log.warning("%s did not say which slots it holds after its link came back; its "
+                    "slots stay lent to it", consumer)
+        return
+    for channel in channels:
+        channel.resync(consumer, held, lost_at)
 
 
 def max_pool_bytes() -> int:
@@ -116,6 +176,16 @@ class OutputChannel:
             # Sized by the YAML: create (and prefault) the pool now, at node start-up,
             # not on the first message, where it would delay the first frames.
             self._pool_for(options.slot_bytes, options.pinned)
+
+    @property
+    def consumers(self) -> frozenset[str]:
+        """Nodes this output is addressed to (as the launcher wired it)."""
+        return frozenset(self._consumers)
+
+    @property
+    def auth(self) -> ProducerKeys:
+        """The keys that prove which consumer a release or held-slots answer comes from."""
+        return self._auth
 
     @property
     def pool(self) -> SlotPool | None:
@@ -269,26 +339,60 @@ class OutputChannel:
             self._malformed.refuse(sample.key_expr, exc)
 
     def consumer_lost(self, node_id: str) -> int:
-        """A consumer died: take back every slot it held. Returns how many came free."""
+        """A consumer's process is gone: take back every slot it held. Returns how many came
+        free. Call it only once the process is really gone (its liveness lock is free, see
+        ``pinflow.transport.liveness``): a consumer that is only unreachable, say paused
+        past the zenoh lease, still reads the slots it holds."""
         freed = 0
         with self._lock:
             for pool in list(self._pools.values()):
                 freed += pool.drop_holder(node_id)
                 self._retire_if_idle(pool)
+        if freed:
+            log.info("%s/%s: took back %d slot(s) from %s, whose process is gone",
+                     self.node_id, self.output_id, freed, node_id)
         return freed
+
+    def resync(self, consumer: str, held: set[tuple[str, int, int]],
+               published_before: float) -> int:
+        """After a lost link: ``consumer`` holds exactly the ``(segment, index, generation)``
+        slots in ``held``; take back the others it was lent before ``published_before``."""
+        freed = 0
+        with self._lock:
+            for pool in list(self._pools.values()):
+                mine = {(index, gen) for seg, index, gen in held if seg == pool.name}
+                freed += pool.resync(consumer, mine, published_before)
+                self._retire_if_idle(pool)
+        if freed:
+            log.warning("%s/%s: %d slot(s) lent to %s were lost with a broken link (their "
+                        "descriptor or release never arrived); taken back", self.node_id,
+                        self.output_id, freed, consumer)
+        return freed
+
+    def held_by(self) -> dict[str, int]:
+        """Slots each consumer holds, over every pool of this output."""
+        counts: dict[str, int] = {}
+        for pool in self.pools():
+            for holder, n in pool.held_by().items():
+                counts[holder] = counts.get(holder, 0) + n
+        return counts
 
     # -- shutdown ---------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError(f"output {self.node_id}/{self.output_id} is closed")
 
-    def close(self, drain_timeout: float = 5.0, *, send_eos: bool = True) -> None:
-        """Send end-of-stream, wait for in-flight slots, then unlink the segments.
+    def close(self, drain_timeout: float = DRAIN_TIMEOUT_S, *, send_eos: bool = True) -> None:
+        """Send end-of-stream, wait briefly for in-flight slots, then unlink the segments.
 
         A consumer may not have mapped a segment yet when the producer finishes; unlinking
-        then would lose the messages it still has to read. So close waits (up to
-        ``drain_timeout``) until every slot is released or its consumer is gone. Mapped
-        slots stay valid for consumers after the unlink.
+        then would lose the messages it still has to read. So close waits until every slot
+        is released or its consumer is gone, but only ``drain_timeout``: consumers map a
+        segment as soon as a descriptor arrives, which takes milliseconds, whereas a
+        consumer that never reads would hold its slots until the launcher's stop grace ran
+        out, and the producer, not the consumer, would be killed and blamed. Slots still
+        held after that are named in one log line. Mapped slots stay valid for consumers
+        after the unlink.
         """
         if self._closed:
             return
@@ -301,6 +405,12 @@ class OutputChannel:
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and not all(p.idle() for p in self.pools()):
             time.sleep(0.01)
+        held = self.held_by()
+        if held:
+            log.warning(
+                "%s/%s: closing while consumers still hold slots after %.1fs: %s; they keep "
+                "their mapped slots, the producer exits", self.node_id, self.output_id,
+                drain_timeout, ", ".join(f"{c!r} holds {n}" for c, n in held.items()))
         self._releases.undeclare()
         self._publisher.undeclare()
         with self._lock:

@@ -66,6 +66,10 @@ class RunKeys:
     def stats_all(self) -> str:
         return f"{self.root}/stats/*"
 
+    def held(self, node_id: str) -> str:
+        """Queryable of a consumer: the slots it still holds (asked after a lost link)."""
+        return f"{self.root}/held/{_check(node_id)}"
+
     def gone(self, node_id: str) -> str:
         """Declared by the launcher when a node exited and will not be restarted."""
         return f"{self.root}/gone/{_check(node_id)}"

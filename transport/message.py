@@ -91,9 +91,56 @@ class Release(msgspec.Struct, forbid_unknown_fields=True):
         return _ENCODER.encode(self)
 
 
+NONCE_BYTES = 16
+MAX_HELD = 4 * 250
+"""Most slots one held-slots answer may name (a few pools of at most 250 slots)."""
+MAX_HELD_BYTES = 256 * 1024
+
+
+class HeldQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """A producer asks a consumer which of its slots it still holds (after a lost link).
+    The nonce makes the signed answer good for this question only."""
+
+    producer: str = msgspec.field(name="p")
+    nonce: str = msgspec.field(name="n")
+    """Hex, ``NONCE_BYTES`` random bytes."""
+
+    def encode(self) -> bytes:
+        return _ENCODER.encode(self)
+
+
+class HeldReply(msgspec.Struct, forbid_unknown_fields=True):
+    """A consumer's answer: the (segment, slot index, generation) of the asker's slots it
+    still holds; proven by the MAC in the attachment."""
+
+    consumer: str = msgspec.field(name="c")
+    held: Annotated[list[tuple[str, Count, Count]], msgspec.Meta(max_length=MAX_HELD)]
+
+    def encode(self) -> bytes:
+        return _ENCODER.encode(self)
+
+
 _ENCODER = msgspec.json.Encoder()
 _HEADER = msgspec.json.Decoder(Header)
 _RELEASE = msgspec.json.Decoder(Release)
+_HELD_QUERY = msgspec.json.Decoder(HeldQuery)
+_HELD_REPLY = msgspec.json.Decoder(HeldReply)
+
+
+def decode_held_query(raw: bytes) -> HeldQuery:
+    ask: HeldQuery = _decode(_HELD_QUERY, raw, "held-slots query", 1024)
+    try:
+        nonce = bytes.fromhex(ask.nonce)
+    except ValueError:
+        nonce = b""
+    if len(nonce) != NONCE_BYTES:
+        raise DescriptorError(f"held-slots query nonce must be {NONCE_BYTES} bytes of hex")
+    return ask
+
+
+def decode_held_reply(raw: bytes) -> HeldReply:
+    reply: HeldReply = _decode(_HELD_REPLY, raw, "held-slots answer", MAX_HELD_BYTES)
+    return reply
 
 
 def _decode(decoder: msgspec.json.Decoder, raw: bytes, what: str, limit: int) -> Any:

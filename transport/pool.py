@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,8 @@ class PoolStats:
     """acquire() calls that found no free slot and had to wait (or give up, with timeout=0)."""
     timeouts: int
     """acquire() calls that returned None because no slot freed up in time."""
+    held_by: dict[str, int]
+    """Slots each consumer holds right now (consumer node id -> slots)."""
 
 
 class Loan:
@@ -160,6 +163,7 @@ class SlotPool:
                 log.debug("pool %s: mlock refused (RLIMIT_MEMLOCK); pages stay prefaulted", name)
         self._cond = threading.Condition()
         self._generations = [0] * slots
+        self._published_at = [0.0] * slots  # monotonic time of each slot's last publish
         # Most recently freed slot is handed out first: its pages are the warmest.
         self._free = list(range(slots - 1, -1, -1))
         self._loans: dict[int, Loan] = {}
@@ -223,6 +227,7 @@ class SlotPool:
             index = loan.index
             generation = self._generations[index] + 1
             self._generations[index] = generation
+            self._published_at[index] = time.monotonic()
             self._write_entry(index, generation, loan.nbytes)
             if holders:
                 self._holders[index] = set(holders)
@@ -262,7 +267,9 @@ class SlotPool:
             return True
 
     def drop_holder(self, holder: str) -> int:
-        """A consumer died: release everything it held; returns how many slots became free."""
+        """``holder``'s process is gone (never merely unreachable: see
+        ``pinflow.transport.liveness``): release everything it held; returns how many
+        slots became free."""
         freed = 0
         with self._cond:
             for index in list(self._holders):
@@ -273,6 +280,27 @@ class SlotPool:
                         del self._holders[index]
                         self._free.append(index)
                         freed += 1
+            if freed:
+                self._cond.notify(freed)
+        return freed
+
+    def resync(self, holder: str, held: set[tuple[int, int]], published_before: float) -> int:
+        """``holder`` says it holds only the ``(index, generation)`` pairs in ``held``: take
+        back every other slot lent to it before ``published_before`` (the moment its link
+        was lost: it released them and the release was lost, or never got the descriptor).
+        Returns how many slots came free."""
+        freed = 0
+        with self._cond:
+            for index in list(self._holders):
+                holders = self._holders[index]
+                if (holder not in holders or (index, self._generations[index]) in held
+                        or self._published_at[index] >= published_before):
+                    continue
+                holders.discard(holder)
+                if not holders:
+                    del self._holders[index]
+                    self._free.append(index)
+                    freed += 1
             if freed:
                 self._cond.notify(freed)
         return freed
@@ -297,7 +325,20 @@ class SlotPool:
                 acquired_total=self._acquired_total,
                 exhausted_waits=self._exhausted_waits,
                 timeouts=self._timeouts,
+                held_by=self._held_by(),
             )
+
+    def held_by(self) -> dict[str, int]:
+        """Slots each consumer holds right now (consumer node id -> slots)."""
+        with self._cond:
+            return self._held_by()
+
+    def _held_by(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for holders in self._holders.values():
+            for holder in holders:
+                counts[holder] = counts.get(holder, 0) + 1
+        return dict(sorted(counts.items()))
 
     def _check_open(self) -> None:
         if self._closed:

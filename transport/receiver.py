@@ -10,6 +10,12 @@ The producer counts one release per consumer per published slot, so a consumer r
 ``(segment, slot, generation)`` at most once: a repeated or replayed descriptor is refused,
 never a second view the producer does not know about. Releases go out on this consumer's
 own key, signed with the key it shares with the producer (``transport/auth.py``).
+
+A descriptor or a release can die with a link (a pause on either side outlasted the zenoh
+lease), and the producer keeps our slots until our process is really gone. So the receiver
+answers, on ``held/<node>``, which slots it still holds (signed like a release, over the
+asker's nonce): a producer that got us back after a lost link takes back the others it lent
+us before the loss.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from pinflow.transport.auth import ConsumerKeys
 from pinflow.transport.keys import RunKeys
 from pinflow.transport.pool import SlotReader, SlotRef
 from pinflow.transport.segment import PINNED_SUFFIX, Segment, parse_segment_name
+
+_Release = tuple[str, str, str, int, int]
+"""(producer node, output, segment, slot index, generation)"""
 
 log = logging.getLogger("pinflow.transport")
 
@@ -71,9 +80,15 @@ class SlotReceiver:
         """Slots released without being read (refused descriptors): never read them later."""
         self._mappings: dict[str, Mapping] = {}
         self._publishers: dict[tuple[str, str], zenoh.Publisher] = {}
-        self._pending: queue.SimpleQueue[tuple[str, str, str, int, int] | None] = (
-            queue.SimpleQueue()
-        )
+        self._pending: queue.SimpleQueue[_Release | None] = queue.SimpleQueue()
+        # Views alive per (segment, index, generation): +1 when read, -1 when the finalizer
+        # ran. Finalizers may run at any time on any thread, so both ends only queue here;
+        # the count is settled under a lock by whoever needs it.
+        self._ledger: queue.SimpleQueue[tuple[int, tuple[str, int, int]]] = queue.SimpleQueue()
+        self._held: collections.Counter[tuple[str, int, int]] = collections.Counter()
+        self._held_lock = threading.Lock()
+        self._queryable: zenoh.Queryable | None = session.declare_queryable(
+            keys.held(node_id), self._on_held_query)
         self.segments_mapped = 0
         """Segments this node has mapped so far (one per producer pool, never per message)."""
         self.on_map: list[Callable[[Segment, bool], None]] = []
@@ -132,7 +147,9 @@ class SlotReceiver:
             newest[ref.index] = ref.generation
             while len(self._newest) > self._REMEMBERED_SEGMENTS:
                 self._newest.popitem(last=False)
-        weakref.finalize(view, self._pending.put, release)
+        key = release[2:]
+        self._ledger.put((1, key))
+        weakref.finalize(view, self._on_view_gone, key, release)
         return view, mapping
 
     def _check_first_delivery(self, ref: SlotRef) -> None:
@@ -144,6 +161,42 @@ class SlotReceiver:
                 f"repeated descriptor for {ref.segment}[{ref.index}] generation "
                 f"{ref.generation} (already read: generation {seen}); dropped"
             )
+
+    def _on_view_gone(self, key: tuple[str, int, int], release: _Release) -> None:
+        """Finalizer of a received view: queue its release (nothing here may block)."""
+        self._ledger.put((-1, key))
+        self._pending.put(release)
+
+    def held(self) -> list[tuple[str, int, int]]:
+        """The ``(segment, index, generation)`` slots some view still holds."""
+        with self._held_lock:
+            while True:
+                try:
+                    delta, key = self._ledger.get_nowait()
+                except queue.Empty:
+                    break
+                self._held[key] += delta
+                if self._held[key] <= 0:
+                    del self._held[key]
+            return sorted(self._held)
+
+    def _on_held_query(self, query: zenoh.Query) -> None:
+        """A producer asks which of its slots we hold: answer, signed with the key we share
+        with it over its nonce, so neither a forger nor a replay can speak for us."""
+        try:
+            ask = message.decode_held_query(query.payload.to_bytes() if query.payload else b"")
+        except DescriptorError as exc:
+            log.warning("ignored a malformed held-slots query: %s", exc)
+            return
+        mine = [key for key in self.held() if parse_segment_name(key[0]) is not None
+                and parse_segment_name(key[0])[1] == ask.producer]
+        body = message.HeldReply(self.node_id, mine).encode()
+        signature = self._signer.sign_held(ask.producer, self._keys.held(self.node_id),
+                                           ask.nonce, body)
+        try:
+            query.reply(query.key_expr, body, attachment=signature)
+        except Exception as exc:  # the asker went away meanwhile
+            log.debug("could not answer a held-slots query: %s", exc)
 
     def _map(self, name: str, producer: tuple[str, str]) -> Mapping:
         with self._lock:
@@ -220,6 +273,7 @@ class SlotReceiver:
                     continue
                 node, output, seg, index, generation = item
                 batch[(node, output, seg)].append((index, generation))
+            self.held()  # settles the ledger now and then, so it never grows
             for (node, output, seg), releases in batch.items():
                 key = self._keys.release(node, output, self.node_id)
                 for start in range(0, len(releases), message.MAX_RELEASES):
@@ -232,7 +286,11 @@ class SlotReceiver:
                         log.debug("release to %s/%s not sent: %s", node, output, exc)
 
     def close(self) -> None:
-        """Stop the release thread (after sending what is queued) and drop all mappings."""
+        """Stop the release thread (after sending what is queued) and drop all mappings;
+        idempotent."""
+        queryable, self._queryable = self._queryable, None
+        if queryable is not None:
+            queryable.undeclare()
         self._pending.put(None)
         self._thread.join(timeout=2.0)
         with self._lock:

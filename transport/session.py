@@ -4,18 +4,43 @@ Every pinflow session is a zenoh *peer* with multicast scouting off that listens
 connects only on unix-domain sockets inside the run's private socket folder. Peers learn
 each other through gossip over those links and then talk directly, node to node; the
 launcher's session is only a rendezvous point and never relays payloads.
+
+``PINFLOW_LEASE_MS`` (milliseconds, default zenoh's 10000) is the one knob for how long a
+silent peer keeps its links: after that, its liveliness tokens vanish for everyone else.
+Every process of a run reads it (the environment is inherited), so they agree on it; tests
+lower it to make a pause outlast the lease quickly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import zenoh
 
+from pinflow.errors import LaunchError
+
 LAUNCHER_SOCKET = "launcher.sock"
+LEASE_ENV = "PINFLOW_LEASE_MS"
+
+
+def lease_ms() -> int | None:
+    """The zenoh lease in force, or None for zenoh's default (10 s)."""
+    raw = os.environ.get(LEASE_ENV)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"{LEASE_ENV} must be a whole number of milliseconds, got {raw!r}") from None
+    if value < 100:
+        raise ValueError(f"{LEASE_ENV} must be at least 100 ms, got {value}")
+    return value
 
 
 def runs_dir() -> Path:
@@ -25,13 +50,33 @@ def runs_dir() -> Path:
 
 
 def make_run_dir(run_id: str) -> Path:
-    """Create the run's socket folder (0700 all the way)."""
+    """Create the run's socket folder (0700 all the way).
+
+    ``LaunchError`` with the fix when ``<tmp>/pinflow-<uid>`` cannot be ours: not a folder,
+    a symlink, or another user's (anyone may create it first in a shared /tmp).
+    """
     parent = runs_dir()
-    parent.mkdir(mode=0o700, exist_ok=True)
-    if parent.stat().st_uid != os.getuid():
-        raise PermissionError(f"{parent} belongs to another user; refusing to use it")
+    fix = "remove it, or point TMPDIR at a private folder"
+    try:
+        with contextlib.suppress(FileExistsError):  # judged below, whatever it is
+            parent.mkdir(mode=0o700)
+        st = parent.lstat()
+    except OSError as exc:
+        raise LaunchError(f"cannot create the runs' socket folder {parent}: {exc.strerror}; "
+                          f"{fix}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise LaunchError(f"{parent} is not a folder (the runs' sockets go there); {fix}")
+    if st.st_uid != os.getuid():
+        raise LaunchError(f"{parent} belongs to uid {st.st_uid}, not to you (uid "
+                          f"{os.getuid()}); refusing to put the run's sockets there; {fix}")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        parent.chmod(0o700)
     path = parent / run_id
-    path.mkdir(mode=0o700)
+    try:
+        path.mkdir(mode=0o700)
+    except OSError as exc:
+        raise LaunchError(f"cannot create the run's socket folder {path}: {exc.strerror}"
+                          ) from None
     return path
 
 
@@ -59,6 +104,9 @@ def loopback_config(*, listen: list[str], connect: list[str],
     config.insert_json5("connect/endpoints", json.dumps(connect))
     if zenoh_shm is not None:
         config.insert_json5("transport/shared_memory/enabled", json.dumps(zenoh_shm))
+    lease = lease_ms()
+    if lease is not None:
+        config.insert_json5("transport/link/tx/lease", str(lease))
     return config
 
 

@@ -1,7 +1,7 @@
-"""Run locks and dead-run cleanup, in a private folder under /dev/shm.
+"""Run locks and dead-run cleanup, in a private folder inside the session's shm folder.
 
 clean_dead_runs scans the whole folder, so these tests point PINFLOW_SHM_DIR at their own folder:
-they must never judge (or delete) the files of other test runs on this machine.
+they must never judge (or delete) the files of other tests or runs on this machine.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -24,14 +25,17 @@ from pinflow.transport.cleanup import (
     clean_dead_runs,
     remove_node_segments,
     remove_run,
+    sweep_dead_runs,
 )
-from pinflow.transport.segment import new_incarnation, segment_name
+from pinflow.transport.segment import new_incarnation, parse_segment_name, segment_name
+from pinflow.transport.session import runs_dir
 
 
 @pytest.fixture
 def shm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private PINFLOW_SHM_DIR that must be empty again when the test ends."""
-    folder = Path("/dev/shm") / ("pftest-" + secrets.token_hex(5))
+    """A private PINFLOW_SHM_DIR that must be empty again when the test ends (inside the
+    session's own folder: tmpfs, and nothing of anyone else's)."""
+    folder = seg_mod.shm_dir() / ("pftest-" + secrets.token_hex(5))
     folder.mkdir(mode=0o700)
     monkeypatch.setenv(seg_mod.SHM_DIR_ENV, str(folder))
     yield folder
@@ -170,3 +174,96 @@ def test_a_run_lock_can_be_taken_again_after_a_cleaner_removed_the_dead_one(shm:
     with RunLock(run_id) as lock:
         assert lock.path.exists()
     assert names(shm) == set()
+
+
+CHILD_MAPS_SEGMENT = """
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+mm = mmap.mmap(fd, 0)
+os.close(fd)
+print("mapped", flush=True)
+sys.stdin.read()
+"""
+
+CHILD_HOLDS_NODE_LOCK = """
+import sys
+import os
+os.environ["PINFLOW_SHM_DIR"] = sys.argv[1]
+from pinflow.transport.liveness import NodeLock
+lock = NodeLock(sys.argv[2], sys.argv[3])
+lock.acquire()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def _child(code: str, *args: str) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() in ("mapped", "locked")
+    return child
+
+
+def _end(child: subprocess.Popen[str]) -> None:
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.close()  # the child reads stdin to its end, then exits
+    child.wait(timeout=10)
+    child.stdout.close()
+
+
+def test_a_segment_still_mapped_survives_a_sweep_even_without_its_run_lock(shm: Path) -> None:
+    """The old test suite deleted live runs' lock files; a cleaner must still not pull the
+    segments from under a process that maps them."""
+    run_id = new_run()
+    mapped, unmapped = touch_segment(run_id, "cam"), touch_segment(run_id, "cam", "depth")
+    (shm / mapped).write_bytes(b"x" * 4096)
+    child = _child(CHILD_MAPS_SEGMENT, str(shm / mapped))
+    try:
+        sweep = sweep_dead_runs()
+        assert [p.name for p in sweep.removed] == [unmapped]
+        assert sweep.kept == [f"{shm / mapped}: still mapped by pid {child.pid}"]
+        assert names(shm) == {mapped}
+    finally:
+        _end(child)
+    assert [p.name for p in sweep_dead_runs().removed] == [mapped]
+    assert names(shm) == set()
+
+
+def test_node_liveness_files_are_kept_while_held_and_removed_once_free(shm: Path) -> None:
+    run_id = new_run()
+    (shm / f"pinflow-{run_id}.lock").write_bytes(b"")  # its launcher died
+    child = _child(CHILD_HOLDS_NODE_LOCK, str(shm), run_id, "cam")
+    alive = f"pinflow-{run_id}.cam.alive"
+    try:
+        assert parse_segment_name(alive) is None, "never mistaken for a segment"
+        (shm / f"pinflow-{run_id}.sink.alive").write_bytes(b"")  # a dead node's
+        sweep = sweep_dead_runs()
+        assert {p.name for p in sweep.removed} == {f"pinflow-{run_id}.sink.alive",
+                                                    f"pinflow-{run_id}.lock"}
+        assert sweep.kept == [f"{shm / alive}: its node process is still running"]
+    finally:
+        _end(child)
+    assert [p.name for p in sweep_dead_runs().removed] == [alive]
+    assert names(shm) == set()
+
+
+def test_dead_runs_socket_folders_go_and_a_listened_one_stays(shm: Path) -> None:
+    dead, listened = new_run(), new_run()
+    runs = runs_dir()
+    runs.mkdir(mode=0o700, exist_ok=True)
+    (runs / dead).mkdir()
+    (runs / dead / "launcher.sock").write_bytes(b"")  # a socket file nobody listens on
+    (runs / listened).mkdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(str(runs / listened / "0.sock"))
+        server.listen()
+        sweep = sweep_dead_runs()
+        assert sweep.removed == [runs / dead]
+        assert sweep.kept == [f"{runs / listened}: a process still listens on "
+                              f"{runs / listened / '0.sock'}"]
+    finally:
+        server.close()
+    assert sweep_dead_runs().removed == [runs / listened]
+    assert list(runs.iterdir()) == []

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,7 +319,7 @@ def test_mlock_reports_false_when_the_kernel_refuses(
 
 
 def test_shm_dir_can_be_pointed_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = Path("/dev/shm") / ("pftest-" + secrets.token_hex(5))
+    folder = seg_mod.shm_dir() / ("pftest-" + secrets.token_hex(5))  # tmpfs, the session's
     folder.mkdir()
     try:
         monkeypatch.setenv(seg_mod.SHM_DIR_ENV, str(folder))

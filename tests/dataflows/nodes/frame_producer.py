@@ -1,6 +1,7 @@
 """Sends FRAMES frames (env; 0 = forever) on `frames`, one per tick, through the copy path
 (MODE=copy) or the loan API (MODE=loan); PINNED=1 asks for a pinned pool; UNLINK_SEGMENT=1
-removes the name of the pool the YAML sized, so no consumer can map it."""
+removes the name of the pool the YAML sized, so no consumer can map it. KEEP_TRYING=1
+counts PoolExhausted and carries on instead of stopping."""
 
 import os
 import time
@@ -22,7 +23,8 @@ def main() -> None:
         node._outputs["frames"].pool.segment.unlink()
     report(node.id, {"started": True})
     frame = np.empty(shape, dtype=np.uint8)
-    sent = dropped = 0
+    keep_trying = os.environ.get("KEEP_TRYING") == "1"
+    sent = dropped = exhausted = 0
     longest_send = 0.0
     error = None
     for event in node:
@@ -40,6 +42,9 @@ def main() -> None:
                 ok = node.send_output("frames", frame, metadata={
                     "index": sent, "incarnation": node.restart_count}, pinned=pinned)
         except PoolExhausted as exc:
+            if keep_trying:
+                exhausted += 1
+                continue
             error = str(exc)
             break
         longest_send = max(longest_send, time.monotonic() - start)
@@ -51,7 +56,8 @@ def main() -> None:
             break
     stats = node.stats()["outputs"]["frames"]
     report(node.id, {"sent": sent, "dropped": dropped, "error": error, "stats": stats,
-                     "longest_send_s": longest_send, "malformed": node.stats()["malformed"]})
+                     "longest_send_s": longest_send, "exhausted": exhausted,
+                     "malformed": node.stats()["malformed"]})
     if error:
         raise SystemExit(f"producer stopped: {error}")
 
