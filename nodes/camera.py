@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     height, width, _ = source.shape
     kind = "pattern" if args.replay is None else "replay"
 
-    from pinflow import Node, PoolExhausted
+    from pinflow.errors import PoolExhausted
+    from pinflow.nodes.node import Node
 
     node = Node()
     shape = (height, width, 4)

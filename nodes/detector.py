@@ -155,7 +155,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from pinflow import Node
+    from pinflow.nodes.node import Node
 
     node = Node()
     frames = boxes_sent = 0

@@ -40,9 +40,9 @@ class Devices:
                  ) -> dict[str, str]:
         if not wanted:
             return {}
-        from pinflow.transport import gpu_runtime
+        from pinflow.transport import gpu_runtime, gpu_select
 
-        found = gpu_runtime.probe()
+        found = gpu_select.probe()
         if found.available:
             too_high = [s for s in wanted
                         if gpu_runtime.device_index(str(s.device)) >= found.device_count]

@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     if torch is None:
         raise SystemExit(TORCH_MISSING)
     torch.set_num_threads(max(1, args.threads))
-    from pinflow import Node
+    from pinflow.nodes.node import Node
 
     node = Node()
     book = BoxBook()

@@ -1,7 +1,7 @@
 """Benchmark consumer: makes each frame usable on its target device and records when.
 
 "Usable" means: a device tensor whose copy completed (CUDA), or a host array (CPU). Used by
-``pinflow bench`` for the pinflow arms; ``pinflow.baselines`` measures the other arms the
+``pinflow bench`` for the pinflow arms; ``pinflow.tools.baselines`` measures the other arms the
 same way. One JSON line per frame: frame, capture_ns, usable_ns, h2d_ns, device, pinned;
 then one ``{"summary": ...}`` line with what the input received, dropped (queue overflow)
 and refused as malformed, so a soak can account for every frame.
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pinflow import Node
 from pinflow.nodes import framing
+from pinflow.nodes.node import Node
 
 
 def usable_on_device(event: Any) -> tuple[str, int | None]:

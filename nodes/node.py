@@ -22,19 +22,25 @@ import numpy as np
 import yaml
 import zenoh
 
-from pinflow.errors import ClosedError, DescriptorError, NodeEnvironmentError, PinflowError
+from pinflow.errors import (
+    ClosedError,
+    DescriptorError,
+    NodeEnvironmentError,
+    UnknownOutputError,
+)
 from pinflow.nodes import events
 from pinflow.nodes.devices import Devices
 from pinflow.nodes.events import Event
 from pinflow.nodes.inbox import Inbox
 from pinflow.nodes.stats import StatsPublisher
 from pinflow.nodes.timers import GridTimer
-from pinflow.nodes.wiring import ENV_VAR, Wiring
+from pinflow.protocol import messages
+from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.protocol.wiring import ENV_VAR, Wiring
 from pinflow.spec import InputSpec, NodeSpec
-from pinflow.transport import codec, message
+from pinflow.transport import codec
 from pinflow.transport.auth import ConsumerKeys, ProducerKeys
 from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
-from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.liveness import LauncherWatch, NodeLock, PeerWatch
 from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import SlotReceiver
@@ -51,12 +57,9 @@ _RESTART_PEER_WAIT_S = 3.0
 
 launcher_lost = False
 """Set once a node of this process stopped with LAUNCHER_LOST: the process then exits with
-``pinflow._child.LAUNCHER_LOST_EXIT``, so a launcher that is in fact alive (its run lock was
+``pinflow.runtime.child.LAUNCHER_LOST_EXIT``, so a launcher that is in fact alive (its run lock was
 removed behind its back) reports the node as failed instead of counting a silent exit 0."""
 
-
-class UnknownOutputError(PinflowError, ValueError):
-    """``send_output`` named an output that the node does not declare in the YAML."""
 
 
 class Node:
@@ -257,7 +260,7 @@ class Node:
             attachment = sample.attachment
             if attachment is None:
                 raise DescriptorError("message without header")
-            header = message.decode(attachment.to_bytes())
+            header = messages.decode(attachment.to_bytes())
             if header.kind == "eos":
                 data_key = self._keys.data(*source)
                 if not self._consumer_keys.eos_is_genuine(source[0], data_key, header.seq,
@@ -286,7 +289,7 @@ class Node:
         self._inbox.push(names, lambda name: self._input_event(name, header, holder, pinned,
                                                                 segment))
 
-    def _input_event(self, name: str, header: message.Header, holder: np.ndarray,
+    def _input_event(self, name: str, header: messages.Header, holder: np.ndarray,
                      pinned: bool, segment: Segment | None) -> Event:
         assert header.layout is not None
         device = self._devices.by_input.get(name)
@@ -419,14 +422,14 @@ class Node:
         ``data``: pyarrow array, numpy array, bytes-like or torch tensor; dtype and shape
         reach the receiver; dtypes no receiver could decode (``np.longdouble``, complex) are a
         ``PayloadError``. ``metadata``: a dict with string keys and JSON values, at most 32
-        levels deep and 64 KiB as JSON (``message.check_metadata``). Payloads of at least the
+        levels deep and 64 KiB as JSON (``messages.check_metadata``). Payloads of at least the
         output's ``shm_threshold`` (4 KiB) are copied once into a shared-memory slot; smaller
         ones travel inline. ``pinned=True`` puts the payload in a pinned pool that GPU
         consumers DMA from (see README). Returns ``False`` only when the output's pool was
         full and its YAML says ``on_full: drop``.
         """
         channel = self._channel(output_id)
-        message.check_metadata(metadata)
+        messages.check_metadata(metadata)
         return channel.send(codec.encode(data), metadata, pinned=pinned)
 
     @contextlib.contextmanager

@@ -122,7 +122,7 @@ def _open_out(path: str | None) -> TextIO | None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = _open_out(args.out)
-    from pinflow import Node
+    from pinflow.nodes.node import Node
 
     node = Node()
     tracker = Tracker()

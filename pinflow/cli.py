@@ -22,7 +22,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pinflow import launcher
+    from pinflow.runtime import launcher
 
     dataflow = spec_module.load(args.file)
     result = launcher.run(dataflow, stop_after=args.stop_after, grace_s=args.grace,
@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_daemon(args: argparse.Namespace) -> int:
-    from pinflow import daemon
+    from pinflow.runtime import daemon
 
     return daemon.serve(args.machine, listen=args.listen, connect=args.connect,
                         log_dir=args.log_dir)
@@ -57,7 +57,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     import json
 
-    from pinflow import doctor
+    from pinflow.tools import doctor
 
     if args.standin and not args.gpu_check:
         raise PinflowError("--standin goes with --gpu-check")
@@ -71,7 +71,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from pinflow import bench
+    from pinflow.tools import bench
 
     if args.duration:
         result = bench.soak(args.duration)
@@ -92,7 +92,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
-    from pinflow import top
+    from pinflow.tools import top
 
     return top.top(once=args.once)
 
@@ -100,7 +100,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     import json
 
-    from pinflow import top
+    from pinflow.tools import top
 
     if args.wait <= 0:
         raise PinflowError("--wait must be more than 0 seconds (nodes report once a second)")

@@ -4,6 +4,9 @@
     ├── SpecError           the dataflow YAML is wrong (carries file:line messages)
     ├── NodeEnvironmentError a node script was started outside a dataflow
     ├── LaunchError         a node could not be started
+    ├── UnknownOutputError  send_output named an output the node does not declare
+    ├── WireError           a wire endpoint is malformed or a peer host cannot be reached
+    ├── NetnsError          a network-namespace pair could not be made (tests, bench)
     └── TransportError      the data plane failed
         ├── PayloadError    data that cannot be sent (type, size)
         ├── DescriptorError a received message is malformed or hostile
@@ -35,6 +38,18 @@ class NodeEnvironmentError(PinflowError):
 
 class LaunchError(PinflowError):
     """A node process could not be started (missing interpreter, file, permissions)."""
+
+
+class UnknownOutputError(PinflowError, ValueError):
+    """``send_output`` named an output that the node does not declare in the YAML."""
+
+
+class WireError(PinflowError):
+    """A wire endpoint is malformed or a peer host cannot be reached."""
+
+
+class NetnsError(PinflowError):
+    """A namespace pair could not be created (or removed)."""
 
 
 class TransportError(PinflowError):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from pinflow import bench, netns
+from pinflow.tools import bench, netns
 
 
 def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):

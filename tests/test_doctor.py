@@ -3,8 +3,8 @@ the GPU path (here on the CPU stand-in; on a GPU the same command runs it on the
 
 import json
 
-from pinflow import doctor
-from pinflow.transport import gpu_runtime
+from pinflow.tools import doctor
+from pinflow.transport import gpu_select
 from pinflow.transport.gpu_runtime import Probe
 
 
@@ -12,8 +12,8 @@ def test_doctor_names_the_path_a_pinned_output_takes_here(pinflow):
     run = pinflow("doctor")
     assert run.returncode == 0, run.output
     assert "pinned=True here" in run.stdout and "memlock limit" in run.stdout
-    if not gpu_runtime.is_available():
-        assert "CPU fallback" in run.stdout and gpu_runtime.unavailable_reason() in run.stdout
+    if not gpu_select.is_available():
+        assert "CPU fallback" in run.stdout and gpu_select.unavailable_reason() in run.stdout
 
 
 def test_doctor_json_is_machine_readable(pinflow):
@@ -91,7 +91,7 @@ def test_gpu_self_test_passes_on_the_stand_in(pinflow):
 
 
 def test_gpu_self_test_without_a_gpu_says_why_in_one_line(pinflow):
-    if gpu_runtime.is_available():
+    if gpu_select.is_available():
         import pytest
 
         pytest.skip("this machine has a GPU")

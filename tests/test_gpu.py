@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pinflow.gpu_check import TorchKernels, checksum, frame, measure_h2d
 from pinflow.testing.rig import make_rig
+from pinflow.tools.gpu_check import TorchKernels, checksum, frame, measure_h2d
 
 pytestmark = pytest.mark.gpu
 
@@ -134,7 +134,7 @@ def test_pinned_bandwidth_is_measured_from_memory_the_driver_sees_registered(run
 
 
 def test_the_self_test_passes_on_this_gpu():
-    from pinflow import gpu_check
+    from pinflow.tools import gpu_check
 
     lines: list[str] = []
     status = gpu_check.run(standin=False, say=lines.append)

@@ -22,9 +22,9 @@ import psutil
 import pytest
 from conftest import DATAFLOWS, Run, assert_no_orphans
 
-from pinflow import top
-from pinflow.daemon import DaemonProcess
 from pinflow.errors import LaunchError
+from pinflow.runtime.daemon import DaemonProcess
+from pinflow.tools import top
 from pinflow.transport.cleanup import clean_dead_runs
 from pinflow.transport.segment import shm_dir
 

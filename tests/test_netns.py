@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from test_multihost import check_remote_daemon_loss, check_two_hosts, run_launcher, start_daemon
 
-from pinflow import netns
-from pinflow.daemon import DaemonProcess
+from pinflow.runtime.daemon import DaemonProcess
+from pinflow.tools import netns
 
 PORT = 7447
 

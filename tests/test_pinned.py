@@ -8,19 +8,19 @@ import sys
 
 import pytest
 
-from pinflow.transport import gpu_runtime
+from pinflow.transport import gpu_select
 
 
 def test_importing_pinflow_loads_neither_cuda_nor_torch():
     code = ("import sys, pinflow, pinflow.nodes.node, pinflow.transport.channel, "
-            "pinflow.transport.receiver, pinflow.launcher, pinflow.testing; "
+            "pinflow.transport.receiver, pinflow.runtime.launcher, pinflow.testing; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('cuda', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "[]"
 
 
-@pytest.mark.skipif(gpu_runtime.is_available(), reason="tests the no-CUDA fallback")
+@pytest.mark.skipif(gpu_select.is_available(), reason="tests the no-CUDA fallback")
 def test_pinned_frames_reach_a_cuda_input_as_zero_copy_cpu_data_with_one_warning(pinflow):
     run = pinflow("run", "pinned_fallback.yml")
     assert run.returncode == 0, run.output
@@ -35,7 +35,7 @@ def test_pinned_frames_reach_a_cuda_input_as_zero_copy_cpu_data_with_one_warning
     assert result["stats"] == {}, "no CUDA object was created"
 
 
-@pytest.mark.skipif(gpu_runtime.is_available(), reason="tests the no-CUDA fallback")
+@pytest.mark.skipif(gpu_select.is_available(), reason="tests the no-CUDA fallback")
 def test_required_device_without_cuda_fails_the_node_with_the_reason(pinflow):
     run = pinflow("run", "pinned_required.yml", "--stop-after", "10")
     assert run.returncode == 1

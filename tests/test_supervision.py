@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from pinflow.diagnosis import Diagnoser, diagnose
+from pinflow.runtime.diagnosis import Diagnoser, diagnose
 
 
 def _report(node, *, waiting, inputs=None, outputs=None):

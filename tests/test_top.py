@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import DATAFLOWS
 
-from pinflow import top
+from pinflow.tools import top
 
 NODES = {"camera", "detector", "gpu", "sink"}
 

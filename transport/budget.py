@@ -20,7 +20,7 @@ import psutil
 
 from pinflow.errors import PinnedBudgetExceeded
 from pinflow.transport import segment
-from pinflow.transport.cleanup import run_is_live
+from pinflow.transport.liveness import run_is_live
 
 BUDGET_ENV = "PINFLOW_PINNED_BUDGET"
 DEFAULT_FRACTION = 0.25

@@ -24,10 +24,11 @@ import numpy as np
 import zenoh
 
 from pinflow.errors import ClosedError, DescriptorError, PayloadError, PoolExhausted
-from pinflow.transport import budget, message
+from pinflow.protocol import messages
+from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.transport import budget
 from pinflow.transport.auth import ProducerKeys
 from pinflow.transport.codec import Encoded
-from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.malformed import Malformed
 from pinflow.transport.pool import MAX_SLOTS, Loan, SlotPool
 from pinflow.transport.segment import PAGE, new_incarnation, segment_name
@@ -58,10 +59,10 @@ def ask_held(session: zenoh.Session, keys: RunKeys, producer: str, consumer: str
     asked over zenoh; None if no genuine answer came (then nothing is taken back). The
     answer must carry the consumer's MAC over this query's nonce: a forged or replayed one
     could otherwise make us take back slots it still reads."""
-    nonce = secrets.token_hex(message.NONCE_BYTES)
+    nonce = secrets.token_hex(messages.NONCE_BYTES)
     key = keys.held(consumer)
     try:
-        replies = list(session.get(key, payload=message.HeldQuery(producer, nonce).encode(),
+        replies = list(session.get(key, payload=messages.HeldQuery(producer, nonce).encode(),
                                    timeout=timeout))
     except Exception as exc:  # session closing
         log.debug("asking %s for its slots failed: %s", consumer, exc)
@@ -75,7 +76,7 @@ def ask_held(session: zenoh.Session, keys: RunKeys, producer: str, consumer: str
             log.warning("ignored an answer about %s's slots that it did not sign", consumer)
             continue
         try:
-            answer = message.decode_held_reply(body)
+            answer = messages.decode_held_reply(body)
         except DescriptorError as exc:
             log.warning("ignored a malformed answer from %s about its slots: %s", consumer, exc)
             continue
@@ -207,7 +208,7 @@ class OutputChannel:
         self._check_open()
         if encoded.nbytes < self.options.shm_threshold and not pinned:
             seq, sent_ns = origin or self._stamp()
-            header = message.Header.new("inline", seq, sent_ns,
+            header = messages.Header.new("inline", seq, sent_ns,
                                         layout=encoded.layout, metadata=metadata)
             self._publisher.put(encoded.data.tobytes(), attachment=header.encode())
             self.stats.sent_inline += 1
@@ -255,13 +256,13 @@ class OutputChannel:
         """Hand a filled loan to every live consumer of this output."""
         pool = loan._pool
         try:
-            message.check_metadata(metadata)
+            messages.check_metadata(metadata)
         except PayloadError:
             pool.cancel(loan)
             raise
         ref = pool.publish(loan, self._consumers & self._alive())
         seq, sent_ns = origin or self._stamp()
-        header = message.Header.new("shm", seq, sent_ns, layout=layout,
+        header = messages.Header.new("shm", seq, sent_ns, layout=layout,
                                     metadata=metadata, slot=ref.to_dict())
         self._publisher.put(b"", attachment=header.encode())
         self.stats.sent_shm += 1
@@ -327,7 +328,7 @@ class OutputChannel:
                 why = ("is not signed with its key" if self._auth.knows(consumer)
                        else "names no consumer of this output")
                 raise DescriptorError(f"release for consumer {consumer!r} {why}; ignored")
-            release = message.decode_release(body)
+            release = messages.decode_release(body)
             with self._lock:
                 pool = self._pools.get(release.segment)
                 if pool is None:
@@ -400,7 +401,7 @@ class OutputChannel:
         if send_eos:
             seq = next(self._seq)
             auth = self._auth.sign_eos(self._keys.data(self.node_id, self.output_id), seq)
-            eos = message.Header.new("eos", seq, time.time_ns(), auth=auth)
+            eos = messages.Header.new("eos", seq, time.time_ns(), auth=auth)
             self._publisher.put(b"", attachment=eos.encode())
         deadline = time.monotonic() + drain_timeout
         while time.monotonic() < deadline and not all(p.idle() for p in self.pools()):

@@ -20,7 +20,11 @@ from types import TracebackType
 
 from pinflow.errors import LaunchError
 from pinflow.transport import segment as _segment
-from pinflow.transport.liveness import lock_is_held, parse_alive_name
+from pinflow.transport.liveness import (
+    lock_is_held,
+    lock_name,
+    parse_alive_name,
+)
 from pinflow.transport.session import runs_dir
 
 _ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -30,23 +34,6 @@ _RETRIES = 5
 
 def _shm_dir() -> Path:
     return _segment.shm_dir()
-
-
-def lock_name(run_id: str) -> str:
-    """File name of the lock a run's launcher holds."""
-    _check_id("run id", run_id)
-    return f"{_segment.PREFIX}{run_id}.lock"
-
-
-def run_is_live(run_id: str) -> bool:
-    """True while a launcher holds the run's lock. A stopped (SIGSTOP) launcher still holds
-    it; only its death drops it."""
-    return lock_is_held(_shm_dir() / lock_name(run_id))
-
-
-def _check_id(kind: str, value: str) -> None:
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise ValueError(f"invalid {kind} {value!r}: use only letters, digits, '_' and '-'")
 
 
 def _run_of(name: str) -> str | None:
@@ -96,7 +83,7 @@ def remove_run(run_id: str) -> list[str]:
 
 def remove_node_segments(run_id: str, node_id: str) -> list[str]:
     """Unlink the segments (and liveness file) of one node of a run, after it died."""
-    _check_id("node id", node_id)
+    _segment.check_id("node id", node_id)
     return _remove_segments(run_id, node_id)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from pinflow.errors import DescriptorError, PayloadError
-from pinflow.transport.message import INT64_MAX, Count
+from pinflow.protocol.messages import INT64_MAX, Count
 
 ALLOWED_DTYPES = frozenset(np.dtype(name).str for name in (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pinflow.errors import CudaUnavailable
-from pinflow.transport import gpu_runtime
+from pinflow.transport import gpu_runtime, gpu_select
 from pinflow.transport.cuda import CopyStats, DeviceCopier
 from pinflow.transport.gpu_runtime import GpuRuntime
 from pinflow.transport.registrar import RegisterSupport
@@ -35,7 +35,7 @@ class DeviceDelivery:
         self.index = gpu_runtime.device_index(device)
         self.device = f"cuda:{self.index}"
         if runtime is None:
-            selection = gpu_runtime.select()
+            selection = gpu_select.select()
             if selection.runtime is None:
                 raise CudaUnavailable(f"cannot deliver to {self.device}: "
                                       f"{selection.probe.reason}")

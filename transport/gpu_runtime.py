@@ -1,4 +1,4 @@
-"""The small runtime interface the GPU path is written against, and which runtime a process uses.
+"""The small runtime interface the GPU path is written against.
 
 pinflow's ordering logic (:mod:`pinflow.transport.cuda`, :mod:`pinflow.transport.registrar`)
 calls only the operations of :class:`GpuRuntime`. Two implementations exist: the thin adapter
@@ -6,15 +6,11 @@ over torch's own CUDA runtime (:mod:`pinflow.transport.torch_cuda`, real GPUs) a
 that behaves like CUDA on a CPU (:mod:`pinflow.testing`), so the ordering the tests check is the
 ordering a GPU runs.
 
-Selection: an in-process override (:func:`use`, what ``pinflow.testing.use_standin`` calls),
-else ``$PINFLOW_GPU_RUNTIME`` (``torch``, the default, or ``standin[:options]`` for dataflow
-tests on CPU-only CI), else torch. Nothing here imports torch until a runtime is selected.
+Which implementation a process uses is decided in :mod:`pinflow.transport.gpu_select`.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -124,69 +120,3 @@ def device_index(device: str | int) -> int:
     if prefix != "cuda" or not index.isdigit():
         raise ValueError(f"not a CUDA device: {device!r} (use 'cuda' or 'cuda:N')")
     return int(index)
-
-
-@dataclass(frozen=True)
-class Selection:
-    runtime: GpuRuntime | None
-    probe: Probe
-
-
-_lock = threading.Lock()
-_override: GpuRuntime | None = None
-_selected: Selection | None = None
-
-
-def use(runtime: GpuRuntime | None) -> None:
-    """Make ``runtime`` this process's GPU runtime (``None``: back to the default choice)."""
-    global _override, _selected
-    with _lock:
-        _override, _selected = runtime, None
-
-
-def select() -> Selection:
-    """The runtime this process uses and what it offers; decided once, never raises."""
-    global _selected
-    with _lock:
-        if _selected is None:
-            _selected = _select()
-        return _selected
-
-
-def _select() -> Selection:
-    if _override is not None:
-        return Selection(_override, _probe_of(_override))
-    spec = os.environ.get(RUNTIME_ENV, "").strip() or "torch"
-    if spec == "standin" or spec.startswith("standin:"):
-        from pinflow.testing.standin import runtime_from_spec
-
-        runtime = runtime_from_spec(spec)
-        return Selection(runtime, _probe_of(runtime))
-    if spec != "torch":
-        return Selection(None, Probe(False, f"{RUNTIME_ENV}={spec!r} is not a runtime "
-                                            f"(use 'torch' or 'standin')"))
-    from pinflow.transport import torch_cuda
-
-    found = torch_cuda.probe()
-    return Selection(torch_cuda.TorchRuntime() if found.available else None, found)
-
-
-def _probe_of(runtime: Any) -> Probe:
-    probe = getattr(runtime, "probe", None)
-    if probe is None:
-        return Probe(True, None, 1, getattr(runtime, "name", type(runtime).__name__))
-    result: Probe = probe()
-    return result
-
-
-def probe() -> Probe:
-    return select().probe
-
-
-def is_available() -> bool:
-    """A GPU runtime with at least one device is usable here. Never raises."""
-    return select().probe.available
-
-
-def unavailable_reason() -> str | None:
-    return select().probe.reason

@@ -81,6 +81,18 @@ def lock_is_held(path: Path) -> bool:
         os.close(fd)
 
 
+def lock_name(run_id: str) -> str:
+    """File name of the lock a run's launcher holds for the whole run."""
+    _segment.check_id("run id", run_id)
+    return f"{_segment.PREFIX}{run_id}.lock"
+
+
+def run_is_live(run_id: str) -> bool:
+    """True while a launcher holds the run's lock. A stopped (SIGSTOP) launcher still holds
+    it; only its death drops it."""
+    return lock_is_held(_segment.shm_dir() / lock_name(run_id))
+
+
 class NodeLock:
     """The lock a node process holds for its whole life (see the module docstring)."""
 
@@ -272,8 +284,6 @@ class LauncherWatch:
 
     def _check(self) -> bool:
         """True (and ``on_gone`` called) if the run lock is free."""
-        from pinflow.transport.cleanup import run_is_live  # cleanup imports this module
-
         if run_is_live(self._run_id):
             return False
         with self._cond:

@@ -32,9 +32,9 @@ import numpy as np
 import zenoh
 
 from pinflow.errors import ClosedError, DescriptorError
-from pinflow.transport import message
+from pinflow.protocol import messages
+from pinflow.protocol.keys import RunKeys
 from pinflow.transport.auth import ConsumerKeys
-from pinflow.transport.keys import RunKeys
 from pinflow.transport.pool import SlotReader, SlotRef
 from pinflow.transport.segment import PINNED_SUFFIX, Segment, parse_segment_name
 
@@ -184,13 +184,13 @@ class SlotReceiver:
         """A producer asks which of its slots we hold: answer, signed with the key we share
         with it over its nonce, so neither a forger nor a replay can speak for us."""
         try:
-            ask = message.decode_held_query(query.payload.to_bytes() if query.payload else b"")
+            ask = messages.decode_held_query(query.payload.to_bytes() if query.payload else b"")
         except DescriptorError as exc:
             log.warning("ignored a malformed held-slots query: %s", exc)
             return
         mine = [key for key in self.held() if parse_segment_name(key[0]) is not None
                 and parse_segment_name(key[0])[1] == ask.producer]
-        body = message.HeldReply(self.node_id, mine).encode()
+        body = messages.HeldReply(self.node_id, mine).encode()
         signature = self._signer.sign_held(ask.producer, self._keys.held(self.node_id),
                                            ask.nonce, body)
         try:
@@ -276,9 +276,9 @@ class SlotReceiver:
             self.held()  # settles the ledger now and then, so it never grows
             for (node, output, seg), releases in batch.items():
                 key = self._keys.release(node, output, self.node_id)
-                for start in range(0, len(releases), message.MAX_RELEASES):
-                    body = message.Release(
-                        seg, releases[start:start + message.MAX_RELEASES]).encode()
+                for start in range(0, len(releases), messages.MAX_RELEASES):
+                    body = messages.Release(
+                        seg, releases[start:start + messages.MAX_RELEASES]).encode()
                     try:
                         self._publisher(node, output).put(
                             body, attachment=self._signer.sign_release(node, key, body))

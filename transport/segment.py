@@ -57,7 +57,7 @@ def shm_dir() -> Path:
     return Path(os.environ.get(SHM_DIR_ENV) or DEFAULT_SHM_DIR)
 
 
-def _check_id(kind: str, value: str) -> str:
+def check_id(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _ID.fullmatch(value):
         raise ValueError(f"invalid {kind} {value!r}: use only letters, digits, '_' and '-'")
     return value
@@ -66,9 +66,9 @@ def _check_id(kind: str, value: str) -> str:
 def segment_name(run_id: str, node_id: str, output_id: str, incarnation: str, *,
                  pinned: bool = False) -> str:
     """Name of the segment of one output of one producer incarnation."""
-    _check_id("run id", run_id)
-    _check_id("node id", node_id)
-    _check_id("output id", output_id)
+    check_id("run id", run_id)
+    check_id("node id", node_id)
+    check_id("output id", output_id)
     if not isinstance(incarnation, str) or not _INCARNATION.fullmatch(incarnation):
         raise ValueError(f"invalid incarnation {incarnation!r}: use lowercase hex digits")
     suffix = PINNED_SUFFIX if pinned else ""
@@ -96,7 +96,7 @@ def parse_segment_name(name: str) -> tuple[str, str, str, str] | None:
 
 def run_glob(run_id: str) -> str:
     """Glob pattern matching every file of one run (segments and its lock)."""
-    return f"{PREFIX}{_check_id('run id', run_id)}.*"
+    return f"{PREFIX}{check_id('run id', run_id)}.*"
 
 
 @functools.cache

@@ -14,15 +14,12 @@ import re
 
 import zenoh
 
-from pinflow.errors import PinflowError
-from pinflow.transport.keys import RunKeys
+from pinflow.errors import WireError
+from pinflow.protocol.keys import RunKeys
 
 ROOT = "pinflow/wire"
 _ENDPOINT = re.compile(r"(tcp|udp|quic|tls)/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}")
 
-
-class WireError(PinflowError):
-    """An endpoint is malformed or a peer host cannot be reached."""
 
 
 def check_endpoint(endpoint: str) -> str:

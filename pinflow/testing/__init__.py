@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from pinflow.testing.standin import (
+from pinflow.transport.cuda_standin import (
     Handle,
     StandinCuda,
     StandinEvent,
@@ -46,20 +46,20 @@ __all__ = [
 def use_standin(runtime: StandinCuda | None = None) -> Iterator[StandinCuda]:
     """Make ``runtime`` (default: a new one-device stand-in) this process's GPU runtime for
     the block; device deliveries created inside use it."""
-    from pinflow.transport import gpu_runtime
+    from pinflow.transport import gpu_select
 
     runtime = runtime if runtime is not None else StandinCuda()
-    gpu_runtime.use(runtime)
+    gpu_select.use(runtime)
     try:
         yield runtime
     finally:
-        gpu_runtime.use(None)
+        gpu_select.use(None)
 
 
 def active() -> StandinCuda | None:
     """This process's stand-in, when it is the selected GPU runtime (e.g. in a node run with
     ``PINFLOW_GPU_RUNTIME=standin``)."""
-    from pinflow.transport import gpu_runtime
+    from pinflow.transport import gpu_select
 
-    runtime = gpu_runtime.select().runtime
+    runtime = gpu_select.select().runtime
     return runtime if isinstance(runtime, StandinCuda) else None

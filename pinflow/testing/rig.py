@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from pinflow.transport import codec, message
+from pinflow.protocol import messages
+from pinflow.protocol.keys import RunKeys
+from pinflow.transport import codec
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions
 from pinflow.transport.cuda import DeviceCopier
 from pinflow.transport.device import layout_shape
-from pinflow.transport.keys import RunKeys
 from pinflow.transport.receiver import Mapping, SlotReceiver
 from pinflow.transport.session import open_session, unix_endpoint
 
@@ -69,7 +70,7 @@ def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0, **options) -> Ite
     inbox: queue.Queue = queue.Queue()
     sub = session.declare_subscriber(
         keys.data("cam", "image"),
-        lambda s: inbox.put(message.decode(s.attachment.to_bytes())),
+        lambda s: inbox.put(messages.decode(s.attachment.to_bytes())),
     )
     copier = DeviceCopier(runtime, device)
     support = copier.support

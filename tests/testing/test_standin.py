@@ -15,8 +15,8 @@ import pytest
 
 from pinflow.errors import CudaError
 from pinflow.testing import Handle, StandinCuda, StandinEvent, use_standin
-from pinflow.testing.standin import runtime_from_spec
-from pinflow.transport import gpu_runtime
+from pinflow.transport import gpu_runtime, gpu_select
+from pinflow.transport.cuda_standin import runtime_from_spec
 from pinflow.transport.gpu_runtime import HOST_REGISTER_PORTABLE as PORTABLE
 from pinflow.transport.gpu_runtime import HOST_REGISTER_READ_ONLY as READ_ONLY
 
@@ -327,15 +327,15 @@ def test_a_dataflow_selects_the_stand_in_by_environment(monkeypatch: pytest.Monk
     with pytest.raises(ValueError, match="unknown stand-in option 'gpus'"):
         runtime_from_spec("standin:gpus=2")
     monkeypatch.setenv(gpu_runtime.RUNTIME_ENV, "standin:devices=3,copy_delay_ms=2,read_only=0")
-    gpu_runtime.use(None)
+    gpu_select.use(None)
     try:
-        selection = gpu_runtime.select()
+        selection = gpu_select.select()
         runtime = selection.runtime
         assert isinstance(runtime, StandinCuda) and selection.probe.device_count == 3
         assert (runtime.copy_delay_s, runtime.read_only_register) == (0.002, False)
-        assert gpu_runtime.select().runtime is runtime, "one stand-in per process"
+        assert gpu_select.select().runtime is runtime, "one stand-in per process"
         with use_standin() as inner:
-            assert gpu_runtime.select().runtime is inner
+            assert gpu_select.select().runtime is inner
         runtime.close()
     finally:
-        gpu_runtime.use(None)
+        gpu_select.use(None)

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from pinflow.errors import TransportError
-from pinflow.transport import codec, message
+from pinflow.protocol import messages
+from pinflow.protocol.keys import RunKeys
+from pinflow.transport import codec
 from pinflow.transport import segment as seg_mod
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions, ask_held, resync_consumer
-from pinflow.transport.keys import RunKeys
 from pinflow.transport.liveness import NodeLock, PeerWatch, alive_name, parse_alive_name
 from pinflow.transport.receiver import SlotReceiver
 from pinflow.transport.segment import parse_segment_name
@@ -132,7 +133,7 @@ def test_after_a_lost_link_slots_the_consumer_does_not_hold_come_back(run_id: st
     session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
     headers: queue.Queue = queue.Queue()
     sub = session.declare_subscriber(
-        keys.data("cam", "image"), lambda s: headers.put(message.decode(s.attachment.to_bytes())))
+        keys.data("cam", "image"), lambda s: headers.put(messages.decode(s.attachment.to_bytes())))
     options = PoolOptions(slots=4, slot_bytes=None, shm_threshold=1, on_full="drop",
                           block_timeout=1.0, pinned=False, consumer_queue_sizes=(2,))
     keyring = Keyring(["gpu"])
@@ -177,10 +178,10 @@ def test_forged_or_replayed_held_answers_take_back_nothing(run_id: str, tmp_path
     forger = keyring.consumer("forger")
     captured: list[tuple[bytes, bytes]] = []
     mode = {"how": "unsigned"}
-    empty = message.HeldReply("gpu", []).encode()
+    empty = messages.HeldReply("gpu", []).encode()
 
     def answer(query) -> None:
-        ask = message.decode_held_query(query.payload.to_bytes())
+        ask = messages.decode_held_query(query.payload.to_bytes())
         held_key = keys.held("gpu")
         if mode["how"] == "unsigned":
             query.reply(query.key_expr, empty)

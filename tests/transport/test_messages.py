@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from pinflow.errors import DescriptorError, PayloadError
-from pinflow.transport import auth, codec, message
+from pinflow.protocol import messages
+from pinflow.transport import auth, codec
 
 
 def _header(**fields: object) -> bytes:
@@ -19,11 +20,11 @@ def _header(**fields: object) -> bytes:
 
 
 def test_a_header_round_trips_and_omits_what_it_does_not_carry() -> None:
-    header = message.Header.new("shm", 3, 4, layout={"k": "nd", "dt": "<f4", "sh": [2]},
+    header = messages.Header.new("shm", 3, 4, layout={"k": "nd", "dt": "<f4", "sh": [2]},
                                 metadata=None, slot={"seg": "x"})
     raw = header.encode()
     assert b'"m"' not in raw and b'"a"' not in raw
-    assert message.decode(raw) == header
+    assert messages.decode(raw) == header
 
 
 @pytest.mark.parametrize("raw", [
@@ -33,12 +34,12 @@ def test_a_header_round_trips_and_omits_what_it_does_not_carry() -> None:
     json.dumps({"k": "inline", "s": 1, "t": 2, "l": {}}).encode(),
     _header()[:-1] + b',"m":{"a":' + b"[" * 5000 + b"]" * 5000 + b"}}",
     _header()[:-1] + b',"m":{"a":' + b"[" * 40 + b"]" * 40 + b"}}",
-    _header(m={"x": "y" * message.MAX_HEADER_BYTES}),
+    _header(m={"x": "y" * messages.MAX_HEADER_BYTES}),
     b"\xff", b"[]", b"",
 ])
 def test_malformed_headers_are_descriptor_errors(raw: bytes) -> None:
     with pytest.raises(DescriptorError):
-        message.decode(raw)
+        messages.decode(raw)
 
 
 @pytest.mark.parametrize(("layout", "payload"), [
@@ -127,26 +128,26 @@ def _deep(depth: int) -> dict:
 ])
 def test_metadata_that_would_arrive_changed_or_not_at_all_is_refused(metadata, match) -> None:
     with pytest.raises(PayloadError, match=match):
-        message.check_metadata(metadata)
+        messages.check_metadata(metadata)
 
 
 def test_metadata_at_the_limits_is_accepted_and_arrives_unchanged() -> None:
     metadata = {"deep": _deep(31), "text": "é" * 1000, "n": [-(2**63), 2**64 - 1, 1.5, None],
                 "t": (1, 2)}
-    message.check_metadata(metadata)
-    raw = message.Header.new("eos", 1, 2, metadata=metadata).encode()
-    assert message.decode(raw).metadata == {**metadata, "t": [1, 2]}
+    messages.check_metadata(metadata)
+    raw = messages.Header.new("eos", 1, 2, metadata=metadata).encode()
+    assert messages.decode(raw).metadata == {**metadata, "t": [1, 2]}
 
 
 def test_releases_decode_strictly() -> None:
-    release = message.Release("seg", [(1, 2)])
-    assert message.decode_release(release.encode()) == release
+    release = messages.Release("seg", [(1, 2)])
+    assert messages.decode_release(release.encode()) == release
     for raw in (b'{"seg":"s","r":[[1,-2]]}', b'{"seg":"s","r":[[1]]}',
                 b'{"c":"x","seg":"s","r":[]}',
                 b'{"seg":"s","r":' + b"[" * 5000 + b"]" * 5000 + b"}",
                 b'{"seg":"s","r":[' + b"[1,1]," * 20000 + b"[1,1]]}"):
         with pytest.raises(DescriptorError):
-            message.decode_release(raw)
+            messages.decode_release(raw)
 
 
 def test_only_the_consumer_s_own_key_signs_its_releases_and_its_end_of_stream() -> None:

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from pinflow.errors import DescriptorError
-from pinflow.transport import codec, message
+from pinflow.protocol import messages
+from pinflow.protocol.keys import RunKeys
+from pinflow.transport import codec
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions
-from pinflow.transport.keys import RunKeys
 from pinflow.transport.receiver import SlotReceiver
 from pinflow.transport.session import open_session, unix_endpoint
 
@@ -40,7 +41,7 @@ def plane(tmp_path: Path, run_id: str) -> Iterator[dict]:
                             alive=lambda: {"a", "b"}, auth=keyring.producer("cam", ["a", "b"]))
     headers: queue.Queue = queue.Queue()
     sub = session.declare_subscriber(keys.data("cam", "out"), lambda s: headers.put(
-        message.decode(s.attachment.to_bytes())))
+        messages.decode(s.attachment.to_bytes())))
     receivers = {n: SlotReceiver(session, keys, n, keyring.consumer(n)) for n in ("a", "b")}
     try:
         yield {"session": session, "keys": keys, "keyring": keyring, "channel": channel,
@@ -78,7 +79,7 @@ def test_a_release_signed_by_another_consumer_frees_nothing_and_is_counted(plane
     assert channel.send(codec.encode(np.arange(8, dtype=np.uint8)), None)
     header = plane["headers"].get(timeout=5)
     index, generation = header.slot["idx"], header.slot["gen"]
-    body = message.Release(header.slot["seg"], [(index, generation)]).encode()
+    body = messages.Release(header.slot["seg"], [(index, generation)]).encode()
     b_key = keys.release("cam", "out", "b")
     a_signer = plane["keyring"].consumer("a")
     for signature in (a_signer.sign_release("cam", b_key, body), b"\0" * 16, None):

@@ -23,9 +23,9 @@ from typing import TextIO
 import zenoh
 
 from pinflow import spec as spec_module
-from pinflow.cluster import result_to_json
 from pinflow.errors import LaunchError, PinflowError, SpecError
-from pinflow.launcher import Launcher
+from pinflow.runtime.cluster import result_to_json
+from pinflow.runtime.launcher import Launcher
 from pinflow.transport.cleanup import sweep_dead_runs
 from pinflow.transport.wire import WireKeys, daemon_key, open_wire
 
@@ -117,26 +117,27 @@ class Daemon:
         if not dataflow.nodes_on(self.machine):
             return {"ok": False, "error": "no node of the dataflow names this machine"}
         stop = threading.Event()
+        link = HostLink(self.wire, run_id, self.machine, stop)
         try:
             launcher = Launcher(dataflow, run_id=run_id, machine=self.machine, wire=self.wire,
                                 stop_requested=stop, log_dir=self.log_dir, out=self.out,
                                 grace_s=float(request.get("grace_s", 5.0)),
-                                startup_timeout_s=float(request.get("startup_timeout_s", 60.0)))
+                                startup_timeout_s=float(request.get("startup_timeout_s", 60.0)),
+                                link=link)
             launcher.check_pinned_budget()
         except PinflowError as exc:
+            link.close()
             return {"ok": False, "error": str(exc)}
-        thread = threading.Thread(target=self._serve, args=(launcher, run_id, stop),
+        thread = threading.Thread(target=self._serve, args=(launcher, link, run_id),
                                   name=f"pinflow-run-{run_id}", daemon=True)
         with self._lock:
             self._runs[run_id] = (thread, stop)
         thread.start()
         return {"ok": True}
 
-    def _serve(self, launcher: Launcher, run_id: str, stop: threading.Event) -> None:
+    def _serve(self, launcher: Launcher, link: HostLink, run_id: str) -> None:
         """Run one share to its end; the thread that spawns the nodes lives until they end
         (the nodes' parent-death signal is tied to it)."""
-        link = HostLink(self.wire, run_id, self.machine, stop)
-        launcher.link = link
         self.say(f"run {run_id}: starting {len(launcher.local_nodes)} node(s)")
         try:
             result = launcher.run()

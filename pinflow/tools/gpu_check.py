@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pinflow.errors import CudaUnavailable
-from pinflow.transport import gpu_runtime, segment
+from pinflow.transport import gpu_select, segment
 from pinflow.transport.gpu_runtime import HOST_REGISTER_PORTABLE, GpuRuntime
 
 GPU_FRAME = (1080, 1920, 4)
@@ -451,7 +451,7 @@ def run(*, standin: bool, say: Callable[[str], None] = print) -> int:
         say(f"GPU self-test on cuda:0 ({torch.cuda.get_device_name(0)}), {found.runtime}, "
             f"NVIDIA driver {torch_cuda.nvidia_driver_version() or 'unknown'}")
     failed = 0
-    gpu_runtime.use(runtime)
+    gpu_select.use(runtime)
     try:
         with _private_shm() as shm, tempfile.TemporaryDirectory(prefix="pinflow-gpu-") as tmp:
             for check in SelfTest(runtime, kernels, plan).run(Path(tmp)):
@@ -462,7 +462,7 @@ def run(*, standin: bool, say: Callable[[str], None] = print) -> int:
             say(f"{'FAIL' if left else 'PASS'}  nothing left in shared memory: "
                 + (", ".join(left) if left else f"{shm} empty"))
     finally:
-        gpu_runtime.use(None)
+        gpu_select.use(None)
         if standin:
             runtime.close()
     if standin and runtime.violations:

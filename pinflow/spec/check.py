@@ -1,4 +1,5 @@
-"""The YAML-node walking checker behind :func:`pinflow.spec.loads`.
+"""Load a dataflow file: :func:`load`/:func:`loads`, and the YAML-node walking checker
+behind them.
 
 It turns a composed PyYAML node tree into specs while recording ``(line, text)`` problems instead
 of raising, so the loader can report every mistake at once with its ``file:line``. It walks nodes
@@ -21,7 +22,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from pinflow.spec import (
+from pinflow.errors import SpecError
+from pinflow.spec.model import (
     DEFAULT_QUEUE_POLICY,
     DEFAULT_QUEUE_SIZE,
     GATEWAY_ID,
@@ -34,6 +36,7 @@ from pinflow.spec import (
     RESTART_POLICIES,
     TIMER_PREFIX,
     TOP_LEVEL_KEYS,
+    DataflowSpec,
     InputSpec,
     NodeSpec,
     OutputSpec,
@@ -599,3 +602,51 @@ def _suggest(word: str, choices: Iterable[str], prefix: str = "") -> str:
     match = difflib.get_close_matches(word, sorted(choices), n=1)
     return f"; did you mean '{prefix}{match[0]}'?" if match else ""
 
+
+def load(path: str | Path) -> DataflowSpec:
+    """Read and validate; raise SpecError with ALL problems found (one message per problem)."""
+    label = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise SpecError([f"{label}:{line}: not valid UTF-8 (byte {exc.start})"]) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SpecError([f"{label}: cannot read dataflow file: {reason}"]) from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str | Path) -> DataflowSpec:
+    """Like :func:`load` on ``text``; ``path`` labels messages and anchors relative paths."""
+    from pinflow.spec.check import _Checker  # imported here: spec_check imports this module
+
+    label = str(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        message = f"{label}:{_error_line(exc)}: invalid YAML: {_yaml_problem(exc)}"
+        raise SpecError([message]) from None
+    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
+        line = text.count("\n", 0, getattr(exc, "position", 0)) + 1
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError([f"{label}:{line}: invalid YAML: {first}"]) from None
+    absolute = Path(path).resolve()
+    checker = _Checker(absolute.parent)
+    nodes = checker.dataflow(root)
+    if checker.problems:
+        ordered = sorted(dict.fromkeys(checker.problems), key=lambda problem: problem[0])
+        raise SpecError([f"{label}:{line}: {text}" for line, text in ordered])
+    return DataflowSpec(path=absolute, nodes=nodes, pinned_budget=checker.pinned_budget)
+
+
+def _error_line(exc: yaml.MarkedYAMLError) -> int:
+    mark = exc.problem_mark or exc.context_mark
+    return 1 if mark is None else mark.line + 1
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    problem = exc.problem or "syntax error"
+    if exc.context and exc.context_mark is not None:
+        return f"{problem} ({exc.context} on line {exc.context_mark.line + 1})"
+    return problem

@@ -8,7 +8,7 @@ Arms (same frames, same consumer work, one run; ratios matter, machines are nois
             pinned buffer, then to the device): the workaround users have today
   cross     the ``shm`` flow split over two hosts: the camera on the launcher's host, the
             consumer on a ``pinflow daemon`` host, the two being network namespaces joined
-            by a veth cable (:mod:`pinflow.netns`; needs root, skipped where unavailable).
+            by a veth cable (:mod:`pinflow.tools.netns`; needs root, skipped where unavailable).
             Every frame crosses the wire as bytes: what a second machine costs
 
 Latency is frame captured (producer clock, before rendering) -> usable on the target
@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import psutil
 
-from pinflow import netns
-from pinflow.daemon import DaemonProcess
 from pinflow.errors import PinflowError
+from pinflow.runtime.daemon import DaemonProcess
+from pinflow.tools import netns
 from pinflow.transport import torch_cuda
 from pinflow.transport.cleanup import clean_dead_runs
 from pinflow.transport.segment import shm_dir
@@ -244,7 +244,7 @@ def _run_arm_in(stack: contextlib.ExitStack, arm: str, frames: int, fps: float, 
         sock = work / f"{tag}.sock"
         common = ["--mode", "bytes" if arm == "zbytes" else "shm", "--socket", str(sock),
                   "--frames", str(frames), "--fps", str(fps)]
-        base = [sys.executable, "-m", "pinflow.baselines"]
+        base = [sys.executable, "-m", "pinflow.tools.baselines"]
         procs = [
             subprocess.Popen([*base, "consumer", *common, "--device", device, "--out", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
@@ -432,7 +432,7 @@ def render_soak(result: dict[str, Any]) -> str:
 def measure_h2d_bandwidth(nbytes: int = FRAME_BYTES, rounds: int = 100) -> dict[str, float]:
     """GB/s of host-to-device copies from a registered shared-memory mapping vs pageable
     memory, through pinflow's GPU runtime (torch's), registering on its registration thread."""
-    from pinflow.gpu_check import measure_h2d
+    from pinflow.tools.gpu_check import measure_h2d
     from pinflow.transport.torch_cuda import TorchRuntime
 
     pinned, pageable = measure_h2d(TorchRuntime(), 0, nbytes, rounds)

@@ -1,21 +1,11 @@
-"""Load and validate dataflow YAML files into immutable specs.
-
-The launcher, the nodes and the CLI all read their wiring from these dataclasses, so every user
-mistake is caught here: all problems at once, each as ``file:line: text``, never a traceback.
-Line numbers come from the composed YAML node tree, which is why we walk nodes, not dicts; that
-walk lives in :mod:`pinflow.spec_check`, which imports this module (never the other way at
-import time: :func:`loads` imports the checker when called).
-"""
+"""The immutable specs a dataflow file becomes: what the launcher, the nodes and the CLI
+read their wiring from. Loading and checking the YAML lives in :mod:`pinflow.spec.check`."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
-
-from pinflow.errors import SpecError
 
 DEFAULT_QUEUE_SIZE = 10
 QUEUE_POLICIES = ("drop_oldest", "drop_newest")
@@ -200,52 +190,3 @@ class DataflowSpec:
             (here if self.node(consumer).machine == machine else elsewhere).append(
                 (consumer, inp))
         return here, max((inp.queue_size for _, inp in elsewhere), default=None)
-
-
-def load(path: str | Path) -> DataflowSpec:
-    """Read and validate; raise SpecError with ALL problems found (one message per problem)."""
-    label = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = exc.object[: exc.start].count(b"\n") + 1
-        raise SpecError([f"{label}:{line}: not valid UTF-8 (byte {exc.start})"]) from None
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise SpecError([f"{label}: cannot read dataflow file: {reason}"]) from None
-    return loads(text, path)
-
-
-def loads(text: str, path: str | Path) -> DataflowSpec:
-    """Like :func:`load` on ``text``; ``path`` labels messages and anchors relative paths."""
-    from pinflow.spec_check import _Checker  # imported here: spec_check imports this module
-
-    label = str(path)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        message = f"{label}:{_error_line(exc)}: invalid YAML: {_yaml_problem(exc)}"
-        raise SpecError([message]) from None
-    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
-        line = text.count("\n", 0, getattr(exc, "position", 0)) + 1
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError([f"{label}:{line}: invalid YAML: {first}"]) from None
-    absolute = Path(path).resolve()
-    checker = _Checker(absolute.parent)
-    nodes = checker.dataflow(root)
-    if checker.problems:
-        ordered = sorted(dict.fromkeys(checker.problems), key=lambda problem: problem[0])
-        raise SpecError([f"{label}:{line}: {text}" for line, text in ordered])
-    return DataflowSpec(path=absolute, nodes=nodes, pinned_budget=checker.pinned_budget)
-
-
-def _error_line(exc: yaml.MarkedYAMLError) -> int:
-    mark = exc.problem_mark or exc.context_mark
-    return 1 if mark is None else mark.line + 1
-
-
-def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
-    problem = exc.problem or "syntax error"
-    if exc.context and exc.context_mark is not None:
-        return f"{problem} ({exc.context} on line {exc.context_mark.line + 1})"
-    return problem

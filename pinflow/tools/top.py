@@ -20,8 +20,8 @@ from typing import Any, TextIO
 
 import zenoh
 
-from pinflow.transport import cleanup
-from pinflow.transport.keys import RunKeys, last_part
+from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.transport import liveness
 from pinflow.transport.session import LAUNCHER_SOCKET, open_session, runs_dir, unix_endpoint
 
 NO_RUNS = "no running pinflow dataflow on this machine"
@@ -37,16 +37,11 @@ Snapshot = dict[str, Any]
 
 # -- finding runs -------------------------------------------------------------------------
 def is_alive(run_id: str) -> bool:
-    """True while a launcher holds the run's lock. The probe takes the lock for an instant
-    only when nobody holds it, that is when the run is dead anyway."""
+    """True while a launcher holds the run's lock (False for a name that is no run id)."""
     try:
-        fd = cleanup._try_lock(cleanup._shm_dir() / cleanup.lock_name(run_id))
-    except (OSError, ValueError):
-        return False  # no lock file (the run ended), not a run id, or not ours to open
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
+        return liveness.run_is_live(run_id)
+    except ValueError:
+        return False
 
 
 def live_runs() -> list[str]:

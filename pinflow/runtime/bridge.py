@@ -22,12 +22,12 @@ import numpy as np
 import zenoh
 
 from pinflow.errors import DescriptorError, PinflowError
+from pinflow.protocol import messages
+from pinflow.protocol.keys import RunKeys, last_part
 from pinflow.spec import GATEWAY_ID, DataflowSpec, OutputSpec
-from pinflow.transport import message
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
 from pinflow.transport.codec import Encoded, check_layout
-from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.liveness import NodeLock, PeerWatch
 from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import SlotReceiver
@@ -38,11 +38,11 @@ log = logging.getLogger("pinflow.bridge")
 MIRRORED = ("alive", "ready", "gone")
 
 
-def _header(sample: zenoh.Sample) -> message.Header:
+def _header(sample: zenoh.Sample) -> messages.Header:
     """The checked header of a data message; DescriptorError if it has none or a bad one."""
     if sample.attachment is None:
         raise DescriptorError("message without header")
-    return message.decode(sample.attachment.to_bytes())
+    return messages.decode(sample.attachment.to_bytes())
 
 
 class _Worker:
@@ -127,13 +127,13 @@ class Exporter:
             return
         self._worker.push(("data", header, holder))
 
-    def _send(self, item: tuple[str, message.Header, np.ndarray | None]) -> None:
+    def _send(self, item: tuple[str, messages.Header, np.ndarray | None]) -> None:
         kind, header, holder = item
         if kind == "eos":
             self._publisher.put(b"", attachment=header.encode())
             return
         assert holder is not None
-        wire_header = message.Header.new("inline", header.seq, header.sent_ns,
+        wire_header = messages.Header.new("inline", header.seq, header.sent_ns,
                                          layout=header.layout, metadata=header.metadata)
         # The one copy on this side; the slot goes back to the producer right after it.
         self._publisher.put(holder.tobytes(), attachment=wire_header.encode())
@@ -189,7 +189,7 @@ class Importer:
         else:
             self._worker.push(("data", header, sample.payload.to_bytes()))
 
-    def _land(self, item: tuple[str, message.Header, bytes | None]) -> None:
+    def _land(self, item: tuple[str, messages.Header, bytes | None]) -> None:
         kind, header, payload = item
         if kind == "eos":
             self.channel.close(send_eos=True)

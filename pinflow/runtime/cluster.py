@@ -19,8 +19,8 @@ from pathlib import Path
 import zenoh
 
 from pinflow.errors import LaunchError
+from pinflow.protocol.keys import last_part
 from pinflow.spec import DataflowSpec
-from pinflow.transport.keys import last_part
 from pinflow.transport.wire import WireKeys, daemon_key
 
 RESULT_GRACE_S = 1.5

@@ -1,6 +1,6 @@
 """Bootstrap of every node process: die with the launcher, then run the node's code.
 
-``python -m pinflow._child LAUNCHER_PID (path FILE | module NAME) [ARGS...]``. Linux's
+``python -m pinflow.runtime.child LAUNCHER_PID (path FILE | module NAME) [ARGS...]``. Linux's
 PR_SET_PDEATHSIG makes the kernel SIGKILL the node if the launcher dies without cleaning
 up (kill -9, OOM), so a crashed launcher never leaves orphan nodes behind. Doing this in
 the child instead of a ``preexec_fn`` keeps the launcher's fork safe with zenoh's threads.

@@ -27,14 +27,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pinflow.errors import PinflowError
+from pinflow.errors import NetnsError
 
 IP_TIMEOUT_S = 10.0
 """No ``ip`` call may hang a test or the benchmark."""
 
-
-class NetnsError(PinflowError):
-    """A namespace pair could not be created (or removed)."""
 
 
 def _ip(*args: str) -> str:

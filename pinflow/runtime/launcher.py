@@ -20,23 +20,23 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import Protocol, TextIO
 
 import zenoh
 
-from pinflow._child import LAUNCHER_LOST_EXIT
-from pinflow.cluster import Cluster
-from pinflow.diagnosis import Diagnoser
 from pinflow.errors import LaunchError
-from pinflow.nodes.wiring import ENV_VAR, Wiring
+from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.protocol.wiring import ENV_VAR, Wiring
+from pinflow.runtime.bridge import Bridge
+from pinflow.runtime.child import LAUNCHER_LOST_EXIT
+from pinflow.runtime.cluster import Cluster
+from pinflow.runtime.diagnosis import Diagnoser
+from pinflow.runtime.supervisor import MemoryWatch, over_limit, restart_delay
 from pinflow.spec import GATEWAY_ID, DataflowSpec, NodeSpec
-from pinflow.supervisor import MemoryWatch, over_limit, restart_delay
 from pinflow.transport import budget
 from pinflow.transport.auth import Keyring
-from pinflow.transport.bridge import Bridge
 from pinflow.transport.channel import DRAIN_TIMEOUT_S, default_slots
 from pinflow.transport.cleanup import RunLock, remove_node_segments, sweep_dead_runs
-from pinflow.transport.keys import RunKeys, last_part
 from pinflow.transport.segment import PAGE, shm_dir
 from pinflow.transport.session import (
     LAUNCHER_SOCKET,
@@ -46,8 +46,16 @@ from pinflow.transport.session import (
 )
 from pinflow.transport.wire import local_run_id, open_wire
 
-if TYPE_CHECKING:
-    from pinflow.daemon import HostLink
+
+class LeaderLink(Protocol):
+    """How a launcher that runs one host's share for a daemon reaches the leading launcher
+    on the first host (the daemon builds it; the launcher only talks through it)."""
+
+    def say(self, text: str) -> None:
+        """A ``pinflow | ...`` line of this host, shown there as ``pinflow@MACHINE | ...``."""
+
+    def line(self, node_id: str, text: str) -> None:
+        """One output line of a node of this host."""
 
 TAIL_LINES = 8
 LAUNCHER_LOST_WHY = ("it stopped with LAUNCHER_LOST while the launcher was running: its run "
@@ -135,7 +143,7 @@ class Launcher:
                  out: TextIO | None = None, run_id: str | None = None,
                  machine: str | None = None, wire: zenoh.Session | None = None,
                  stop_requested: threading.Event | None = None,
-                 daemon_timeout_s: float = 10.0) -> None:
+                 daemon_timeout_s: float = 10.0, link: LeaderLink | None = None) -> None:
         self.spec = spec
         self.dataflow_run_id = run_id or new_run_id()
         self.machine = machine
@@ -151,8 +159,8 @@ class Launcher:
         self.log_dir = (log_dir or Path.cwd() / "out") / self.run_id
         self.stop_requested = stop_requested or threading.Event()
         self.wire = wire
-        self.link: HostLink | None = None
-        """Set on a daemon: the launcher's ear on this host."""
+        self.link = link
+        """On a daemon: where this host's lines go to the leading launcher."""
         self.cluster: Cluster | None = None
         if machine is None and spec.machines():
             if wire is None:
@@ -403,7 +411,7 @@ class Launcher:
         """(Re)start the node's process; a restart reuses its log file and keeps its tail."""
         node = proc.spec
         how, target = ("path", str(node.path)) if node.path else ("module", str(node.module))
-        cmd = [sys.executable, "-u", "-m", "pinflow._child", str(os.getpid()), how, target,
+        cmd = [sys.executable, "-u", "-m", "pinflow.runtime.child", str(os.getpid()), how, target,
                *node.args]
         env = {**os.environ, **node.env, ENV_VAR: wiring.to_env(), "PYTHONUNBUFFERED": "1"}
         try:

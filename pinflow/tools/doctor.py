@@ -16,7 +16,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pinflow.transport import budget, gpu_runtime, segment, torch_cuda
+from pinflow.transport import budget, gpu_runtime, gpu_select, segment, torch_cuda
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def pinned_path(torch: TorchFacts, probe: gpu_runtime.Probe, runtime_name: str,
 
 def examine() -> Report:
     torch = torch_facts()
-    selection = gpu_runtime.select()
+    selection = gpu_select.select()
     found = selection.probe
     runtime_name = selection.runtime.name if selection.runtime is not None else "torch"
     support = (register_support(selection.runtime, found.device_count)
@@ -179,8 +179,8 @@ def as_dict(report: Report) -> dict[str, Any]:
 
 
 def gpu_check(*, standin: bool) -> int:
-    """``pinflow doctor --gpu-check``: see :mod:`pinflow.gpu_check`."""
-    from pinflow import gpu_check as check
+    """``pinflow doctor --gpu-check``: see :mod:`pinflow.tools.gpu_check`."""
+    from pinflow.tools import gpu_check as check
 
     if not standin and os.environ.get(gpu_runtime.RUNTIME_ENV, "torch") not in ("", "torch"):
         print(f"note: {gpu_runtime.RUNTIME_ENV} is ignored by --gpu-check (it tests torch's "

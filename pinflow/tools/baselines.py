@@ -1,6 +1,6 @@
 """The baselines ``pinflow bench`` compares against, as plain zenoh programs.
 
-``python -m pinflow.baselines producer|consumer --mode bytes|shm ...``
+``python -m pinflow.tools.baselines producer|consumer --mode bytes|shm ...``
 
 - ``bytes``: the frame travels inside the zenoh message, zenoh's own defaults otherwise
   (zenoh may move large payloads through its own shared memory on the way).
