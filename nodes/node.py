@@ -26,6 +26,7 @@ from pinflow.errors import (
     ClosedError,
     DescriptorError,
     NodeEnvironmentError,
+    SlotNotLent,
     UnknownOutputError,
 )
 from pinflow.nodes import events
@@ -281,6 +282,8 @@ class Node:
             else:
                 holder = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8)
             codec.check_layout(header.layout, holder)
+        except SlotNotLent:
+            return  # lost with a broken link, not malformed: the receiver counted it
         except Exception as exc:  # DescriptorError, or whatever else a peer's bytes caused
             self._malformed.refuse(sample.key_expr, exc)
             return
@@ -486,6 +489,7 @@ class Node:
             }
         return {"inputs": inputs, "outputs": outputs, "malformed": self._malformed.count,
                 "segments_mapped": self._receiver.segments_mapped,
+                "not_lent": self._receiver.not_lent,
                 "devices": self._devices.stats()}
 
     # -- logging --------------------------------------------------------------------------

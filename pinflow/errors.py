@@ -87,3 +87,9 @@ class CudaError(TransportError):
 class CudaUnavailable(PinflowError):
     """CUDA was explicitly requested (device delivery, ``to_torch('cuda')``) but cannot be
     used on this machine; the message says why (no driver, no device, no cuda-python)."""
+
+
+class SlotNotLent(DescriptorError):
+    """A slot descriptor reached a consumer the producer did not lend the slot to (it took
+    that consumer for unreachable, after a lost link): the slot must not be read, as the
+    producer writes it again as soon as those it lent it to are done."""

@@ -11,11 +11,14 @@ The producer writes a payload, then the slot's (generation, length) entry, then 
 forged descriptor is refused instead of read. Generation 0 means "never published or being
 rewritten" and is never valid in a ref. Which consumers still read a slot is tracked only in
 the producer's memory: consumers send releases back, and a dead consumer is dropped whole.
+The ref names the consumers the slot was lent to; any other consumer that gets it must not
+read it, since the producer writes the slot again once those are done.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import struct
 import threading
 import time
@@ -47,6 +50,9 @@ def _entry_offset(index: int) -> int:
 
 
 _INT64_MAX = 2**63 - 1
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]+")
+MAX_LENT_TO = 1024
+"""Most consumers one descriptor may name (an output has far fewer)."""
 
 
 def _is_count(value: object) -> bool:
@@ -62,6 +68,9 @@ class SlotRef:
     offset: int
     length: int
     generation: int
+    lent_to: frozenset[str] = frozenset()
+    """The consumers this generation of the slot is lent to, each owing one release. No
+    other may read it: the producer writes the slot again once these are done."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +79,7 @@ class SlotRef:
             "off": self.offset,
             "len": self.length,
             "gen": self.generation,
+            "to": sorted(self.lent_to),
         }
 
     @classmethod
@@ -86,7 +96,12 @@ class SlotRef:
             if not _is_count(value):
                 raise DescriptorError(f"slot reference field {key!r} is invalid: {value!r}")
             values.append(value)
-        return cls(seg, *values)
+        lent_to = d.get("to")
+        if (not isinstance(lent_to, list) or len(lent_to) > MAX_LENT_TO
+                or not all(isinstance(c, str) and _NODE_ID.fullmatch(c) for c in lent_to)):
+            raise DescriptorError(
+                f"slot reference field 'to' must be a list of node ids, got {lent_to!r:.200}")
+        return cls(seg, *values, frozenset(lent_to))
 
 
 @dataclass(frozen=True)
@@ -217,9 +232,10 @@ class SlotPool:
         del self._loans[loan.index]
 
     def publish(self, loan: Loan, holders: set[str]) -> SlotRef:
-        """Stamp the written slot and hand it to ``holders``, who must each release it.
+        """Stamp the written slot and lend it to ``holders``, who must each release it.
 
-        With no holders nobody will read the slot, so it is free again at once.
+        The ref names them: nobody else may read the slot. With no holders nobody will read
+        it, so it is free again at once.
         """
         with self._cond:
             self._check_open()
@@ -234,7 +250,8 @@ class SlotPool:
             else:
                 self._free.append(index)
                 self._cond.notify()
-        return SlotRef(self.name, index, self.offset(index), loan.nbytes, generation)
+        return SlotRef(self.name, index, self.offset(index), loan.nbytes, generation,
+                       frozenset(holders))
 
     def cancel(self, loan: Loan) -> None:
         """Give back a loan that will not be published."""

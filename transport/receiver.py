@@ -8,8 +8,11 @@ batches, so finalizers (which may run on any thread, at any time) never touch ze
 
 The producer counts one release per consumer per published slot, so a consumer reads each
 ``(segment, slot, generation)`` at most once: a repeated or replayed descriptor is refused,
-never a second view the producer does not know about. Releases go out on this consumer's
-own key, signed with the key it shares with the producer (``transport/auth.py``).
+never a second view the producer does not know about. Nor does it read a slot the producer
+did not lend it (the descriptor names whom it lent the slot to): a producer that takes this
+node for unreachable lends the slot to the others only, and writes it again once they are
+done, while zenoh may already deliver the descriptor here again. Releases go out on this
+consumer's own key, signed with the key it shares with the producer (``transport/auth.py``).
 
 A descriptor or a release can die with a link (a pause on either side outlasted the zenoh
 lease), and the producer keeps our slots until our process is really gone. So the receiver
@@ -24,6 +27,7 @@ import collections
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import zenoh
 
-from pinflow.errors import ClosedError, DescriptorError
+from pinflow.errors import ClosedError, DescriptorError, SlotNotLent
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys
 from pinflow.transport.auth import ConsumerKeys
@@ -42,6 +46,10 @@ _Release = tuple[str, str, str, int, int]
 """(producer node, output, segment, slot index, generation)"""
 
 log = logging.getLogger("pinflow.transport")
+
+NOT_LENT_LOG_INTERVAL_S = 5.0
+"""Skipped descriptors come in bursts (every message of a lost link's last moments): one
+line for the first, then at most one line per interval."""
 
 
 @dataclass
@@ -91,6 +99,10 @@ class SlotReceiver:
             keys.held(node_id), self._on_held_query)
         self.segments_mapped = 0
         """Segments this node has mapped so far (one per producer pool, never per message)."""
+        self.not_lent = 0
+        """Descriptors skipped because their slot was not lent to this node (see
+        ``SlotNotLent``): messages lost with a broken link."""
+        self._not_lent_logged = -NOT_LENT_LOG_INTERVAL_S
         self.on_map: list[Callable[[Segment, bool], None]] = []
         """Callbacks ``f(segment, pinned)`` run once a segment is mapped (CUDA starts
         registering it here, on its own thread); they must not block."""
@@ -119,6 +131,8 @@ class SlotReceiver:
                 f"segment {ref.segment!r} does not belong to {producer[0]}/{producer[1]} of "
                 f"run {self._keys.run_id}; refused"
             )
+        if self.node_id not in ref.lent_to:
+            raise self._not_lent(producer, ref)
         release = (producer[0], producer[1], ref.segment, ref.index, ref.generation)
         with self._claims:
             self._check_first_delivery(ref)
@@ -151,6 +165,23 @@ class SlotReceiver:
         self._ledger.put((1, key))
         weakref.finalize(view, self._on_view_gone, key, release)
         return view, mapping
+
+    def _not_lent(self, producer: tuple[str, str], ref: SlotRef) -> SlotNotLent:
+        """Count and (rate-limited) log a descriptor for a slot lent to others; the error
+        to refuse it with. No release goes back: the producer expects none from us."""
+        with self._claims:
+            self.not_lent += 1
+            count, now = self.not_lent, time.monotonic()
+            due = now - self._not_lent_logged >= NOT_LENT_LOG_INTERVAL_S
+            if due:
+                self._not_lent_logged = now
+        lent_to = ", ".join(sorted(ref.lent_to)) or "nobody"
+        if due:
+            log.warning("node %s: skipped a message of %s/%s whose slot was lent to %s, not to "
+                        "this node (the producer took it for unreachable: a lost link); %d "
+                        "skipped so far", self.node_id, *producer, lent_to, count)
+        return SlotNotLent(f"{ref.segment}[{ref.index}] generation {ref.generation} is lent "
+                           f"to {lent_to}, not to {self.node_id}; skipped")
 
     def _check_first_delivery(self, ref: SlotRef) -> None:
         """Refuse a descriptor for a slot generation already read or given back (caller

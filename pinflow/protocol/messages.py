@@ -51,8 +51,8 @@ class Header(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The payload's layout (``transport/codec.py`` checks it against the payload)."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict, name="m")
     slot: dict[str, Any] | None = msgspec.field(default=None, name="d")
-    """For ``shm``: {"seg": name, "idx": segment index, "off": int, "len": int, "gen": int}
-    (``transport/pool.py`` ``SlotRef`` checks it)."""
+    """For ``shm``: {"seg": name, "idx": segment index, "off": int, "len": int, "gen": int,
+    "to": [consumers the slot is lent to]} (``transport/pool.py`` ``SlotRef`` checks it)."""
     auth: dict[str, str] = msgspec.field(default_factory=dict, name="a")
     """For ``eos``: consumer id -> MAC with the key that consumer shares with the producer."""
 

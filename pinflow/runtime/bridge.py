@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import zenoh
 
-from pinflow.errors import DescriptorError, PinflowError
+from pinflow.errors import DescriptorError, PinflowError, SlotNotLent
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys, last_part
 from pinflow.spec import GATEWAY_ID, DataflowSpec, OutputSpec
@@ -122,6 +122,8 @@ class Exporter:
             else:
                 holder = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8)
             check_layout(header.layout, holder)
+        except SlotNotLent:
+            return  # lost with a broken link, not malformed: the receiver counted it
         except Exception as exc:  # whatever a peer sent, this callback must not raise
             self._bridge.malformed.refuse(sample.key_expr, exc)
             return

@@ -190,8 +190,9 @@ def test_a_loan_can_be_published_or_cancelled_only_once(make_pool) -> None:
 
 
 def test_slot_refs_round_trip_through_dicts() -> None:
-    ref = SlotRef("pinflow-r.n.o.0a", 1, PAGE * 2, 10, 3)
-    assert ref.to_dict() == {"seg": ref.segment, "idx": 1, "off": PAGE * 2, "len": 10, "gen": 3}
+    ref = SlotRef("pinflow-r.n.o.0a", 1, PAGE * 2, 10, 3, frozenset({"gpu", "_wire"}))
+    assert ref.to_dict() == {"seg": ref.segment, "idx": 1, "off": PAGE * 2, "len": 10, "gen": 3,
+                             "to": ["_wire", "gpu"]}
     assert SlotRef.from_dict(json.loads(json.dumps(ref.to_dict()))) == ref
 
 
@@ -205,10 +206,16 @@ def test_slot_refs_round_trip_through_dicts() -> None:
         {"off": -1},
         {"len": 1.0},
         {"gen": "3"},
+        {"to": None},
+        {"to": "gpu"},
+        {"to": ["gpu", 3]},
+        {"to": ["../gpu"]},
+        {"to": ["gpu"] * 1025},
     ],
 )
 def test_slot_refs_refuse_missing_or_mistyped_fields(change: dict) -> None:
-    good = {"seg": "pinflow-r.n.o.0a", "idx": 1, "off": 2, "len": 10, "gen": 3}
+    good = {"seg": "pinflow-r.n.o.0a", "idx": 1, "off": 2, "len": 10, "gen": 3, "to": ["gpu"]}
+    SlotRef.from_dict(good)
     bad = {**good, **change}
     bad = {k: v for k, v in bad.items() if v is not None}
     with pytest.raises(DescriptorError):
@@ -223,6 +230,7 @@ def test_slot_refs_refuse_non_mappings() -> None:
 def test_a_reader_returns_the_published_bytes_as_a_read_only_view(make_pool) -> None:
     pool = make_pool()
     ref = fill(pool, b"payload", {"c"})
+    assert ref.lent_to == {"c"}, "the ref names whom the slot is lent to"
     reader = SlotReader(Segment.open(ref.segment, expected_size=pool.total_bytes))
     view = reader.read(ref)
     assert view.tobytes() == b"payload"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pinflow.errors import DescriptorError
+from pinflow.errors import DescriptorError, SlotNotLent
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys
 from pinflow.transport import codec
@@ -35,17 +35,20 @@ def plane(tmp_path: Path, run_id: str) -> Iterator[dict]:
     session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
     keys = RunKeys(run_id)
     keyring = Keyring(["a", "b"])
+    reachable = {"a", "b"}
+    """Consumers the producer takes for reachable (its view of their liveliness tokens)."""
     options = PoolOptions(slots=2, slot_bytes=None, shm_threshold=1, on_full="drop",
                           block_timeout=0.0, pinned=False, consumer_queue_sizes=(1,))
     channel = OutputChannel(session, keys, "cam", "out", options, consumers=["a", "b"],
-                            alive=lambda: {"a", "b"}, auth=keyring.producer("cam", ["a", "b"]))
+                            alive=lambda: set(reachable),
+                            auth=keyring.producer("cam", ["a", "b"]))
     headers: queue.Queue = queue.Queue()
     sub = session.declare_subscriber(keys.data("cam", "out"), lambda s: headers.put(
         messages.decode(s.attachment.to_bytes())))
     receivers = {n: SlotReceiver(session, keys, n, keyring.consumer(n)) for n in ("a", "b")}
     try:
         yield {"session": session, "keys": keys, "keyring": keyring, "channel": channel,
-               "headers": headers, "receivers": receivers}
+               "headers": headers, "receivers": receivers, "reachable": reachable}
     finally:
         for receiver in receivers.values():
             receiver.close()
@@ -89,3 +92,39 @@ def test_a_release_signed_by_another_consumer_frees_nothing_and_is_counted(plane
     b_signer = plane["keyring"].consumer("b")
     session.put(b_key, body, attachment=b_signer.sign_release("cam", b_key, body))
     assert _until(lambda: _holders(channel, index) == {"a"})
+
+
+@pytest.mark.parametrize("reachable", [{"a"}, set()], ids=["b unreachable", "none reachable"])
+def test_a_consumer_never_reads_a_slot_that_was_not_lent_to_it(plane, reachable) -> None:
+    """A producer lends a new slot only to the consumers it takes for reachable. Right after
+    a lost link comes back, zenoh already routes its descriptors to a consumer whose token
+    the producer has not seen again yet: that consumer gets a descriptor for a slot lent to
+    others (or, if none is reachable, to nobody: free again at once). Reading it would give
+    it a frame the producer rewrites as soon as the others are done, under its eyes: a paused
+    producer's consumer saw frame 10 turn into frame 11, then got frame 11 again (issue 14
+    follow-up). The consumer must skip such a descriptor (and send no release for it)."""
+    channel, headers, receivers = plane["channel"], plane["headers"], plane["receivers"]
+    plane["reachable"].intersection_update(reachable)
+    first, second = np.full(64, 1, np.uint8), np.full(64, 2, np.uint8)
+    assert channel.send(codec.encode(first), None)
+    header = headers.get(timeout=5)
+    skipped: DescriptorError | None = None
+    try:
+        b_view, _ = receivers["b"].read(("cam", "out"), header.slot)
+    except DescriptorError as exc:
+        b_view, skipped = None, exc
+    if "a" in reachable:
+        a_view, _ = receivers["a"].read(("cam", "out"), header.slot)
+        assert np.array_equal(a_view, first)
+        del a_view  # a is done: the slot is free again
+    assert _until(lambda: _holders(channel, header.slot["idx"]) == set())
+    assert channel.send(codec.encode(second), None)
+    again = headers.get(timeout=5)
+    assert again.slot["idx"] == header.slot["idx"], "the freed slot is the one reused"
+    assert b_view is None or np.array_equal(b_view, first), (
+        "b holds a frame that the producer overwrote under it")
+    assert isinstance(skipped, SlotNotLent), skipped
+    assert set(header.slot["to"]) == reachable, "the descriptor names whom the slot is lent to"
+    assert receivers["b"].not_lent == 1
+    assert channel._malformed.count == 0, "a skipped descriptor is not malformed"
+    assert receivers["b"].held() == []
