@@ -1,12 +1,30 @@
 """`pinflow bench` plumbing: a tiny run of every arm produces the table and stable JSON.
 Timings are not asserted (machines are noisy); the benchmark itself reports them."""
 
+import importlib.util
 import json
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-from pinflow.tools import bench, netns
+from pinflow.tools import netns
+from pinflow.tools.bench import arms, flows, measure, report, table
+
+REPORT_KEYS = ["schema", "machine", "device", "no_gpu_reason", "frames", "frame_bytes", "fps",
+               "arms", "h2d_bandwidth", "skipped"]
+ARM_KEYS = ["arm", "label", "frames", "delivered", "dropped", "p50_ms", "p99_ms", "max_ms",
+            "producer_cpu_pct", "consumer_cpu_pct", "producer_rss_mib", "consumer_rss_mib",
+            "pinned_mib", "max_fps", "h2d_ms_p50", "device", "error", "delivered_fps",
+            "gateway_cpu_pct", "latencies_ms"]
+SOAK_KEYS = ["schema", "duration_s", "device", "no_gpu_reason", "frames", "delivered", "error",
+             "producer_rss_mib", "consumer_rss_mib", "pinned_mib", "flat", "accounting", "lost"]
+ACCOUNTING_KEYS = ["frames", "sent", "dropped_pool_full", "not_produced", "ticks_missed",
+                   "dropped_consumer_queue", "malformed", "delivered", "lost"]
+MIB = 2**20
 
 
 def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):
@@ -19,6 +37,7 @@ def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):
                   "zenoh shm + caller-side pinning"):
         assert label in run.stdout
     report = json.loads(out.read_text())
+    assert list(report) == REPORT_KEYS, "--json keeps schema 1: every key, in its order"
     assert report["schema"] == 1 and report["frame_bytes"] == 8_294_400
     reason = netns.available()
     assert [a["arm"] for a in report["arms"]] == (
@@ -27,6 +46,8 @@ def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):
         assert report["skipped"] == {"cross": reason}
         assert f"cross-host arm skipped: {reason}" in run.stdout
     for arm in report["arms"]:
+        assert list(arm) == ARM_KEYS
+        assert arm["label"] == arms.ARMS[arm["arm"]].label
         assert arm["error"] is None
         assert arm["delivered"] + arm["dropped"] == 15
         assert arm["delivered"] > 0 and arm["p50_ms"] > 0 and arm["delivered_fps"] > 0
@@ -40,6 +61,7 @@ def test_soak_reports_memory_at_start_and_end(pinflow, tmp_path):
     out = tmp_path / "soak.json"
     run = pinflow("bench", "--duration", "4", "--json", str(out), timeout=120)
     result = json.loads(out.read_text())
+    assert list(result) == SOAK_KEYS and list(result["accounting"]) == ACCOUNTING_KEYS
     assert set(result["producer_rss_mib"]) == {"start", "end"}
     assert result["pinned_mib"]["start"] > 0
     assert ("flat: yes" in run.stdout) == result["flat"]
@@ -63,23 +85,105 @@ def test_cross_host_arm_measures_both_hosts_and_cleans_up():
         return {line.split()[0] for line in out.splitlines() if line.strip()}
 
     before = namespaces()
-    report = bench.run(frames=30, max_frames=0, arms=["cross"])
-    (arm,) = report["arms"]
+    measured = report.run(frames=30, max_frames=0, arms=["cross"])
+    (arm,) = measured["arms"]
     assert arm["error"] is None, arm["error"]
     assert arm["delivered"] + arm["dropped"] == 30 and arm["delivered"] > 0
     assert arm["p50_ms"] > 0 and arm["delivered_fps"] > 0
     # The consumer runs under the daemon in the other namespace: measured all the same.
     assert arm["consumer_rss_mib"] > 0 and arm["producer_rss_mib"] > 0
     assert arm["gateway_cpu_pct"] > 0, "the gateways' work is measured, not hidden"
-    table = bench.render(report)
-    assert "pinflow across hosts" in table and "cross: the wire gateways" in table
+    text = table.render(measured)
+    assert "pinflow across hosts" in text and "cross: the wire gateways" in text
     assert namespaces() == before  # (no /dev/shm leftovers: conftest checks)
 
 
 def test_cross_arm_asked_for_where_unavailable_reports_why(monkeypatch, tmp_path):
     monkeypatch.setattr(netns, "available", lambda: "no namespaces here (test)")
-    assert bench.default_arms() == (["pinned", "shm", "zbytes", "zshm"],
-                                    {"cross": "no namespaces here (test)"})
-    arm = bench.measure_arm("cross", 10, 0, "cpu", tmp_path)
+    assert arms.default_arms() == (["pinned", "shm", "zbytes", "zshm"],
+                                   {"cross": "no namespaces here (test)"})
+    arm = measure.measure_arm("cross", 10, 0, "cpu", tmp_path)
     assert arm.error == "cross-host arm unavailable: no namespaces here (test)"
     assert arm.delivered == 0 and arm.dropped == 10
+
+
+def test_the_arms_table_is_the_one_the_command_offers(pinflow):
+    """`--arms` takes its choices from arms.ARMS: an arm added there is offered, and a name
+    that is not there is refused by the parser, listing the real ones."""
+    run = pinflow("bench", "--arms", "nosuch")
+    assert run.returncode == 2
+    assert "choose from " + ", ".join(repr(n) for n in arms.ARMS) in run.stderr
+
+
+def test_a_work_folder_whose_path_is_yaml_syntax_is_measured(pinflow):
+    """Each pinflow arm's dataflow names files in the bench's work folder (under TMPDIR); a
+    path with ': ' in it once made that dataflow invalid YAML, and the arm failed."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench: "))  # short: socket paths live under it too
+    try:
+        out = tmp / "bench.json"
+        run = pinflow("bench", "--arms", "shm", "--frames", "5", "--no-max-fps", "--json",
+                      str(out), env={"TMPDIR": str(tmp)}, timeout=120)
+        assert run.returncode == 0, run.output
+        (arm,) = json.loads(out.read_text())["arms"]
+        assert arm["error"] is None and arm["delivered"] > 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_dataflow_paths_reach_the_probe_word_for_word(tmp_path):
+    from pinflow import spec
+
+    out = tmp_path / "odd: name #1 'q'" / "out.jsonl"
+    for arm in (a for a in arms.ARMS.values() if a.baseline is None):
+        path = flows.write_dataflow(tmp_path / f"{arm.name}.yml", arm, 10, 30.0, out, "cuda")
+        loaded = spec.load(path)
+        camera, probe = loaded.nodes
+        assert probe.args == ("--out", str(out))
+        assert camera.outputs[0].pinned is arm.pinned
+        (image,) = probe.inputs
+        assert image.device == "cuda" and image.source == "camera/image"
+        assert (probe.machine == flows.CROSS_MACHINE) is arm.cross_host
+
+
+def test_plot_without_matplotlib_fails_before_measuring(pinflow, tmp_path):
+    if importlib.util.find_spec("matplotlib") is not None:
+        pytest.skip("matplotlib is installed here")
+    run = pinflow("bench", "--arms", "zbytes", "--frames", "5", "--no-max-fps", "--plot",
+                  str(tmp_path / "cdf.png"), timeout=60)
+    assert run.returncode == 1
+    assert "pinflow: error: --plot needs matplotlib: pip install 'pinflow[plot]'" in run.stderr
+    assert "running" not in run.stderr, "nothing is measured when the plot cannot be drawn"
+
+
+def test_the_table_puts_every_figure_under_its_column():
+    arm = {key: None for key in ARM_KEYS} | {
+        "arm": "pinned", "label": arms.ARMS["pinned"].label, "delivered": 300, "dropped": 0,
+        "p50_ms": 3.26, "p99_ms": 61.24, "max_ms": 1234.5, "producer_rss_mib": 123.4,
+        "consumer_rss_mib": 109.0, "pinned_mib": 31.6, "max_fps": 999.0}
+    failed = arm | {"arm": "zbytes", "label": arms.ARMS["zbytes"].label, "error": "timed out"}
+    text = table.render({
+        "schema": 1, "machine": {"cpu_count": 2, "platform": "Linux", "python": "3.11",
+                                 "ram_gib": 23.5},
+        "device": "cpu", "no_gpu_reason": "no GPU (test)", "frames": 300,
+        "frame_bytes": flows.FRAME_BYTES, "fps": 30, "arms": [arm, failed],
+        "h2d_bandwidth": None, "skipped": {"cross": "no root (test)"}})
+    lines = text.splitlines()
+    head, rule, row, error_row = lines[2:6]
+    assert len(rule) == len(head) == len(row) and error_row.endswith("   ERROR timed out")
+    for column, value in [("p50 ms", "3.3"), ("p99 ms", "61.2"), ("max ms", "1234.5"),
+                          ("deliv", "300"), ("prod CPU%", "-"), ("pinned", "32"),
+                          ("max fps", "999"), ("H2D ms", "-")]:
+        end = head.index(column) + len(column)  # right-aligned under its header
+        assert row[:end].endswith(" " + value), (column, row)
+    assert "p50 latency relative to pinflow pinned: zbytes 1.00x" in lines
+    assert "cross-host arm skipped: no root (test)" in lines
+
+
+def test_the_bench_package_ships_in_the_wheel():
+    """pyproject lists its packages by hand: every package folder must be in the list."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {".".join(("pinflow", *p.parent.relative_to(REPO / "pinflow").parts))
+             for p in (REPO / "pinflow").rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject.toml [tool.setuptools] packages: {found - listed}"
