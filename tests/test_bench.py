@@ -3,16 +3,21 @@ Timings are not asserted (machines are noisy); the benchmark itself reports them
 
 import importlib.util
 import json
+import mmap
+import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO
+from test_leftovers import live_run
 
 from pinflow.tools import netns
-from pinflow.tools.bench import arms, flows, measure, report, table
+from pinflow.tools.bench import arms, flows, measure, report, sampler, table
 
 REPORT_KEYS = ["schema", "machine", "device", "no_gpu_reason", "frames", "frame_bytes", "fps",
                "arms", "h2d_bandwidth", "skipped"]
@@ -143,6 +148,64 @@ def test_dataflow_paths_reach_the_probe_word_for_word(tmp_path):
         (image,) = probe.inputs
         assert image.device == "cuda" and image.source == "camera/image"
         assert (probe.machine == flows.CROSS_MACHINE) is arm.cross_host
+
+
+def test_pinned_bytes_are_the_arms_own_beside_another_run(pinflow, tmp_path):
+    """Another pinflow run on the machine (here a 32 MiB pinned pool in the same folder) is
+    not this benchmark's: the pinned column counts only the pool the arm's processes map."""
+    out = tmp_path / "bench.json"
+    with live_run("pinned_stream.yml", tmp_path):
+        run = pinflow("bench", "--arms", "pinned", "--frames", "10", "--no-max-fps", "--json",
+                      str(out), timeout=180)
+    assert run.returncode == 0, run.output
+    (arm,) = json.loads(out.read_text())["arms"]
+    own = 4 * flows.FRAME_BYTES / MIB  # 4 slots; the pool's header page adds 4 KiB
+    assert own <= arm["pinned_mib"] < own + 1, arm["pinned_mib"]
+
+
+def test_zenoh_files_the_bench_did_not_map_are_left_alone(tmp_path):
+    """zenoh's orphaned shared-memory files are removed only if an arm's processes mapped
+    them and no live process maps them now."""
+    names = {role: sampler.ZENOH_SHM_DIR / f"pftest-{secrets.token_hex(4)}-{role}.zenoh"
+             for role in ("orphan", "held", "foreign")}
+    try:
+        for path in names.values():
+            path.write_bytes(b"\0" * 4096)
+        with open(names["held"], "r+b") as f, mmap.mmap(f.fileno(), 4096):
+            removed = sampler.remove_orphan_zenoh_files({names["orphan"], names["held"]})
+            assert removed == [names["orphan"]]
+            assert names["held"].exists() and names["foreign"].exists()
+    finally:
+        for path in names.values():
+            path.unlink(missing_ok=True)
+
+
+def test_a_zenoh_file_someone_else_creates_during_an_arm_survives_it(tmp_path):
+    """A file that appears in /dev/shm while an arm runs, unmapped (another program between
+    creating and mapping it, or one that left it for later), is not the benchmark's."""
+    foreign = sampler.ZENOH_SHM_DIR / f"pftest-{secrets.token_hex(4)}-foreign.zenoh"
+    out = tmp_path / "bench.json"
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "pinflow", "bench", "--arms", "zbytes", "--frames", "60",
+         "--no-max-fps", "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert bench.stderr is not None
+        started = ""
+        while "running zbytes" not in started:
+            line = bench.stderr.readline()
+            assert line, f"the bench ended before its arm started: {started}"
+            started += line
+        time.sleep(1.0)  # the arm is under way: its processes start, then stream for 2 s
+        foreign.write_bytes(b"\0" * 4096)
+        stdout, stderr = bench.communicate(timeout=120)
+        assert bench.returncode == 0, stdout + stderr
+        assert foreign.exists(), "the benchmark removed a zenoh file it never mapped"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+        foreign.unlink(missing_ok=True)
 
 
 def test_plot_without_matplotlib_fails_before_measuring(pinflow, tmp_path):

@@ -78,7 +78,8 @@ def measure_arm(name: str, frames: int, max_frames: int, device: str, work: Path
     max_fps = None
     if max_frames:
         max_fps = delivery_rate(run_arm(arm, max_frames, 0, device, work).records)
-    # zshm's consumer pins one staging frame of its own on a GPU.
+    # zshm's consumer pins one staging frame of its own on a GPU; pinflow's pools are counted
+    # from what the arm's processes map.
     staging = FRAME_BYTES if arm.baseline == "shm" and device != "cpu" else 0
     return ArmResult(
         arm=name, label=arm.label, frames=frames, delivered=len(records),
@@ -88,7 +89,7 @@ def measure_arm(name: str, frames: int, max_frames: int, device: str, work: Path
         consumer_cpu_pct=sampler.cpu_pct("consumer", *window),
         producer_rss_mib=sampler.rss.get("producer", 0) / MIB,
         consumer_rss_mib=sampler.rss.get("consumer", 0) / MIB,
-        pinned_mib=((sampler.pinned_bytes if arm.pinned else 0) + staging) / MIB,
+        pinned_mib=(sampler.pinned_bytes + staging) / MIB,
         max_fps=max_fps, h2d_ms_p50=percentile(h2d, 50),
         device=records[0]["device"] if records else device, error=run.error, latencies_ms=lat,
         delivered_fps=delivery_rate(records),

@@ -17,7 +17,7 @@ from pinflow.errors import PinflowError
 from pinflow.tools import netns
 from pinflow.tools.bench.arms import Arm
 from pinflow.tools.bench.flows import CROSS_MACHINE, write_dataflow
-from pinflow.tools.bench.sampler import Sampler
+from pinflow.tools.bench.sampler import Sampler, remove_orphan_zenoh_files
 from pinflow.tools.daemon_process import DaemonProcess
 from pinflow.transport.cleanup import clean_dead_runs
 
@@ -52,7 +52,6 @@ def _run_arm_in(stack: contextlib.ExitStack, arm: Arm, frames: int, fps: float, 
                 work: Path) -> ArmRun:
     tag = f"{arm.name}-{'max' if fps <= 0 else int(fps)}"
     out = work / f"{tag}.jsonl"
-    before = {p.name for p in Path("/dev/shm").glob("*.zenoh")}
     roots: list[int] = []
     if arm.baseline is None:
         spec = write_dataflow(work / f"{tag}.yml", arm, frames, fps, out, device)
@@ -80,7 +79,7 @@ def _run_arm_in(stack: contextlib.ExitStack, arm: Arm, frames: int, fps: float, 
     with Sampler([p.pid for p in procs] + roots, roles) as sampler:
         outputs, error = _wait(procs, timeout=120 + frames / max(fps, 1))
     wall = time.monotonic() - start
-    _remove_orphan_zenoh_files(before)
+    remove_orphan_zenoh_files(sampler.zenoh_files)
     lines = _json_lines(out)
     return ArmRun(records=[r for r in lines if "summary" not in r],
                   probe_summary=next((r["summary"] for r in lines if "summary" in r), {}),
@@ -104,21 +103,6 @@ def _wait(procs: list[subprocess.Popen[bytes]], timeout: float) -> tuple[list[st
             last = output.strip().splitlines()[-1:] or ["failed"]
             error = f"exit {proc.returncode}: {last[0]}"
     return outputs, error
-
-
-def _remove_orphan_zenoh_files(before: set[str]) -> None:
-    """zenoh's shared-memory backend can leave its files behind after its processes exit;
-    remove the ones this arm created that no live process maps."""
-    mapped = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        try:
-            mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
-                          if line.endswith(".zenoh"))
-        except OSError:
-            continue
-    for path in Path("/dev/shm").glob("*.zenoh"):
-        if path.name not in before and str(path) not in mapped:
-            path.unlink(missing_ok=True)
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:

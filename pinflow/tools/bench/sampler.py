@@ -1,5 +1,9 @@
 """What an arm's processes use while it runs: CPU time and RSS per role (psutil), and the
-pinned pools in the shared-memory folder."""
+shared-memory files they map (from ``/proc/PID/maps``).
+
+Shared memory is counted by what the arm's own processes map, never by what lies in the
+folder: another run on the machine (a soak, a second benchmark) has its pools there too.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,34 @@ from pathlib import Path
 import psutil
 
 from pinflow.transport import segment
+
+ZENOH_SHM_DIR = Path("/dev/shm")
+"""Where zenoh's shared-memory backend keeps its ``*.zenoh`` files."""
+ZENOH_SUFFIX = ".zenoh"
+
+
+def mapped_files(pid: int) -> set[Path]:
+    """The files process ``pid`` maps now; empty once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return set()
+    found = set()
+    for line in text.splitlines():
+        fields = line.split(maxsplit=5)  # address perms offset dev inode path
+        if len(fields) == 6 and fields[5].startswith("/"):
+            found.add(Path(fields[5]))
+    return found
+
+
+def is_pinned_pool(path: Path, folder: Path) -> bool:
+    """``folder``: the shared-memory folder, resolved (maps show real paths)."""
+    return (path.parent == folder and path.name.startswith(segment.PREFIX)
+            and path.name.endswith(segment.PINNED_SUFFIX))
+
+
+def is_zenoh_file(path: Path) -> bool:
+    return path.parent == ZENOH_SHM_DIR and path.name.endswith(ZENOH_SUFFIX)
 
 
 class Sampler:
@@ -32,6 +64,8 @@ class Sampler:
         """The most pinned-pool bytes the processes mapped at one time."""
         self.pinned_first: int | None = None
         self.pinned_last = 0
+        self.zenoh_files: set[Path] = set()
+        """zenoh shared-memory files the processes mapped (theirs to clean up)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
@@ -69,7 +103,9 @@ class Sampler:
             except psutil.Error:
                 continue
         rss_now: dict[str, int] = {}
+        mapped: set[Path] = set()
         for proc in procs:
+            mapped |= mapped_files(proc.pid)
             role = self._role(proc)
             if role is None:
                 continue
@@ -80,12 +116,13 @@ class Sampler:
             self.cpu[f"{role}:{proc.pid}"] = times.user + times.system
             self.rss[role] = max(self.rss.get(role, 0), mem)
             rss_now[role] = rss_now.get(role, 0) + mem
-        pinned = sum(_size(path) for path in
-                     segment.shm_dir().glob(f"{segment.PREFIX}*{segment.PINNED_SUFFIX}"))
+        folder = segment.shm_dir().resolve()
+        pinned = sum(_size(path) for path in mapped if is_pinned_pool(path, folder))
         self.pinned_bytes = max(self.pinned_bytes, pinned)
         if pinned:
             self.pinned_first = pinned if self.pinned_first is None else self.pinned_first
             self.pinned_last = pinned
+        self.zenoh_files |= {path for path in mapped if is_zenoh_file(path)}
         now = time.time()
         self.history.append((now, dict(self.cpu)))
         self.rss_history.append((now, rss_now))
@@ -104,5 +141,21 @@ class Sampler:
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
-    except OSError:  # unlinked since
+    except OSError:  # unlinked since (a replaced pool): its mapping shows " (deleted)"
         return 0
+
+
+def remove_orphan_zenoh_files(candidates: set[Path]) -> list[Path]:
+    """zenoh's shared-memory backend can leave its files behind after its processes exit.
+    Remove those of ``candidates`` (what the arm's processes mapped) that no live process
+    maps any more; files the arm never mapped are never touched. Returns what was removed."""
+    candidates = {path for path in candidates if path.exists()}
+    if not candidates:
+        return []
+    still_mapped: set[Path] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        still_mapped |= mapped_files(int(maps.parent.name)) & candidates
+    removed = sorted(candidates - still_mapped)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
