@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pinflow import spec as spec_module
 from pinflow.errors import PinflowError, SpecError
@@ -135,6 +137,22 @@ def _wire_options(parser: argparse.ArgumentParser, peer: str) -> None:
                         help=f"wire endpoint of {peer} to connect to (repeatable)")
 
 
+def _at_least(low: float, kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` no smaller than ``low``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -169,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="1080p RGBA @ 30 Hz over pinflow and zenoh baselines")
     p.add_argument("--quick", action="store_true", help="90 frames per arm (under 2 minutes)")
-    p.add_argument("--frames", type=int, metavar="N",
+    p.add_argument("--frames", type=_at_least(1, int), metavar="N",
                    help="frames per arm at 30 Hz (default 300)")
     p.add_argument("--arms", nargs="+", choices=bench_arms.NAMES, metavar="ARM",
                    help=f"which transports, of {' '.join(bench_arms.NAMES)} (default: all; "
@@ -180,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")
     p.add_argument("--plot", type=Path, metavar="PATH", help="latency CDF as PNG "
                    "(pip install 'pinflow[plot]')")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help="soak mode: run the pinned flow this long; RSS and "
+    p.add_argument("--duration", type=_at_least(1.0, float), metavar="SECONDS",
+                   help="soak mode: run the pinned flow this long (at least 1); RSS and "
                         "pinned bytes must stay flat and every frame be delivered or counted "
                         "as dropped")
     p.set_defaults(func=_cmd_bench)

@@ -218,6 +218,14 @@ def test_plot_without_matplotlib_fails_before_measuring(pinflow, tmp_path):
     assert "running" not in run.stderr, "nothing is measured when the plot cannot be drawn"
 
 
+@pytest.mark.parametrize("args", [["--duration", "0"], ["--frames", "0"], ["--frames", "-3"],
+                                  ["--duration", "0.01"]])
+def test_counts_and_durations_that_measure_nothing_are_refused(pinflow, args):
+    run = pinflow("bench", *args, timeout=30)
+    assert run.returncode == 2, run.output
+    assert "pinflow bench: error: argument" in run.stderr and args[0] in run.stderr
+
+
 def test_the_table_puts_every_figure_under_its_column():
     arm = {key: None for key in ARM_KEYS} | {
         "arm": "pinned", "label": arms.ARMS["pinned"].label, "delivered": 300, "dropped": 0,
