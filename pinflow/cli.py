@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pinflow import spec as spec_module
 from pinflow.errors import PinflowError, SpecError
+from pinflow.tools.bench import arms as bench_arms
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -71,24 +74,30 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from pinflow.tools import bench
+    from pinflow.tools.bench import plot, report, soak, table
 
+    if args.plot:
+        plot.require()
     if args.duration:
-        result = bench.soak(args.duration)
-        print(bench.render_soak(result))
+        result = soak.soak(args.duration)
+        print(soak.render_soak(result))
         if args.json:
             args.json.write_text(json.dumps(result, indent=2))
-        return 0 if result["flat"] and not result["error"] and not result["lost"] else 1
+        return 0 if soak.passed(result) else 1
     frames = args.frames or (90 if args.quick else 300)
     max_frames = 0 if args.no_max_fps else (60 if args.quick else 150)
-    arms, skipped = (args.arms, {}) if args.arms else bench.default_arms()
-    report = bench.run(frames, max_frames, arms, skipped)
-    print(bench.render(report))
+    arms, skipped = (args.arms, {}) if args.arms else bench_arms.default_arms()
+    measured = report.run(frames, max_frames, arms, skipped, progress=_progress)
+    print(table.render(measured))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+        args.json.write_text(json.dumps(measured, indent=2))
     if args.plot:
-        bench.plot(report, args.plot)
-    return 1 if any(arm["error"] for arm in report["arms"]) else 0
+        plot.plot(measured, args.plot)
+    return 1 if report.failed(measured) else 0
+
+
+def _progress(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
@@ -128,6 +137,22 @@ def _wire_options(parser: argparse.ArgumentParser, peer: str) -> None:
                         help=f"wire endpoint of {peer} to connect to (repeatable)")
 
 
+def _at_least(low: float, kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` no smaller than ``low``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -162,18 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="1080p RGBA @ 30 Hz over pinflow and zenoh baselines")
     p.add_argument("--quick", action="store_true", help="90 frames per arm (under 2 minutes)")
-    p.add_argument("--frames", type=int, help="frames per arm at 30 Hz (default 300)")
-    p.add_argument("--arms", nargs="+", choices=["pinned", "shm", "zbytes", "zshm", "cross"],
-                   help="which transports (default: all; cross only where network "
-                        "namespaces can be created, i.e. as root with iproute2)")
+    p.add_argument("--frames", type=_at_least(1, int), metavar="N",
+                   help="frames per arm at 30 Hz (default 300)")
+    p.add_argument("--arms", nargs="+", choices=bench_arms.NAMES, metavar="ARM",
+                   help=f"which transports, of {' '.join(bench_arms.NAMES)} (default: all; "
+                        f"cross only where network namespaces can be created, i.e. as root "
+                        f"with iproute2)")
     p.add_argument("--no-max-fps", action="store_true",
                    help="skip the unthrottled run that measures the max sustainable fps")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")
     p.add_argument("--plot", type=Path, metavar="PATH", help="latency CDF as PNG "
                    "(pip install 'pinflow[plot]')")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help="soak mode: run the pinned flow this long; RSS and pinned bytes "
-                        "must stay flat and every frame be delivered or counted as dropped")
+    p.add_argument("--duration", type=_at_least(1.0, float), metavar="SECONDS",
+                   help="soak mode: run the pinned flow this long (at least 1); RSS and "
+                        "pinned bytes must stay flat and every frame be delivered or counted "
+                        "as dropped")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("top", help="live table of every running dataflow's nodes: queues, "

@@ -23,8 +23,8 @@ import pytest
 from conftest import DATAFLOWS, Run, assert_no_orphans
 
 from pinflow.errors import LaunchError
-from pinflow.runtime.daemon import DaemonProcess
 from pinflow.tools import top
+from pinflow.tools.daemon_process import DaemonProcess
 from pinflow.transport.cleanup import clean_dead_runs
 from pinflow.transport.segment import shm_dir
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from test_multihost import check_remote_daemon_loss, check_two_hosts, run_launcher, start_daemon
 
-from pinflow.runtime.daemon import DaemonProcess
 from pinflow.tools import netns
+from pinflow.tools.daemon_process import DaemonProcess
 
 PORT = 7447
 

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 import zenoh
 
 from pinflow import spec as spec_module
-from pinflow.errors import LaunchError, PinflowError, SpecError
+from pinflow.errors import PinflowError, SpecError
 from pinflow.runtime.cluster import result_to_json
 from pinflow.runtime.launcher import Launcher
 from pinflow.transport.cleanup import sweep_dead_runs
@@ -181,46 +178,3 @@ def serve(machine: str, *, listen: list[str], connect: list[str],
         daemon.say("stopped")
     return 0
 
-
-
-class DaemonProcess:
-    """``pinflow daemon`` as a child process, for a parent that plays both hosts (the
-    benchmark's cross-host arm, the tests): returns once the daemon serves; ``stop()``
-    always ends it. ``prefix`` runs it through another command, e.g. ``ip netns exec NS``
-    (which execs in place, so signals still reach the daemon itself)."""
-
-    def __init__(self, machine: str, endpoint: str, *, log: Path, log_dir: Path,
-                 prefix: Sequence[str] = (), env: dict[str, str] | None = None,
-                 cwd: Path | None = None, ready_timeout_s: float = 30.0) -> None:
-        self.machine, self.log = machine, log
-        self._log_file = open(log, "w")  # noqa: SIM115 (closed in stop())
-        self.process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "pinflow", "daemon", "--machine", machine,
-             "--listen", endpoint, "--log-dir", str(log_dir)],
-            stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=cwd, env=env)
-        deadline = time.monotonic() + ready_timeout_s
-        while READY not in self.output:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.output.strip().splitlines()[-1:] or ["no output"]
-                raise LaunchError(f"`pinflow daemon --machine {machine}` did not start: "
-                                  f"{tail[0]}")
-            time.sleep(0.05)
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM (the daemon stops its nodes and unlinks its pools), SIGKILL if it hangs;
-        the exit status."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log_file.close()
-        return self.process.returncode

@@ -1,2 +1,3 @@
 """The commands around a run (layer 6): ``top``/``stats``, ``doctor`` and its GPU self-test,
-and the benchmark with its baselines and network namespaces."""
+and the benchmark (``bench/``) with its baselines, network namespaces and the daemon it starts
+as a child process. Nothing below the CLI imports them, the tests aside."""
