@@ -13,7 +13,6 @@ from pinflow.spec.model import (
     DEFAULT_SHM_THRESHOLD,
     GATEWAY_ID,
     INPUT_KEYS,
-    MAX_SLOTS,
     NODE_KEYS,
     ON_FULL_POLICIES,
     OUTPUT_KEYS,
@@ -26,6 +25,7 @@ from pinflow.spec.model import (
     NodeSpec,
     OutputSpec,
 )
+from pinflow.spec.units import MAX_SLOTS
 
 __all__ = [
     "DEFAULT_BLOCK_TIMEOUT_S",

@@ -28,7 +28,6 @@ from pinflow.spec.model import (
     DEFAULT_QUEUE_SIZE,
     GATEWAY_ID,
     INPUT_KEYS,
-    MAX_SLOTS,
     NODE_KEYS,
     ON_FULL_POLICIES,
     OUTPUT_KEYS,
@@ -41,14 +40,11 @@ from pinflow.spec.model import (
     NodeSpec,
     OutputSpec,
 )
+from pinflow.spec.units import ID_PATTERN as _ID_RE
+from pinflow.spec.units import ID_RULE as _ID_RULE
+from pinflow.spec.units import MAX_SLOTS, parse_size
 
 _DEVICE_RE = re.compile(r"(cpu|cuda(:\d+)?)")
-_SIZE_RE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
-               "KB": 10**3, "MB": 10**6, "GB": 10**9}
-
-_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
-_ID_RULE = "use only letters, digits, '_' and '-'"
 _HZ_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _MILLIS_RE = re.compile(r"\d+")
 _TIMER_FORMS = f"'{TIMER_PREFIX}hz/N' (N > 0, e.g. 30 or 0.5) or '{TIMER_PREFIX}millis/N' (N > 0)"
@@ -557,9 +553,10 @@ def _size_value(node: Node) -> int | None:
     if value is not None:
         return value if value >= 0 else None
     if _is_str(node):
-        match = _SIZE_RE.fullmatch(node.value.strip())
-        if match:
-            return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        try:
+            return parse_size(node.value)
+        except ValueError:
+            return None
     return None
 
 

@@ -27,7 +27,6 @@ OUTPUT_KEYS = frozenset(
 DEFAULT_SHM_THRESHOLD = 4096
 ON_FULL_POLICIES = ("block", "drop")
 DEFAULT_BLOCK_TIMEOUT_S = 2.0
-MAX_SLOTS = 250
 GATEWAY_ID = "_wire"
 """Consumer id under which a host's gateway reads outputs that feed other machines."""
 
