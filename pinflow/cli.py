@@ -18,8 +18,16 @@ from pinflow.errors import PinflowError, SpecError
 from pinflow.tools.bench import arms as bench_arms
 
 
+def _load(path: str) -> spec_module.DataflowSpec:
+    """The dataflow at ``path``; keys it accepts but ignores are noted on stderr."""
+    dataflow = spec_module.load(path)
+    for note in dataflow.notes:
+        print(f"pinflow: note: {note}", file=sys.stderr)
+    return dataflow
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
-    dataflow = spec_module.load(args.file)
+    dataflow = _load(args.file)
     print(f"{args.file}: ok ({len(dataflow.nodes)} node(s))")
     return 0
 
@@ -27,7 +35,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from pinflow.runtime import launcher
 
-    dataflow = spec_module.load(args.file)
+    dataflow = _load(args.file)
     result = launcher.run(dataflow, stop_after=args.stop_after, grace_s=args.grace,
                           log_dir=args.log_dir, wire_listen=args.listen,
                           wire_connect=args.connect, daemon_timeout_s=args.daemon_timeout)

@@ -2,6 +2,7 @@
 
     PinflowError
     ├── SpecError           the dataflow YAML is wrong (carries file:line messages)
+    ├── SettingError        a PINFLOW_* environment variable has a value pinflow cannot use
     ├── NodeEnvironmentError a node script was started outside a dataflow
     ├── LaunchError         a node could not be started
     ├── UnknownOutputError  send_output named an output the node does not declare
@@ -30,6 +31,11 @@ class SpecError(PinflowError):
     def __init__(self, messages: list[str]) -> None:
         self.messages = list(messages)
         super().__init__("\n".join(self.messages))
+
+
+class SettingError(PinflowError, ValueError):
+    """A ``PINFLOW_*`` environment variable holds a value pinflow cannot use; the message
+    names the variable and the form it wants."""
 
 
 class NodeEnvironmentError(PinflowError):

@@ -12,36 +12,27 @@ not just this one; see :func:`pinned_use` for what is not counted.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 
 import psutil
 
 from pinflow.errors import PinnedBudgetExceeded
+from pinflow.spec.units import mib, size_from_env
 from pinflow.transport import segment
 from pinflow.transport.liveness import run_is_live
 
 BUDGET_ENV = "PINFLOW_PINNED_BUDGET"
 DEFAULT_FRACTION = 0.25
-_SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|TiB)?\s*")
-_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE.fullmatch(text)
-    if not match:
-        raise ValueError(f"not a byte count: {text!r} (use e.g. 4294967296 or '4GiB')")
-    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def budget_bytes(override: int | None = None) -> int:
     """The budget in force: the dataflow's value, else the env var, else RAM / 4."""
     if override is not None:
         return override
-    raw = os.environ.get(BUDGET_ENV)
-    if raw:
-        return parse_size(raw)
+    from_env = size_from_env(BUDGET_ENV)
+    if from_env is not None:
+        return from_env
     return int(psutil.virtual_memory().total * DEFAULT_FRACTION)
 
 
@@ -100,9 +91,9 @@ def check(new: dict[str, int], override: int | None = None) -> None:
     total = use.total + sum(new.values())
     if total <= budget:
         return
-    lines = [f"pinned pools would use {_mib(total)} but the pinned budget is {_mib(budget)}:"]
-    lines += [f"  new      {label}: {_mib(size)}" for label, size in new.items()]
-    lines += [f"  existing {name}: {_mib(size)} (a pool of a live run)"
+    lines = [f"pinned pools would use {mib(total)} but the pinned budget is {mib(budget)}:"]
+    lines += [f"  new      {label}: {mib(size)}" for label, size in new.items()]
+    lines += [f"  existing {name}: {mib(size)} (a pool of a live run)"
               for name, size in use.counted.items()]
     if use.ignored:
         lines.append(f"  (not counted: {use.ignored} other file(s) in {segment.shm_dir()} "
@@ -110,7 +101,3 @@ def check(new: dict[str, int], override: int | None = None) -> None:
     lines.append(f"Lower `slots`/`slot_bytes` of pinned outputs, or raise the budget with "
                  f"`pinned_budget:` in the dataflow or {BUDGET_ENV}.")
     raise PinnedBudgetExceeded("\n".join(lines))
-
-
-def _mib(nbytes: int) -> str:
-    return f"{nbytes / (1 << 20):.1f} MiB"

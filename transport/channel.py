@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import secrets
 import threading
 import time
@@ -26,11 +25,12 @@ import zenoh
 from pinflow.errors import ClosedError, DescriptorError, PayloadError, PoolExhausted
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.spec.units import MAX_SLOTS, size_from_env
 from pinflow.transport import budget
 from pinflow.transport.auth import ProducerKeys
 from pinflow.transport.codec import Encoded
 from pinflow.transport.malformed import Malformed
-from pinflow.transport.pool import MAX_SLOTS, Loan, SlotPool
+from pinflow.transport.pool import Loan, SlotPool
 from pinflow.transport.segment import PAGE, new_incarnation, segment_name
 
 log = logging.getLogger("pinflow.transport")
@@ -103,8 +103,8 @@ def resync_consumer(session: zenoh.Session, keys: RunKeys, consumer: str,
 
 
 def max_pool_bytes() -> int:
-    raw = os.environ.get(MAX_POOL_BYTES_ENV)
-    return int(raw) if raw else DEFAULT_MAX_POOL_BYTES
+    from_env = size_from_env(MAX_POOL_BYTES_ENV)
+    return DEFAULT_MAX_POOL_BYTES if from_env is None else from_env
 
 
 def _round_up(nbytes: int) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from pinflow.errors import LaunchError
+from pinflow.spec.units import ID_PATTERN, check_id, is_id
 from pinflow.transport import segment as _segment
 from pinflow.transport.liveness import (
     lock_is_held,
@@ -27,8 +28,7 @@ from pinflow.transport.liveness import (
 )
 from pinflow.transport.session import runs_dir
 
-_ID = re.compile(r"[A-Za-z0-9_-]+")
-_LOCK = re.compile(r"pinflow-([A-Za-z0-9_-]+)\.lock")
+_LOCK = re.compile(rf"pinflow-({ID_PATTERN.pattern})\.lock")
 _RETRIES = 5
 
 
@@ -83,7 +83,7 @@ def remove_run(run_id: str) -> list[str]:
 
 def remove_node_segments(run_id: str, node_id: str) -> list[str]:
     """Unlink the segments (and liveness file) of one node of a run, after it died."""
-    _segment.check_id("node id", node_id)
+    check_id("node id", node_id)
     return _remove_segments(run_id, node_id)
 
 
@@ -237,7 +237,7 @@ def _run_folders() -> dict[str, Path]:
     except OSError:
         return {}
     return {p.name: p for p in entries
-            if _ID.fullmatch(p.name) and p.is_dir() and not p.is_symlink()}
+            if is_id(p.name) and p.is_dir() and not p.is_symlink()}
 
 
 def _sweep_run(run_id: str, files: list[Path], folder: Path | None,

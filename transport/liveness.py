@@ -31,22 +31,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pinflow.errors import TransportError
+from pinflow.spec.units import ID_PATTERN, check_id
 from pinflow.transport import segment as _segment
 
 log = logging.getLogger("pinflow.transport")
 
 ALIVE_SUFFIX = ".alive"
-_ALIVE = re.compile(r"pinflow-([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.alive")
-_ID = re.compile(r"[A-Za-z0-9_-]+")
+_ALIVE = re.compile(rf"pinflow-({ID_PATTERN.pattern})\.({ID_PATTERN.pattern})\.alive")
 POLL_S = 0.2
 """How often an unreachable peer's lock is probed."""
 
 
 def alive_name(run_id: str, node_id: str) -> str:
     """File name of the lock a node process of ``run_id`` holds while it lives."""
-    for kind, value in (("run id", run_id), ("node id", node_id)):
-        if not isinstance(value, str) or not _ID.fullmatch(value):
-            raise ValueError(f"invalid {kind} {value!r}: use only letters, digits, '_' and '-'")
+    check_id("run id", run_id)
+    check_id("node id", node_id)
     return f"{_segment.PREFIX}{run_id}.{node_id}{ALIVE_SUFFIX}"
 
 
@@ -83,7 +82,7 @@ def lock_is_held(path: Path) -> bool:
 
 def lock_name(run_id: str) -> str:
     """File name of the lock a run's launcher holds for the whole run."""
-    _segment.check_id("run id", run_id)
+    check_id("run id", run_id)
     return f"{_segment.PREFIX}{run_id}.lock"
 
 

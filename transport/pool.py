@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from pinflow.errors import ClosedError, DescriptorError, PayloadError
+from pinflow.spec.units import MAX_SLOTS
 from pinflow.transport.segment import PAGE, Segment, parse_segment_name
 
 log = logging.getLogger("pinflow.transport")
 
 MAGIC = b"PINFLOW1"
 VERSION = 1
-MAX_SLOTS = 250
 
 _HEADER = struct.Struct("<8sIIQQ")
 _ENTRY = struct.Struct("<QQ")

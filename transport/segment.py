@@ -30,17 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from pinflow.errors import ClosedError, DescriptorError, TransportError
+from pinflow.spec.units import ID_PATTERN, check_id
 
 SHM_DIR_ENV = "PINFLOW_SHM_DIR"
 DEFAULT_SHM_DIR = Path("/dev/shm")
 PREFIX = "pinflow-"
 PAGE = mmap.PAGESIZE
 
-_ID = re.compile(r"[A-Za-z0-9_-]+")
 _INCARNATION = re.compile(r"[0-9a-f]+")
-_NAME = re.compile(
-    r"pinflow-([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([0-9a-f]+)(\.pinned)?"
-)
+_ID = f"({ID_PATTERN.pattern})"
+_NAME = re.compile(rf"pinflow-{_ID}\.{_ID}\.{_ID}\.([0-9a-f]+)(\.pinned)?")
 PINNED_SUFFIX = ".pinned"
 """Marks pinned pools in their name, so the machine-wide pinned budget can be summed from
 /dev/shm alone, across runs, without opening anyone's segment."""
@@ -55,12 +54,6 @@ def shm_dir() -> Path:
     ``/dev/shm`` is): CUDA refuses long-term pins of disk-backed file mappings.
     """
     return Path(os.environ.get(SHM_DIR_ENV) or DEFAULT_SHM_DIR)
-
-
-def check_id(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise ValueError(f"invalid {kind} {value!r}: use only letters, digits, '_' and '-'")
-    return value
 
 
 def segment_name(run_id: str, node_id: str, output_id: str, incarnation: str, *,

@@ -15,7 +15,7 @@ import re
 import zenoh
 
 from pinflow.errors import WireError
-from pinflow.protocol.keys import RunKeys
+from pinflow.spec.units import check_id
 
 ROOT = "pinflow/wire"
 _ENDPOINT = re.compile(r"(tcp|udp|quic|tls)/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}")
@@ -63,8 +63,7 @@ def daemon_all() -> str:
 
 
 def _check(part: str) -> str:
-    RunKeys(part)  # same rule as run ids: letters, digits, '_' and '-'
-    return part
+    return check_id("key part", part)
 
 
 class WireKeys:

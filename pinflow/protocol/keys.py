@@ -3,15 +3,11 @@ dataflows on one machine never match each other's subscriptions, even if linked.
 
 from __future__ import annotations
 
-import re
-
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+from pinflow.spec.units import check_id
 
 
 def _check(part: str) -> str:
-    if not _NAME.match(part):
-        raise ValueError(f"invalid key part {part!r}: only letters, digits, '_' and '-'")
-    return part
+    return check_id("key part", part)
 
 
 class RunKeys:

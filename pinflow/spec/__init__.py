@@ -1,11 +1,14 @@
 """The dataflow description: YAML in, immutable specs out (layer 1, above ``errors`` only).
 
-Everything a dataflow file can say is declared here; the loader reports every problem at
-once as ``FILE:LINE: message``. Importing this package loads PyYAML and nothing of the node
-runtime or the data plane.
+Every YAML field is declared once, on its spec dataclass (:mod:`pinflow.spec.model`, in the
+vocabulary of :mod:`pinflow.spec.schema`); the checks, the allowed keys, the JSON form and the
+README tables (:mod:`pinflow.spec.reference`) derive from those declarations. The loader
+(:mod:`pinflow.spec.loader`) reports every problem at once as ``FILE:LINE: message``. Rules the
+data plane shares (ids, byte counts, slot limit) live in :mod:`pinflow.spec.units`. Importing
+this package loads PyYAML and nothing of the node runtime or the data plane.
 """
 
-from pinflow.spec.check import load, loads
+from pinflow.spec.loader import load, loads
 from pinflow.spec.model import (
     DEFAULT_BLOCK_TIMEOUT_S,
     DEFAULT_QUEUE_POLICY,
@@ -13,7 +16,6 @@ from pinflow.spec.model import (
     DEFAULT_SHM_THRESHOLD,
     GATEWAY_ID,
     INPUT_KEYS,
-    MAX_SLOTS,
     NODE_KEYS,
     ON_FULL_POLICIES,
     OUTPUT_KEYS,
@@ -26,6 +28,8 @@ from pinflow.spec.model import (
     NodeSpec,
     OutputSpec,
 )
+from pinflow.spec.schema import DeviceKind, OnFull, QueuePolicy, Restart
+from pinflow.spec.units import MAX_SLOTS
 
 __all__ = [
     "DEFAULT_BLOCK_TIMEOUT_S",
@@ -43,9 +47,13 @@ __all__ = [
     "TIMER_PREFIX",
     "TOP_LEVEL_KEYS",
     "DataflowSpec",
+    "DeviceKind",
     "InputSpec",
     "NodeSpec",
+    "OnFull",
     "OutputSpec",
+    "QueuePolicy",
+    "Restart",
     "load",
     "loads",
 ]

@@ -1,53 +1,96 @@
-"""The immutable specs a dataflow file becomes: what the launcher, the nodes and the CLI
-read their wiring from. Loading and checking the YAML lives in :mod:`pinflow.spec.check`."""
+"""The immutable specs a dataflow file becomes, and the declaration of every YAML field.
+
+Each field the YAML can set is declared once, on its dataclass field, with
+:func:`~pinflow.spec.schema.key`: kind (type, range, allowed words), default, doc line. The
+levels at the bottom collect them; the loader (:mod:`pinflow.spec.loader`), the JSON form the
+launcher hands to a node, and the README tables (:mod:`pinflow.spec.reference`) are derived
+from them. Adding a YAML key is one ``key(...)`` field here, or one ``ignored(...)`` /
+``rejected(...)`` entry in its level for a key that fills no field.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-DEFAULT_QUEUE_SIZE = 10
-QUEUE_POLICIES = ("drop_oldest", "drop_newest")
-DEFAULT_QUEUE_POLICY = QUEUE_POLICIES[0]
+from pinflow.spec.schema import (
+    SLOTS,
+    Bytes,
+    Count,
+    Device,
+    Flag,
+    HostName,
+    Level,
+    ModuleName,
+    OneOf,
+    OnFull,
+    QueuePolicy,
+    Restart,
+    Seconds,
+    Structured,
+    key,
+)
+from pinflow.spec.units import ID_PATTERN
+
 TIMER_PREFIX = "pinflow/timer/"
-
-# Allowed keys per level. Features that add keys (pinned outputs, input devices, ...) add them
-# here and nowhere else, so unknown-key checks and suggestions stay in step.
-TOP_LEVEL_KEYS = frozenset({"nodes", "pinned_budget", "memory_limit"})
-RESTART_POLICIES = ("never", "on-failure", "always")
-NODE_KEYS = frozenset(
-    {"id", "path", "module", "args", "env", "inputs", "outputs", "memory_limit", "restart",
-     "max_restarts", "restart_backoff", "machine"}
-)
-INPUT_KEYS = frozenset({"source", "queue_size", "queue_policy", "device", "device_required"})
-OUTPUT_KEYS = frozenset(
-    {"id", "pinned", "slots", "slot_bytes", "shm_threshold", "on_full", "block_timeout"}
-)
-DEFAULT_SHM_THRESHOLD = 4096
-ON_FULL_POLICIES = ("block", "drop")
-DEFAULT_BLOCK_TIMEOUT_S = 2.0
-MAX_SLOTS = 250
 GATEWAY_ID = "_wire"
 """Consumer id under which a host's gateway reads outputs that feed other machines."""
+_ID_TYPE = f"string `{ID_PATTERN.pattern}`"
+_BYTES_EXAMPLE = "8388608 or '8 MiB'"
+_Spec = TypeVar("_Spec", bound="_Json")
+
+
+class _Json:
+    """The JSON-ready form of a spec (the launcher hands a node its NodeSpec through the
+    environment), derived from the dataclass fields by msgspec."""
+
+    def to_dict(self) -> dict[str, Any]:
+        import msgspec  # the node wiring needs it; loading and validating a file does not
+
+        return msgspec.to_builtins(self, enc_hook=_encode)
+
+    @classmethod
+    def from_dict(cls: type[_Spec], data: dict[str, Any]) -> _Spec:
+        """Inverse of :meth:`to_dict`; missing keys take their defaults."""
+        import msgspec
+
+        return msgspec.convert(data, cls, dec_hook=_decode)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise NotImplementedError(f"no JSON form for {type(value).__name__}")
+
+
+def _decode(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot make a {kind} from {type(value).__name__}")
 
 
 @dataclass(frozen=True)
-class InputSpec:
+class InputSpec(_Json):
     """One node input: where it reads from and how its bounded queue sheds load."""
 
     name: str
-    source: str
-    queue_size: int = DEFAULT_QUEUE_SIZE
-    queue_policy: str = DEFAULT_QUEUE_POLICY
+    source: str = key(Structured("`node/output` or timer"), "What the input reads.")
+    queue_size: int = key(Count(1), "Messages buffered for this input.", default=10)
+    queue_policy: QueuePolicy = key(
+        OneOf(QueuePolicy), "What overflow drops; drops are counted in `node.stats()`.",
+        default=QueuePolicy.DROP_OLDEST)
     source_node: str | None = None
     source_output: str | None = None
     timer_period_s: float | None = None
     line: int = 0
-    device: str | None = None
-    """``cuda``/``cuda:N`` asks for device delivery; ``None``/``cpu`` keeps data on the host."""
-    device_required: bool = False
-    """Fail instead of warning when the device is not usable here."""
+    device: str | None = key(
+        Device(), "Device delivery: payloads are copied to this GPU (see "
+        "[Pinned path](#pinned-path)).",
+        default=None)
+    device_required: bool = key(
+        Flag(), "Fail the node at start if the device is not usable (instead of a warning "
+        "and CPU data).", default=False)
 
     @property
     def is_timer(self) -> bool:
@@ -56,49 +99,69 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class OutputSpec:
+class OutputSpec(_Json):
     """One declared node output; consumers may only read outputs declared here."""
 
-    id: str
+    id: str = key(Structured(_ID_TYPE), "Output id.")
     line: int = 0
-    pinned: bool = False
-    """Back the pool with page-locked-ready memory that GPU consumers DMA from."""
-    slots: int | None = None
-    """Slots in the pool; ``None`` derives it from the consumers' queue sizes."""
-    slot_bytes: int | None = None
-    """Bytes per slot; ``None`` sizes it from the first large message (and grows, capped)."""
-    shm_threshold: int = DEFAULT_SHM_THRESHOLD
-    """Payloads of at least this many bytes go through shared memory; smaller ones inline."""
-    on_full: str = ON_FULL_POLICIES[0]
-    """``block``: wait up to ``block_timeout`` for a free slot, then raise PoolExhausted;
-    ``drop``: drop the message (send_output returns False), counted in stats."""
-    block_timeout: float = DEFAULT_BLOCK_TIMEOUT_S
+    pinned: bool = key(
+        Flag(), "The output's pool is pinned (DMA-ready for GPU consumers); "
+        "`send_output(..., pinned=True)` asks for it per message too.", default=False)
+    slots: int | None = key(SLOTS, "Slots in the pool.", default=None,
+                            default_text="largest consumer `queue_size` + 2")
+    slot_bytes: int | None = key(
+        Bytes(1, example=_BYTES_EXAMPLE), "Slot size. Without it the pool is sized from "
+        "traffic and regrows to 1.25 times a larger message, capped at `PINFLOW_MAX_POOL_BYTES` "
+        "(default 2 GiB) per output; with it, a larger message is a `PayloadError`.",
+        default=None, default_text="size of the first large message")
+    shm_threshold: int = key(
+        Bytes(example=_BYTES_EXAMPLE), "Payloads of at least this size go through shared "
+        "memory; smaller ones travel inline in the zenoh message.", default=4096)
+    on_full: OnFull = key(
+        OneOf(OnFull), "When every slot is held by consumers: wait up to `block_timeout` then "
+        "raise `PoolExhausted`, or drop the message (`send_output` returns `False`), counted.",
+        default=OnFull.BLOCK, expected="'block' or 'drop'")
+    block_timeout: float = key(Seconds(), "See `on_full`.", default=2.0)
 
 
 @dataclass(frozen=True)
-class NodeSpec:
+class NodeSpec(_Json):
     """Everything needed to start one node process and wire its inputs and outputs."""
 
-    id: str
-    path: Path | None = None
-    module: str | None = None
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict, hash=False)
-    inputs: tuple[InputSpec, ...] = ()
-    outputs: tuple[OutputSpec, ...] = ()
+    id: str = key(Structured(_ID_TYPE), "Unique node id.")
+    path: Path | None = key(Structured("file"), "Python file, relative to the YAML's folder.",
+                            default=None, default_text="one of `path`/`module`")
+    module: str | None = key(
+        ModuleName(), "Module run like `python -m` (e.g. `pinflow.nodes.camera`).",
+        default=None, default_text="one of `path`/`module`")
+    args: tuple[str, ...] = key(
+        Structured("string or list"),
+        "Command-line arguments (a string is split like a shell would).", default=())
+    env: dict[str, str] = key(
+        Structured("mapping"), "Extra environment variables (scalars become strings).",
+        default_factory=dict, hash=False)
+    inputs: tuple[InputSpec, ...] = key(
+        Structured("mapping"), "Input name → source (short form) or mapping (long form).",
+        default=())
+    outputs: tuple[OutputSpec, ...] = key(
+        Structured("list"), "Output ids, each a string or a mapping (long form).", default=())
     line: int = 0
-    memory_limit: int | None = None
-    """Private memory (RSS minus shared pages such as slot pools) above which the launcher
-    stops the node; from the node or the dataflow's ``memory_limit``."""
-    restart: str = "never"
-    """``never`` | ``on-failure`` (non-zero exit or signal) | ``always`` (any exit before
-    STOP)."""
-    max_restarts: int = 3
-    restart_backoff: float = 0.5
-    """Seconds before the first restart; doubles each time, capped at 30 s."""
-    machine: str | None = None
-    """Where the node runs: ``None`` on the launcher's host, else the name of a host that
-    runs ``pinflow daemon --machine NAME``."""
+    memory_limit: int | None = key(
+        Bytes(1, example="'512 MiB'"), "Private memory (RSS minus shared pages, so mapped "
+        "slot pools do not count) above which the launcher kills the node.", default=None,
+        default_text="top-level `memory_limit`, else none")
+    restart: Restart = key(
+        OneOf(Restart), "Start the node again after it exits: `on-failure` after a non-zero "
+        "exit or a signal, `always` after any exit before STOP.", default=Restart.NEVER)
+    max_restarts: int = key(
+        Count(0), "Restarts allowed in one run; after that the node stays down.", default=3)
+    restart_backoff: float = key(
+        Seconds(), "Delay before the first restart; it doubles with each restart, capped at "
+        "30 s.", default=0.5)
+    machine: str | None = key(
+        HostName(), "Run the node on the host that runs `pinflow daemon --machine NAME` (see "
+        "[Several machines](#several-machines)).", default=None,
+        default_text="the launcher's host")
 
     def output(self, output_id: str) -> OutputSpec:
         """The declared output ``output_id``; KeyError if the node has none by that name."""
@@ -107,54 +170,23 @@ class NodeSpec:
                 return out
         raise KeyError(output_id)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, so the launcher can hand the wiring to a node through its env."""
-        return {
-            "id": self.id,
-            "path": None if self.path is None else str(self.path),
-            "module": self.module,
-            "args": list(self.args),
-            "env": dict(self.env),
-            "inputs": [asdict(spec) for spec in self.inputs],
-            "outputs": [asdict(spec) for spec in self.outputs],
-            "line": self.line,
-            "memory_limit": self.memory_limit,
-            "restart": self.restart,
-            "max_restarts": self.max_restarts,
-            "restart_backoff": self.restart_backoff,
-            "machine": self.machine,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NodeSpec:
-        """Inverse of :meth:`to_dict`."""
-        path = data.get("path")
-        return cls(
-            id=data["id"],
-            path=None if path is None else Path(path),
-            module=data.get("module"),
-            args=tuple(data.get("args", ())),
-            env=dict(data.get("env", {})),
-            inputs=tuple(InputSpec(**item) for item in data.get("inputs", ())),
-            outputs=tuple(OutputSpec(**item) for item in data.get("outputs", ())),
-            line=data.get("line", 0),
-            memory_limit=data.get("memory_limit"),
-            restart=data.get("restart", "never"),
-            max_restarts=data.get("max_restarts", 3),
-            restart_backoff=data.get("restart_backoff", 0.5),
-            machine=data.get("machine"),
-        )
-
 
 @dataclass(frozen=True)
 class DataflowSpec:
     """A validated dataflow: every source names an existing node and a declared output."""
 
     path: Path
-    nodes: tuple[NodeSpec, ...]
-    pinned_budget: int | None = None
-    """Machine-wide cap on pinned pool bytes for this run (else PINFLOW_PINNED_BUDGET or a
-    quarter of RAM)."""
+    nodes: tuple[NodeSpec, ...] = key(Structured("list"), "The nodes.",
+                                      expected="a list of nodes")
+    pinned_budget: int | None = key(
+        Bytes(), "Machine-wide cap on pinned pool bytes, checked when pools are created and "
+        "at start-up for pools the YAML sizes.", default=None,
+        default_text="`PINFLOW_PINNED_BUDGET`, else ¼ of RAM")
+    memory_limit: int | None = key(
+        Bytes(1, example="'2 GiB'"), "`memory_limit` of every node that sets none itself (see "
+        "[Supervision](#supervision)).", default=None)
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    """``FILE:LINE: text`` for every key that was accepted but ignored."""
 
     def node(self, node_id: str) -> NodeSpec:
         """The node ``node_id``; KeyError if absent."""
@@ -190,3 +222,25 @@ class DataflowSpec:
             (here if self.node(consumer).machine == machine else elsewhere).append(
                 (consumer, inp))
         return here, max((inp.queue_size for _, inp in elsewhere), default=None)
+
+
+# The YAML levels, in README order. A key that fills no field (accepted for compatibility and
+# ignored, or refused with a message of its own) is declared here with ignored()/rejected().
+TOP = Level("Top level", DataflowSpec)
+NODE = Level("Node", NodeSpec)
+INPUT = Level("Inputs", InputSpec)
+OUTPUT = Level("Outputs", OutputSpec)
+LEVELS = (TOP, NODE, INPUT, OUTPUT)
+
+# Names older code and tests import; each is read from the declarations above.
+TOP_LEVEL_KEYS = TOP.allowed
+NODE_KEYS = NODE.allowed
+INPUT_KEYS = INPUT.allowed
+OUTPUT_KEYS = OUTPUT.allowed
+DEFAULT_QUEUE_SIZE: int = INPUT.keys["queue_size"].default
+DEFAULT_QUEUE_POLICY: QueuePolicy = INPUT.keys["queue_policy"].default
+DEFAULT_SHM_THRESHOLD: int = OUTPUT.keys["shm_threshold"].default
+DEFAULT_BLOCK_TIMEOUT_S: float = OUTPUT.keys["block_timeout"].default
+QUEUE_POLICIES = tuple(QueuePolicy)
+ON_FULL_POLICIES = tuple(OnFull)
+RESTART_POLICIES = tuple(Restart)

@@ -16,6 +16,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pinflow.spec.units import mib
 from pinflow.transport import budget, gpu_runtime, gpu_select, segment, torch_cuda
 
 
@@ -144,7 +145,7 @@ def examine() -> Report:
 
 
 def _mib(value: int | None) -> str:
-    return "unlimited" if value is None else f"{value / (1 << 20):,.1f} MiB"
+    return "unlimited" if value is None else mib(value)
 
 
 def render(report: Report) -> str:

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import zenoh
 
 from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.spec.units import MIB
 from pinflow.transport import liveness
 from pinflow.transport.session import LAUNCHER_SOCKET, open_session, runs_dir, unix_endpoint
 
@@ -181,7 +182,7 @@ def _num(value: Any) -> str:
 
 
 def _mib(value: Any) -> str:
-    return "-" if value is None else _num(value / 2**20)
+    return "-" if value is None else _num(value / MIB)
 
 
 def _size(nbytes: float) -> str:
