@@ -8,7 +8,6 @@ per node in its own process group, and the stop sequence STOP -> grace -> SIGTER
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -18,19 +17,21 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
+import msgspec
 import zenoh
 
 from pinflow.errors import LaunchError
-from pinflow.protocol.keys import RunKeys, last_part
-from pinflow.protocol.wiring import ENV_VAR, Wiring
+from pinflow.protocol.control import NodeResult
+from pinflow.protocol.keys import RunKeys, last_part, local_run_id
+from pinflow.protocol.wiring import ENV_VAR, Consumer, Wiring
 from pinflow.runtime.bridge import Bridge
 from pinflow.runtime.child import LAUNCHER_LOST_EXIT
 from pinflow.runtime.cluster import Cluster
-from pinflow.runtime.diagnosis import Diagnoser
+from pinflow.runtime.collector import StatsCollector
 from pinflow.runtime.supervisor import MemoryWatch, over_limit, restart_delay
 from pinflow.spec import GATEWAY_ID, DataflowSpec, NodeSpec
 from pinflow.transport import budget
@@ -44,7 +45,7 @@ from pinflow.transport.session import (
     open_session,
     unix_endpoint,
 )
-from pinflow.transport.wire import local_run_id, open_wire
+from pinflow.transport.wire import open_wire
 
 
 class LeaderLink(Protocol):
@@ -85,22 +86,6 @@ class NodeProcess:
     @property
     def returncode(self) -> int | None:
         return self.process.poll()
-
-
-@dataclass(frozen=True)
-class NodeResult:
-    node_id: str
-    returncode: int
-    forced: str | None
-    tail: list[str]
-    log_path: Path | str
-    restarts: int = 0
-    stopped_why: str | None = None
-    machine: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and self.forced is None and self.stopped_why is None
 
 
 @dataclass(frozen=True)
@@ -178,8 +163,7 @@ class Launcher:
         self._procs: dict[str, NodeProcess] = {}
         self._tokens: list[zenoh.LivelinessToken] = []
         self._liveliness: zenoh.Liveliness | None = None
-        self._reports: dict[str, tuple[float, dict]] = {}
-        self._diagnoser = Diagnoser()
+        self._stats = StatsCollector()
         self._memory = MemoryWatch()
 
     # -- output ---------------------------------------------------------------------------
@@ -259,7 +243,7 @@ class Launcher:
             self._tokens.append(liveliness.declare_token(self.keys.launcher()))
             ready_sub = liveliness.declare_subscriber(self.keys.ready_all(), self._on_ready,
                                                       history=True)
-            stats_sub = session.declare_subscriber(self.keys.stats_all(), self._on_stats)
+            self._stats.start(session, self.keys)
             if self.wire is not None:
                 bridge = Bridge(self.spec, self.machine, self.dataflow_run_id, session,
                                 self.wire, self.keyring)
@@ -275,10 +259,10 @@ class Launcher:
             self._supervise(stop_after)
             self._tokens.append(liveliness.declare_token(self.keys.state("stop")))
             self._stop_all()
-            stats_sub.undeclare()
             ready_sub.undeclare()
         finally:
             self._kill_all()
+            self._stats.close()
             if self.cluster is not None:
                 self.cluster.close()
             if bridge is not None:
@@ -319,22 +303,15 @@ class Launcher:
             if now >= next_check:
                 next_check = now + 0.5
                 self._check_memory()
-                for line in self._diagnoser.lines(self._fresh_reports(now)):
+                for line in self._stats.findings(now, self._running):
                     self.say(line)
             time.sleep(0.05)
 
-    def _on_stats(self, sample: zenoh.Sample) -> None:
-        try:
-            report = json.loads(sample.payload.to_bytes())
-            self._reports[str(report["node"])] = (time.monotonic(), report)
-        except (ValueError, KeyError, TypeError):
-            return
-
-    def _fresh_reports(self, now: float) -> dict[str, dict]:
-        remote = set(self.cluster.pending()) if self.cluster else set()
-        return {node: report for node, (seen, report) in list(self._reports.items())
-                if now - seen < 3.0 and (node in remote or (
-                    node in self._procs and self._procs[node].returncode is None))}
+    def _running(self, node_id: str) -> bool:
+        """The node runs here, or on a host that has not reported its end."""
+        if self.cluster is not None and node_id in self.cluster.pending():
+            return True
+        return node_id in self._procs and self._procs[node_id].returncode is None
 
     def _remote_lost(self) -> None:
         """Nodes of a host that vanished: failed; their consumers here close the inputs."""
@@ -367,22 +344,21 @@ class Launcher:
                 proc.restart_at = None
                 proc.restarts += 1
                 proc.stopped_why = None
-                wiring = replace(proc.wiring, restarts=proc.restarts)
-                self._start_process(proc, wiring)
+                self._start_process(proc, proc.wiring.restarted(proc.restarts))
 
     def _on_ready(self, sample: zenoh.Sample) -> None:
         if sample.kind == zenoh.SampleKind.PUT:
             self._ready.add(last_part(sample.key_expr))
 
-    def _consumers(self, node: NodeSpec) -> dict[str, list[list]]:
+    def _consumers(self, node: NodeSpec) -> dict[str, list[Consumer]]:
         """Per output, its consumers on this host, plus the gateway standing in for all
         consumers on other hosts (it reads each message once, whatever their number)."""
         consumers = {}
         for out in node.outputs:
             here, gateway_queue = self.spec.consumers_across(node.id, out.id, self.machine)
-            consumers[out.id] = [[c, i.name, i.queue_size] for c, i in here]
+            consumers[out.id] = [Consumer(c, i.name, i.queue_size) for c, i in here]
             if gateway_queue is not None:
-                consumers[out.id].append([GATEWAY_ID, "wire", gateway_queue])
+                consumers[out.id].append(Consumer(GATEWAY_ID, "wire", gateway_queue))
         return consumers
 
     def _spawn_all(self, sock_dir: Path) -> None:
@@ -400,7 +376,7 @@ class Launcher:
                 restart_policy=node.restart, restartable=restartable,
                 consumer_secret=self.keyring.secret(node.id),
                 consumer_keys=self.keyring.pair_keys(
-                    node.id, {c[0] for readers in consumers.values() for c in readers}),
+                    node.id, {c.node for readers in consumers.values() for c in readers}),
                 drain_timeout_s=min(DRAIN_TIMEOUT_S, self.grace_s / 4),
             )
             proc = NodeProcess(node, wiring, None, self.log_dir / f"{node.id}.log")  # type: ignore[arg-type]
@@ -521,19 +497,16 @@ class Launcher:
                 proc.reader.join(timeout=2.0)
 
     def _results(self) -> list[NodeResult]:
-        local = {
+        results = {
             p.spec.id: NodeResult(p.spec.id, p.process.wait(), p.killed, list(p.tail),
-                                  p.log_path, p.restarts, p.stopped_why, self.machine)
+                                  str(p.log_path), p.restarts, p.stopped_why, self.machine)
             for p in self._procs.values()
         }
-        remote = self.cluster.results() if self.cluster else {}
-        for node_id, body in remote.items():
-            fields = {k: body.get(k) for k in ("returncode", "forced", "tail", "log_path",
-                                                "restarts", "stopped_why")}
-            fields["restarts"] = fields["restarts"] or 0
-            local[node_id] = NodeResult(node_id, machine=self.cluster.remote[node_id],
-                                        **fields)  # type: ignore[arg-type, union-attr]
-        return [local[n.id] for n in self.spec.nodes if n.id in local]
+        if self.cluster is not None:
+            for node_id, result in self.cluster.results().items():
+                results[node_id] = msgspec.structs.replace(
+                    result, machine=self.cluster.remote[node_id])
+        return [results[n.id] for n in self.spec.nodes if n.id in results]
 
 
 def run(spec: DataflowSpec, *, stop_after: float | None = None, log_dir: Path | None = None,

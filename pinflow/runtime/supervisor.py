@@ -1,9 +1,10 @@
 """Per-node policies the launcher enforces while a run goes on: restarts and memory.
 
-Seeds 003/004 needed hand-written watchdogs and emergency brakes; here they are YAML keys.
-``restart: never | on-failure | always`` with ``max_restarts`` and a doubling backoff;
-``memory_limit`` on a node's private memory (RSS minus shared pages, so the slot pools a
-node maps do not count against it), and a warning when the machine runs low.
+Long-running pipelines otherwise grow their own watchdogs (restart what crashed) and
+emergency brakes (kill what leaks before the kernel's OOM killer picks a victim); here they
+are YAML keys. ``restart: never | on-failure | always`` with ``max_restarts`` and a doubling
+backoff; ``memory_limit`` on a node's private memory (RSS minus shared pages, so the slot
+pools a node maps do not count against it), and a warning when the machine runs low.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -63,7 +64,7 @@ def test_a_slot_generation_is_read_once_and_released_once_by_its_holder(plane) -
     channel, receiver = plane["channel"], plane["receivers"]["a"]
     assert channel.send(codec.encode(np.arange(8, dtype=np.uint8)), None)
     header = plane["headers"].get(timeout=5)
-    index = header.slot["idx"]
+    index = header.slot.index
     view, _ = receiver.read(("cam", "out"), header.slot)
     with pytest.raises(DescriptorError, match="repeated descriptor"):
         receiver.read(("cam", "out"), header.slot)
@@ -74,12 +75,30 @@ def test_a_slot_generation_is_read_once_and_released_once_by_its_holder(plane) -
     assert _holders(channel, index) == {"b"}
 
 
+@pytest.mark.parametrize("segment", ["../../etc/passwd", "pinflow-otherrun.cam.out.0a",
+                                     "pinflow-{run}.mic.out.0a", "pinflow-{run}.cam.out"])
+def test_a_descriptor_naming_another_producer_s_segment_or_a_path_is_refused(plane, segment):
+    """The slot descriptor's types are the header decoder's; which segments a producer may
+    name is the receiver's rule: only its own, of this run."""
+    channel, receiver = plane["channel"], plane["receivers"]["a"]
+    assert channel.send(codec.encode(np.arange(8, dtype=np.uint8)), None)
+    header = plane["headers"].get(timeout=5)
+    forged = msgspec.structs.replace(header.slot,
+                                     segment=segment.format(run=plane["keys"].run_id))
+    with pytest.raises(DescriptorError, match="does not belong to cam/out"):
+        receiver.read(("cam", "out"), forged)
+    with pytest.raises(DescriptorError, match="without a slot descriptor"):
+        receiver.read(("cam", "out"), None)
+    view, _ = receiver.read(("cam", "out"), header.slot)
+    assert view.tobytes() == bytes(range(8))
+
+
 def test_a_release_signed_by_another_consumer_frees_nothing_and_is_counted(plane) -> None:
     channel, keys, session = plane["channel"], plane["keys"], plane["session"]
     assert channel.send(codec.encode(np.arange(8, dtype=np.uint8)), None)
     header = plane["headers"].get(timeout=5)
-    index, generation = header.slot["idx"], header.slot["gen"]
-    body = messages.Release(header.slot["seg"], [(index, generation)]).encode()
+    index, generation = header.slot.index, header.slot.generation
+    body = messages.Release(header.slot.segment, [(index, generation)]).encode()
     b_key = keys.release("cam", "out", "b")
     a_signer = plane["keyring"].consumer("a")
     for signature in (a_signer.sign_release("cam", b_key, body), b"\0" * 16, None):
