@@ -235,6 +235,8 @@ class Bridge:
         self.local_keys = RunKeys(local_run_id(run_id, machine))
         self.wire_keys = WireKeys(run_id)
         self.here = {n.id for n in spec.nodes_on(machine)}
+        self.elsewhere = {n.id for n in spec.nodes} - self.here
+        """Nodes of other hosts: the only ones whose tokens come here from the wire."""
         self.keyring = keyring
         self.signer = keyring.consumer(GATEWAY_ID)
         self.malformed = Malformed("gateway", log)
@@ -329,8 +331,8 @@ class Bridge:
     def _on_wire_token(self, sample: zenoh.Sample) -> None:
         """A remote node's token: re-declare it on this host's mesh."""
         kind, node_id = parse_token(sample.key_expr)
-        if kind not in MIRRORED or node_id in self.here or node_id == GATEWAY_ID:
-            return
+        if kind not in MIRRORED or node_id not in self.elsewhere:
+            return  # ours, a gateway's, or no node of this dataflow
         self._mirror(self._to_local, self.local, self.local_keys.token(kind, node_id),
                      sample.kind == zenoh.SampleKind.PUT)
 

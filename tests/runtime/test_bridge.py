@@ -166,10 +166,20 @@ def test_tokens_and_statistics_are_mirrored_between_the_hosts(hosts: Hosts):
     def seen_on_b() -> bool:
         return bool(list(hosts.local_b.liveliness().get(alive_on_b, timeout=1.0)))
 
+    # Tokens of nodes this dataflow does not have, even with names no run key may hold,
+    # are not mirrored (and raise nothing in the callback).
+    wire = WireKeys(hosts.run)
+    strays = [hosts.wire_a.liveliness().declare_token(f"{wire.root}/node/alive/{name}")
+              for name in ("stranger", "a.b", "consumer")]
     token = hosts.local_a.liveliness().declare_token(hosts.keys_a.alive("producer"))
     _until(seen_on_b)
     token.undeclare()
     _until(lambda: not seen_on_b())
+    for stray in strays:
+        stray.undeclare()
+    mirrored = [str(reply.ok.key_expr) for reply in hosts.local_b.liveliness().get(
+        f"{hosts.keys_b.root}/alive/*", timeout=1.0) if reply.ok is not None]
+    assert mirrored == [hosts.keys_b.alive("consumer")], "only B's own consumer is alive on B"
 
     forwarded: queue.Queue = queue.Queue()
     subscriber = hosts.local_a.declare_subscriber(hosts.keys_a.stats("consumer"),
