@@ -14,6 +14,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 TOKEN_KINDS = ("alive", "ready", "gone")
 """The per-node liveliness tokens of a run (see :meth:`RunKeys.token`)."""
+RUN_STATES = ("running", "stop")
+"""The run-wide states the launcher declares, in this order (see :meth:`RunKeys.state`)."""
 WIRE_ROOT = "pinflow/wire"
 
 
@@ -76,7 +78,9 @@ class RunKeys:
 
     def state(self, state: str) -> str:
         """Run-wide state tokens declared by the launcher: ``running`` then ``stop``."""
-        return f"{self.root}/state/{check_part(state)}"
+        if state not in RUN_STATES:
+            raise ValueError(f"invalid run state {state!r}: one of {', '.join(RUN_STATES)}")
+        return f"{self.root}/state/{state}"
 
     def state_all(self) -> str:
         return f"{self.root}/state/*"
@@ -154,7 +158,10 @@ class WireKeys:
         return f"{self.root}/node/*/*"
 
     def state(self, state: str) -> str:
-        return f"{self.root}/state/{check_part(state)}"
+        """Mirror of the run's state tokens (:data:`RUN_STATES`)."""
+        if state not in RUN_STATES:
+            raise ValueError(f"invalid run state {state!r}: one of {', '.join(RUN_STATES)}")
+        return f"{self.root}/state/{state}"
 
     def state_all(self) -> str:
         return f"{self.root}/state/*"

@@ -24,6 +24,7 @@ import zenoh
 from pinflow.errors import DescriptorError, PinflowError
 from pinflow.protocol import messages
 from pinflow.protocol.keys import (
+    RUN_STATES,
     TOKEN_KINDS,
     RunKeys,
     WireKeys,
@@ -338,11 +339,15 @@ class Bridge:
 
     def _on_local_state(self, sample: zenoh.Sample) -> None:
         state = last_part(sample.key_expr)
+        if state not in RUN_STATES:
+            return  # no state of a run: nothing any host waits for
         self._mirror(self._to_wire, self.wire, self.wire_keys.state(state),
                      sample.kind == zenoh.SampleKind.PUT)
 
     def _on_wire_state(self, sample: zenoh.Sample) -> None:
         state = last_part(sample.key_expr)
+        if state not in RUN_STATES:
+            return
         self._mirror(self._to_local, self.local, self.local_keys.state(state),
                      sample.kind == zenoh.SampleKind.PUT)
 
@@ -362,7 +367,7 @@ class Bridge:
 
     def _on_wire_stats(self, sample: zenoh.Sample) -> None:
         node_id = last_part(sample.key_expr)
-        if node_id not in self.here:
+        if node_id in self.elsewhere:
             self.local.put(self.local_keys.stats(node_id), sample.payload.to_bytes())
 
     def summary(self) -> list[str]:

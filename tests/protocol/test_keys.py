@@ -40,6 +40,14 @@ def test_node_tokens_are_built_and_parsed_in_one_place() -> None:
         run.token("data", "cam")
 
 
+def test_run_states_are_the_launcher_s_two() -> None:
+    assert keys.RUN_STATES == ("running", "stop")
+    for builder in (RunKeys("r1"), WireKeys("r1")):
+        assert _matches(builder.state_all(), builder.state("stop"))
+        with pytest.raises(ValueError, match="invalid run state"):
+            builder.state("paused")
+
+
 def test_a_consumer_s_release_key_is_under_its_producer_s_release_subscription() -> None:
     run = RunKeys("r1")
     assert _matches(run.release_all("cam", "image"), run.release("cam", "image", "gpu"))

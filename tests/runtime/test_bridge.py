@@ -5,6 +5,7 @@ host B. What crosses is bytes; what lands is a descriptor of B's own pool."""
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import secrets
 import socket
@@ -42,6 +43,12 @@ nodes:
     inputs:
       frames: {source: producer/frames, queue_size: 3}
 """
+
+
+def zenoh_callback_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What zenoh logged about exceptions raised in our callbacks (it logs and goes on)."""
+    return [r.getMessage() for r in caplog.records if r.name.startswith("zenoh")
+            and r.levelno >= logging.ERROR]
 
 
 def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -160,7 +167,7 @@ def test_frames_cross_as_bytes_and_land_in_the_receiving_host_s_own_pool(hosts: 
     assert exported.startswith("wire: exported producer/frames: ")
 
 
-def test_tokens_and_statistics_are_mirrored_between_the_hosts(hosts: Hosts):
+def test_tokens_and_statistics_are_mirrored_between_the_hosts(hosts: Hosts, caplog):
     alive_on_b = hosts.keys_b.alive("producer")
 
     def seen_on_b() -> bool:
@@ -171,6 +178,8 @@ def test_tokens_and_statistics_are_mirrored_between_the_hosts(hosts: Hosts):
     wire = WireKeys(hosts.run)
     strays = [hosts.wire_a.liveliness().declare_token(f"{wire.root}/node/alive/{name}")
               for name in ("stranger", "a.b", "consumer")]
+    strays.append(hosts.wire_a.liveliness().declare_token(f"{wire.root}/state/a.b"))
+    hosts.wire_a.put(f"{wire.root}/stats/a.b", b"{}")
     token = hosts.local_a.liveliness().declare_token(hosts.keys_a.alive("producer"))
     _until(seen_on_b)
     token.undeclare()
@@ -194,6 +203,7 @@ def test_tokens_and_statistics_are_mirrored_between_the_hosts(hosts: Hosts):
         assert forwarded.get() == body
     finally:
         subscriber.undeclare()
+    assert not zenoh_callback_errors(caplog)
 
 
 def test_a_descriptor_arriving_over_the_wire_is_refused_and_counted(hosts: Hosts):
