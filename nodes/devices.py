@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pinflow.errors import CudaUnavailable
+from pinflow.protocol.stats import CopyStats
 from pinflow.spec import InputSpec
 from pinflow.transport.segment import Segment
 
@@ -95,8 +96,8 @@ class Devices:
         for found in self._each():
             found.forget(segment)
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        return {d.device: vars(d.stats) for d in self._each()}
+    def stats(self) -> dict[str, CopyStats]:
+        return {d.device: d.stats for d in self._each()}
 
     def close(self) -> None:
         for found in self._each():

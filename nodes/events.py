@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pinflow.protocol.messages import Layout
 from pinflow.transport import codec
 
 INPUT = "INPUT"
@@ -35,10 +36,10 @@ class Event(dict):
     ``to_torch()`` delivers: ``cpu`` or the input's CUDA device).
     """
 
-    _layout: dict[str, Any] | None = None
+    _layout: Layout | None = None
     _holder: np.ndarray | None = None
     _device_tensor: Any = None
-    _to_device: Callable[[Event, str, Any], Any] | None = None
+    _to_device: Callable[[str, Any], Any] | None = None
 
     def to_numpy(self) -> np.ndarray:
         """A numpy array with the sender's dtype and shape (zero-copy for tensors and bytes)."""
@@ -67,7 +68,7 @@ class Event(dict):
         if device is not None and device != "cpu":
             if self._to_device is None:
                 raise ValueError(f"{self.get('type')} event has no payload to copy")
-            return self._to_device(self, device, stream)
+            return self._to_device(device, stream)
         try:
             import torch
         except ModuleNotFoundError:
@@ -105,8 +106,26 @@ def _same_device(have: str, want: str) -> bool:
 
 
 def make_event(kind: str, event_id: str, **extra: Any) -> Event:
+    """An event without a payload (STOP, INPUT_CLOSED, a timer tick)."""
     event = Event(type=kind, id=event_id, value=None, metadata={})
     event.update(extra)
+    return event
+
+
+def payload_event(name: str, layout: Layout, holder: np.ndarray, *, metadata: dict[str, Any],
+                  seq: int, sent_ns: int, pinned: bool, device: str | None,
+                  to_device: Callable[[str, Any], Any]) -> Event:
+    """An INPUT event over received bytes: ``holder`` (a 1-D uint8 view of the slot or of
+    the inline payload) and everything built from it keep the memory alive.
+
+    ``to_device(target, stream)`` copies the payload to a CUDA device; for an input with a
+    ``device`` that copy is made now, on the stream current while the event is taken.
+    """
+    event = make_event(INPUT, name, value=codec.decode_value(layout, holder), metadata=metadata,
+                       seq=seq, sent_ns=sent_ns, pinned=pinned, device=device or "cpu")
+    event._layout, event._holder, event._to_device = layout, holder, to_device
+    if device is not None:
+        event._device_tensor = to_device(device, None)
     return event
 
 

@@ -12,10 +12,10 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from pinflow.nodes import events
 from pinflow.nodes.events import Event, InputQueue, Pending
+from pinflow.protocol.stats import QueueStats
 from pinflow.spec import InputSpec
 
 
@@ -134,11 +134,11 @@ class Inbox:
             taken, self._waiting_s = self._waiting_s, 0.0
         return taken
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, QueueStats]:
         with self.cond:
             return {
-                q.name: {"source": self._sources[q.name], "queued": len(q.items),
-                         "size": q.size, "received": q.received, "dropped": q.dropped,
-                         "delivered": q.delivered, "closed": q.closed}
+                q.name: QueueStats(source=self._sources[q.name], queued=len(q.items),
+                                   size=q.size, received=q.received, dropped=q.dropped,
+                                   delivered=q.delivered, closed=q.closed)
                 for q in self._queues.values()
             }

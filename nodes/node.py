@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import numpy as np
 import yaml
 import zenoh
@@ -32,11 +33,14 @@ from pinflow.errors import (
 from pinflow.nodes import events
 from pinflow.nodes.devices import Devices
 from pinflow.nodes.events import Event
+from pinflow.nodes.exit_hook import before_threads_join
 from pinflow.nodes.inbox import Inbox
 from pinflow.nodes.stats import StatsPublisher
 from pinflow.nodes.timers import GridTimer
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.protocol.messages import ArrowLayout
+from pinflow.protocol.stats import NodeStats, OutputStats, PoolReport, Reporter
 from pinflow.protocol.wiring import ENV_VAR, Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec
@@ -124,10 +128,9 @@ class Node:
             self._session.close()
             self._alive_lock.release()
             raise
-        # zenoh runs callbacks on non-daemon threads that end only when the session closes,
-        # and the interpreter joins those threads *before* atexit handlers run; this hook
-        # runs before that join, so a node that simply returns from main() still exits.
-        threading._register_atexit(self.close)  # type: ignore[attr-defined]
+        # A node that simply returns from main() leaves its session open: close it before
+        # the interpreter waits for zenoh's threads (see exit_hook).
+        before_threads_join(self.close)
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -174,14 +177,10 @@ class Node:
             )
         for output in self._spec.outputs:
             consumers = self._wiring.consumers.get(output.id, [])
-            options = PoolOptions(
-                slots=output.slots, slot_bytes=output.slot_bytes,
-                shm_threshold=output.shm_threshold, on_full=output.on_full,
-                block_timeout=output.block_timeout, pinned=output.pinned,
-                consumer_queue_sizes=tuple(int(c[2]) for c in consumers),
-                pinned_budget=self._wiring.pinned_budget,
-            )
-            consumer_ids = [c[0] for c in consumers]
+            options = PoolOptions.for_output(
+                output, consumer_queue_sizes=[c.queue_size for c in consumers],
+                pinned_budget=self._wiring.pinned_budget)
+            consumer_ids = [c.node for c in consumers]
             self._outputs[output.id] = OutputChannel(
                 session, keys, self.id, output.id, options,
                 consumers=consumer_ids, alive=self._alive_snapshot,
@@ -224,9 +223,9 @@ class Node:
         stats_key = self._keys.stats(self.id)
         self._stats = StatsPublisher(
             lambda body: session.put(stats_key, body),
-            {"node": self.id, "run": self.run_id, "pid": os.getpid(),
-             "restarts": self._wiring.restarts, "machine": self._spec.machine},
-            self.stats, self._inbox.take_latencies, self._inbox.take_waiting,
+            Reporter(node=self.id, run=self.run_id, pid=os.getpid(),
+                     restarts=self._wiring.restarts, machine=self._spec.machine),
+            self._counters, self._inbox.take_latencies, self._inbox.take_waiting,
         )
 
     def _peers_joined(self) -> bool:
@@ -275,7 +274,7 @@ class Node:
             if header.kind == "shm":
                 holder, mapping = self._receiver.read(source, header.slot)
                 pinned, segment = mapping.pinned, mapping.segment
-                if header.layout is not None and header.layout.get("k") == "arrow":
+                if isinstance(header.layout, ArrowLayout):
                     # Arrow IPC is parsed, not viewed: check and keep a private copy, so the
                     # producer cannot change it afterwards; the slot goes back right away.
                     holder, pinned, segment = holder.copy(), False, None
@@ -294,24 +293,17 @@ class Node:
 
     def _input_event(self, name: str, header: messages.Header, holder: np.ndarray,
                      pinned: bool, segment: Segment | None) -> Event:
-        assert header.layout is not None
-        device = self._devices.by_input.get(name)
-        event = events.make_event(
-            events.INPUT, name,
-            value=codec.decode_value(header.layout, holder),
-            metadata=dict(header.metadata or {}),
-            seq=header.seq, sent_ns=header.sent_ns, pinned=pinned, device=device or "cpu",
-        )
-        event._layout, event._holder = header.layout, holder
+        layout = header.layout
+        assert layout is not None
 
-        def to_device(_event: Event, target: str, stream: Any) -> Any:
+        def to_device(target: str, stream: Any) -> Any:
             return self._devices.delivery(target).deliver(
-                holder, header.layout, segment=segment, pinned=pinned, stream=stream)
+                holder, layout, segment=segment, pinned=pinned, stream=stream)
 
-        event._to_device = to_device
-        if device is not None:
-            event._device_tensor = to_device(event, device, None)
-        return event
+        return events.payload_event(
+            name, layout, holder, metadata=dict(header.metadata or {}), seq=header.seq,
+            sent_ns=header.sent_ns, pinned=pinned, device=self._devices.by_input.get(name),
+            to_device=to_device)
 
     def _on_alive(self, sample: zenoh.Sample) -> None:
         """A peer's token came or went. Gone only means unreachable: the peer watch reports
@@ -450,12 +442,11 @@ class Node:
         channel = self._channel(output_id)
         dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
         layout, nbytes = codec.tensor_layout(dtype, dims)
-        dt = np.dtype(layout["dt"])
         loan = channel.loan(nbytes, pinned=pinned)
         if loan is None:
             yield None
             return
-        array = loan.array.view(dt).reshape(layout["sh"])
+        array = loan.array.view(np.dtype(layout.dt)).reshape(layout.sh)
         try:
             yield array
         except BaseException:
@@ -477,20 +468,24 @@ class Node:
         return channel
 
     def stats(self) -> dict[str, Any]:
-        """Counters of this node: per input queue and per output channel and pool."""
-        inputs = self._inbox.snapshot()
+        """Counters of this node: per input queue and per output channel and pool (plain
+        dicts; the fields are those of ``pinflow.protocol.stats.NodeStats``)."""
+        stats: dict[str, Any] = msgspec.to_builtins(self._counters())
+        return stats
+
+    def _counters(self) -> NodeStats:
         outputs = {}
         for output_id, channel in self._outputs.items():
             pool = channel.pool
-            outputs[output_id] = {
-                **vars(channel.stats),
-                "pool": None if pool is None else {**vars(pool.stats()), "pinned": pool.pinned,
-                                                   "segment": pool.name},
-            }
-        return {"inputs": inputs, "outputs": outputs, "malformed": self._malformed.count,
-                "segments_mapped": self._receiver.segments_mapped,
-                "not_lent": self._receiver.not_lent,
-                "devices": self._devices.stats()}
+            outputs[output_id] = OutputStats(
+                **msgspec.structs.asdict(channel.stats),
+                pool=None if pool is None else PoolReport(
+                    **msgspec.structs.asdict(pool.stats()), pinned=pool.pinned,
+                    segment=pool.name))
+        return NodeStats(inputs=self._inbox.snapshot(), outputs=outputs,
+                         malformed=self._malformed.count,
+                         segments_mapped=self._receiver.segments_mapped,
+                         devices=self._devices.stats(), not_lent=self._receiver.not_lent)
 
     # -- logging --------------------------------------------------------------------------
     def log(self, message_: str, level: str = "info", **fields: Any) -> None:

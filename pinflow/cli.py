@@ -115,7 +115,6 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    import json
 
     from pinflow.tools import top
 
@@ -130,10 +129,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                                f"{', '.join(runs)}")
         runs = [args.run]
     snapshot = top.collect(runs, args.wait)
-    if not any(run["nodes"] for run in snapshot["runs"].values()):
+    if not any(run.nodes for run in snapshot.runs.values()):
         raise PinflowError(f"no statistics arrived from run(s) {', '.join(runs)} within "
                            f"{args.wait:g} s; nodes report once a second once the run started")
-    print(json.dumps(snapshot, indent=2) if args.json else top.render(snapshot))
+    print(top.to_json(snapshot) if args.json else top.render(snapshot))
     return 0
 
 

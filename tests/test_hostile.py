@@ -4,7 +4,16 @@ memory: nothing a peer sends crashes a node, and forged or repeated control mess
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
 import pytest
+from conftest import DATAFLOWS
 
 
 def _no_tracebacks(run) -> None:
@@ -67,3 +76,54 @@ def test_a_descriptor_refused_because_its_segment_is_gone_still_frees_the_slot(p
     producer = run.result("producer")
     assert producer["error"] is None and producer["sent"] == 12, "no slot was lost for good"
     assert "does not exist" in run.stdout
+
+
+def test_statistics_no_reader_can_use_are_dropped_by_launcher_top_and_stats(pinflow, tmp_path):
+    """Reports nested 100,000 deep, not JSON, or of the wrong shape (nodes/stats_forger.py)
+    are logged and dropped by each reader: the launcher keeps diagnosing from the real
+    reports, and `top` and `stats` show the real ones; nothing raises in a zenoh callback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pinflow", "run", str(DATAFLOWS / "hostile_stats.yml"),
+         "--stop-after", "8", "--log-dir", str(tmp_path / "logs")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        env={**os.environ, "PINFLOW_TEST_RESULTS": str(tmp_path / "results")},
+        start_new_session=True)
+    (tmp_path / "results").mkdir()
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if " started: " in line:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(30), "".join(lines)
+        run_id = re.search(r"run (\w+) started", "".join(lines)).group(1)
+        top = pinflow("top", "--once", timeout=30)
+        stats = pinflow("stats", "--json", "--run", run_id, timeout=30)
+        proc.wait(timeout=40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        reader.join(timeout=5)
+    output = "".join(lines)
+    assert proc.returncode == 0, output
+    assert "callback error" not in output and "Traceback" not in output, output
+    assert f"launcher: dropped malformed message on pinflow/{run_id}/stats/" in output, output
+    assert "backlog: node 'recorder' input 'numbers'" in output, output
+    for shown in (top, stats):
+        assert shown.returncode == 0, shown.output
+        assert "callback error" not in shown.output and "Traceback" not in shown.output
+    rows = [line.split()[1] for line in top.stdout.splitlines() if line.startswith(run_id[:6])]
+    assert {"counter", "recorder"} <= set(rows), top.stdout
+    nodes = json.loads(stats.stdout)["runs"][run_id]["nodes"]
+    assert {"counter", "recorder"} <= set(nodes), stats.stdout
+    for node_id, report in nodes.items():
+        assert report["node"] == node_id and report["v"] == 1
+        assert isinstance(report["inputs"], dict) and isinstance(report["waiting_frac"], float)

@@ -246,14 +246,15 @@ def test_remote_nodes_statistics_reach_the_launchers_host(daemon: Callable,
         assert len(runs) == 1, top.live_runs()
         nodes: dict = {}
         for _ in range(3):  # the first window can fall before every node's first report
-            nodes = top.collect(runs, 2.5)["runs"].get(runs[0], {}).get("nodes", {})
+            found = top.collect(runs, 2.5).runs.get(runs[0])
+            nodes = found.nodes if found else {}
             if set(nodes) == {"producer_b", "consumer_b", "consumer_a"}:
                 break
         assert set(nodes) == {"producer_b", "consumer_b", "consumer_a"}, nodes
-        assert nodes["producer_b"]["machine"] == nodes["consumer_b"]["machine"] == "b"
-        assert nodes["consumer_a"]["machine"] is None
-        assert nodes["producer_b"]["outputs"]["frames"]["sent_shm"] > 0
-        table = top.render({"runs": {runs[0]: {"nodes": nodes}}, "t": 0})
+        assert nodes["producer_b"].machine == nodes["consumer_b"].machine == "b"
+        assert nodes["consumer_a"].machine is None
+        assert nodes["producer_b"].outputs["frames"].sent_shm > 0
+        table = top.render(top.Snapshot({runs[0]: top.RunStats(nodes)}, 0))
         assert "produce~@b" in table and "consume~@b" in table, table  # NODE is 10 wide
     finally:
         launcher.send_signal(signal.SIGINT)  # a graceful stop of every host

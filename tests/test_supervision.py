@@ -5,23 +5,32 @@ from __future__ import annotations
 
 import re
 
+from pinflow.protocol.stats import InputReport, OutputReport, PoolReport, StatsReport
 from pinflow.runtime.diagnosis import Diagnoser, diagnose
 
 
-def _report(node, *, waiting, inputs=None, outputs=None):
-    return {"node": node, "waiting_frac": waiting, "inputs": inputs or {},
-            "outputs": outputs or {}}
+def _report(node, *, waiting, inputs=None, outputs=None) -> StatsReport:
+    """A node's stats report as the launcher gets it; only what the diagnosis reads varies."""
+    return StatsReport(node=node, run="0123456789ab", pid=1, restarts=0, machine=None, t=0,
+                       interval_s=1.0, inputs=inputs or {}, outputs=outputs or {},
+                       waiting_frac=waiting, pinned_bytes=0, devices={}, malformed=0,
+                       rss_bytes=0, private_bytes=0, cpu_pct=0.0)
 
 
 def _input(source, *, occupancy, drop_rate=0.0, in_rate=30.0, handled=30.0, size=4):
-    return {"source": source, "occupancy": occupancy, "drop_rate": drop_rate,
-            "in_rate": in_rate, "handled_rate": handled, "queued": round(occupancy * size),
-            "size": size, "closed": False}
+    return InputReport(source=source, queued=round(occupancy * size), size=size, received=0,
+                       dropped=0, delivered=0, closed=False, occupancy=occupancy,
+                       in_rate=in_rate, handled_rate=handled, drop_rate=drop_rate,
+                       latency_p50_ms=None, latency_p99_ms=None)
+
+
+def _output(out_rate, *, pool=None, dropped_full=0) -> OutputReport:
+    return OutputReport(dropped_full=dropped_full, pool=pool, sent=0, out_rate=out_rate)
 
 
 def test_full_dropping_queue_is_diagnosed_as_consumer_bound_with_both_rates():
     reports = {
-        "cam": _report("cam", waiting=0.9, outputs={"image": {"out_rate": 30.0}}),
+        "cam": _report("cam", waiting=0.9, outputs={"image": _output(30.0)}),
         "gpu": _report("gpu", waiting=0.0, inputs={
             "image": _input("cam/image", occupancy=1.0, drop_rate=18.0, handled=12.0)}),
     }
@@ -33,7 +42,7 @@ def test_full_dropping_queue_is_diagnosed_as_consumer_bound_with_both_rates():
 
 def test_empty_queue_with_busy_producer_is_diagnosed_as_producer_bound():
     reports = {
-        "net": _report("net", waiting=0.0, outputs={"batch": {"out_rate": 5.0}}),
+        "net": _report("net", waiting=0.0, outputs={"batch": _output(5.0)}),
         "gpu": _report("gpu", waiting=0.8, inputs={
             "batch": _input("net/batch", occupancy=0.0, in_rate=5.0, handled=5.0)}),
     }
@@ -47,7 +56,7 @@ def test_rate_limited_producer_and_timers_are_not_bottlenecks():
     reports = {
         "cam": _report("cam", waiting=0.95, inputs={
             "tick": _input("pinflow/timer/hz/30", occupancy=0.0)},
-            outputs={"image": {"out_rate": 30.0}}),
+            outputs={"image": _output(30.0)}),
         "gpu": _report("gpu", waiting=0.8, inputs={
             "image": _input("cam/image", occupancy=0.0)}),
     }
@@ -56,7 +65,7 @@ def test_rate_limited_producer_and_timers_are_not_bottlenecks():
 
 def test_diagnoser_repeats_a_finding_only_after_a_minute_or_a_change():
     busy = {
-        "cam": _report("cam", waiting=0.9, outputs={"image": {"out_rate": 30.0}}),
+        "cam": _report("cam", waiting=0.9, outputs={"image": _output(30.0)}),
         "gpu": _report("gpu", waiting=0.0, inputs={
             "image": _input("cam/image", occupancy=1.0, drop_rate=18.0, handled=12.0)}),
     }
@@ -120,11 +129,11 @@ def test_consumer_holding_every_slot_is_diagnosed_as_the_bottleneck_not_its_prod
 
 
 def test_slots_held_by_one_consumer_blame_that_consumer_only():
-    pool = {"slots": 4, "in_use": 4, "free": 0, "exhausted_waits": 7,
-            "held_by": {"gpu": 4, "sink": 1}}
+    pool = PoolReport(slots=4, slot_bytes=4096, free=0, in_use=4, loaned=0, acquired_total=9,
+                      exhausted_waits=7, timeouts=0, held_by={"gpu": 4, "sink": 1},
+                      pinned=False, segment="pinflow-r.cam.image.0a")
     reports = {
-        "cam": _report("cam", waiting=0.0, outputs={"image": {"out_rate": 2.0, "pool": pool,
-                                                              "dropped_full": 0}}),
+        "cam": _report("cam", waiting=0.0, outputs={"image": _output(2.0, pool=pool)}),
         "gpu": _report("gpu", waiting=0.9, inputs={"image": _input("cam/image", occupancy=0.0)}),
         "sink": _report("sink", waiting=0.9, inputs={
             "image": _input("cam/image", occupancy=0.0)}),

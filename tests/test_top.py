@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import DATAFLOWS
 
+from pinflow.errors import DescriptorError
+from pinflow.protocol.stats import STATS_REPORT
 from pinflow.tools import top
 
 NODES = {"camera", "detector", "gpu", "sink"}
@@ -160,32 +162,60 @@ def test_live_runs_skips_folders_whose_launcher_is_gone(tmp_path, monkeypatch):
     assert top.live_runs() == [], "a lock nobody holds means the launcher is gone"
 
 
+REPORT = {
+    "v": 1, "node": "a_very_long_node_name", "run": "0123456789ab", "pid": 1,
+    "restarts": 2, "machine": None, "t": 0, "interval_s": 1.0,
+    "inputs": {"an_input_with_a_long_name": {
+        "source": "a_very_long_node_name/a_very_long_output", "queued": 3, "size": 8,
+        "received": 10, "dropped": 2, "delivered": 8, "closed": True, "occupancy": 0.4,
+        "in_rate": 1234.5, "handled_rate": 0.01, "drop_rate": 2.0,
+        "latency_p50_ms": 0.123, "latency_p99_ms": 2345.6}},
+    "outputs": {"frames": {
+        "sent_inline": 0, "sent_shm": 9, "dropped_full": 4, "pools_created": 1,
+        "pool": {"slots": 4, "slot_bytes": 1920 * 1080 * 4, "free": 1, "in_use": 3,
+                 "loaned": 0, "acquired_total": 9, "exhausted_waits": 5, "timeouts": 1,
+                 "held_by": {"n": 3}, "pinned": False, "segment": "pinflow-x.y.z.1"},
+        "sent": 9, "out_rate": 30.0}},
+    "waiting_frac": 0.5, "pinned_bytes": 0,
+    "devices": {"cuda:0": {"registrations": 1, "unregistrations": 0,
+                           "registration_failures": 0, "unregistration_failures": 0,
+                           "copies": 7, "pageable_copies": 2, "forgotten_copies": 0,
+                           "registration_waits": 0, "bytes_copied": 3 << 20, "in_flight": 1}},
+    "malformed": 1, "rss_bytes": 123 << 20, "private_bytes": 0, "cpu_pct": 12.5,
+}
+"""A report as a node publishes it, every field in the order of the wire."""
+
+
 def test_render_fits_120_columns_and_lists_devices_and_notes():
-    queue = {"source": "a_very_long_node_name/a_very_long_output", "queued": 3, "size": 8,
-             "received": 10, "dropped": 2, "delivered": 8, "closed": True, "occupancy": 0.4,
-             "in_rate": 1234.5, "handled_rate": 0.01, "drop_rate": 2.0,
-             "latency_p50_ms": 0.123, "latency_p99_ms": 2345.6}
-    pool = {"slots": 4, "slot_bytes": 1920 * 1080 * 4, "free": 1, "in_use": 3, "loaned": 0,
-            "acquired_total": 9, "exhausted_waits": 5, "timeouts": 1, "pinned": False,
-            "segment": "pinflow-x.y.z.1"}
-    report = {
-        "v": 1, "node": "a_very_long_node_name", "run": "0123456789ab", "pid": 1,
-        "restarts": 2, "t": 0, "interval_s": 1.0,
-        "inputs": {"an_input_with_a_long_name": queue},
-        "outputs": {"frames": {"sent": 9, "out_rate": 30.0, "sent_inline": 0, "sent_shm": 9,
-                               "dropped_full": 4, "pools_created": 1, "pool": pool}},
-        "waiting_frac": 0.5, "pinned_bytes": 0,
-        "devices": {"cuda:0": {"registrations": 1, "unregistrations": 0,
-                               "registration_failures": 0, "copies": 7, "pageable_copies": 2,
-                               "bytes_copied": 3 << 20, "in_flight": 1}},
-        "malformed": 1, "rss_bytes": 123 << 20, "private_bytes": 0, "cpu_pct": 12.5,
-    }
-    text = top.render({"runs": {"0123456789ab": {"nodes": {"n": report}},
-                                "ba9876543210": {"nodes": {}}}, "t": time.time_ns()})
+    report = STATS_REPORT.decode(json.dumps(REPORT).encode())
+    text = top.render(top.Snapshot({"0123456789ab": top.RunStats({"n": report}),
+                                    "ba9876543210": top.RunStats({})}, time.time_ns()))
     assert max(len(line) for line in text.splitlines()) <= 120, text
     assert "shm 4x7.9M" in text and "3/4" in text and "3/8" in text
     assert "cuda:0: 1 registration(s), 7 pinned cop(ies), 2 pageable, 3.00 MiB copied" in text
     assert "4 message(s) dropped" in text and "1 malformed" in text and "closed" in text
     assert "restarted 2 time(s)" in text
     assert "run ba9876543210: no statistics yet" in text
-    assert top.render({"runs": {}, "t": 0}) == top.NO_RUNS
+    assert top.render(top.Snapshot({}, 0)) == top.NO_RUNS
+
+
+def test_stats_json_prints_each_report_with_the_keys_and_order_it_was_published_with():
+    report = STATS_REPORT.decode(json.dumps(REPORT).encode())
+    snapshot = top.Snapshot({"0123456789ab": top.RunStats({"n": report})}, 7)
+    printed = top.to_json(snapshot)
+    assert printed == json.dumps({"runs": {"0123456789ab": {"nodes": {"n": REPORT}}}, "t": 7},
+                                 indent=2)
+
+
+@pytest.mark.parametrize("change", [
+    {"inputs": [1]}, {"waiting_frac": "all"}, {"unknown": 1}, {"pid": None},
+    {"outputs": {"frames": {"pool": 7}}},
+    {"inputs": {"x": {**REPORT["inputs"]["an_input_with_a_long_name"], "source": 5}}},
+])
+def test_a_report_of_the_wrong_shape_does_not_decode(change):
+    with pytest.raises(DescriptorError, match="stats report is invalid"):
+        STATS_REPORT.decode(json.dumps({**REPORT, **change}).encode())
+    for junk in (b"[" * 100_000 + b"]" * 100_000, b'{"node": ' + b"[" * 100_000 + b"}",
+                 b"\xff", b"x" * (STATS_REPORT.max_bytes + 1)):
+        with pytest.raises(DescriptorError, match="stats report"):
+            STATS_REPORT.decode(junk)

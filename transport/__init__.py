@@ -1,4 +1,4 @@
-"""pinflow's data plane: zenoh sessions on loopback, key layout, payload codec and channels.
+"""pinflow's data plane: zenoh sessions, payload codec, slot pools, channels, device copies.
 
 Nothing here imports the node API or the CLI; data flows spec -> launcher -> node -> transport.
 """

@@ -1,8 +1,9 @@
 """The machine-wide budget for pinned pools, checked when a pool is created.
 
-Page-locked memory cannot be swapped or reclaimed; seed 000's pipeline pinned a fresh
-buffer per batch and died after ~361 batches. pinflow pins only fixed pools, and refuses,
-up front and with names and sizes, any pool that would take the machine past its budget.
+Page-locked memory cannot be swapped or reclaimed, so a pipeline that pins a fresh buffer
+per batch dies once the machine runs out of it, hundreds of batches in. pinflow pins only
+fixed pools, and refuses, up front and with names and sizes, any pool that would take the
+machine past its budget.
 The default budget is a quarter of physical RAM; ``PINFLOW_PINNED_BUDGET`` (bytes, or
 '8GiB') or the dataflow's ``pinned_budget`` override it. Pinned pools are found by name in
 the shared-memory folder (``*.pinned``), so every live run of this user on the machine counts,

@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,9 @@ import zenoh
 from pinflow.errors import ClosedError, DescriptorError, PayloadError, PoolExhausted
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.protocol.messages import Layout
+from pinflow.protocol.stats import ChannelStats
+from pinflow.spec import OutputSpec
 from pinflow.spec.units import MAX_SLOTS, size_from_env
 from pinflow.transport import budget
 from pinflow.transport.auth import ProducerKeys
@@ -130,20 +133,19 @@ class PoolOptions:
     consumer_queue_sizes: tuple[int, ...]
     pinned_budget: int | None = None
 
+    @classmethod
+    def for_output(cls, output: OutputSpec, *, consumer_queue_sizes: Iterable[int],
+                   pinned_budget: int | None) -> PoolOptions:
+        """The options of ``output`` as its YAML declares them, for consumers that queue
+        ``consumer_queue_sizes`` messages each (the default slot count follows them)."""
+        return cls(slots=output.slots, slot_bytes=output.slot_bytes,
+                   shm_threshold=output.shm_threshold, on_full=output.on_full,
+                   block_timeout=output.block_timeout, pinned=output.pinned,
+                   consumer_queue_sizes=tuple(consumer_queue_sizes),
+                   pinned_budget=pinned_budget)
+
     def default_slots(self) -> int:
         return default_slots(self.consumer_queue_sizes)
-
-
-@dataclass
-class ChannelStats:
-    sent_inline: int = 0
-    """Messages sent inside the zenoh message (below the threshold)."""
-    sent_shm: int = 0
-    """Messages sent as slot descriptors."""
-    dropped_full: int = 0
-    """Messages dropped because no slot was free (``on_full: drop``)."""
-    pools_created: int = 0
-    """Segments created for this output (more than one means the pool grew or changed)."""
 
 
 class OutputChannel:
@@ -251,10 +253,10 @@ class OutputChannel:
             "/ `block_timeout` on the output, or set `on_full: drop`."
         )
 
-    def publish(self, loan: Loan, layout: dict[str, Any], metadata: dict[str, Any] | None,
+    def publish(self, loan: Loan, layout: Layout, metadata: dict[str, Any] | None,
                 *, origin: tuple[int, int] | None = None) -> None:
         """Hand a filled loan to every live consumer of this output."""
-        pool = loan._pool
+        pool = loan.pool
         try:
             messages.check_metadata(metadata)
         except PayloadError:
@@ -263,12 +265,12 @@ class OutputChannel:
         ref = pool.publish(loan, self._consumers & self._alive())
         seq, sent_ns = origin or self._stamp()
         header = messages.Header.new("shm", seq, sent_ns, layout=layout,
-                                    metadata=metadata, slot=ref.to_dict())
+                                    metadata=metadata, slot=ref)
         self._publisher.put(b"", attachment=header.encode())
         self.stats.sent_shm += 1
 
     def cancel(self, loan: Loan) -> None:
-        loan._pool.cancel(loan)
+        loan.pool.cancel(loan)
 
     def _pool_for(self, nbytes: int, pinned: bool) -> SlotPool:
         """The current pool if the message fits, else a new one (see ``GROWTH``)."""

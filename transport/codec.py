@@ -1,11 +1,11 @@
-"""Turn user data into (layout header, flat bytes) and back, without copies on the way in.
+"""Turn user data into (layout, flat bytes) and back, without copies on the way in.
 
-The layout header is a small JSON-able dict that travels with every message:
+The layout travels in every message's header (``pinflow.protocol.messages``):
 
-``{"k": "nd", "dt": "<f4", "sh": [1080, 1920, 4], "src": "numpy"}``
+``TensorLayout`` (``{"k": "nd", "dt": "<f4", "sh": [1080, 1920, 4], "src": "numpy"}``)
     a C-contiguous numeric tensor; the bytes are its raw memory. Received as a flat pyarrow
     array of that type (zero-copy over the received bytes); ``to_numpy()`` restores the shape.
-``{"k": "arrow", "src": "arrow"}``
+``ArrowLayout`` (``{"k": "arrow", "src": "arrow"}``)
     any other pyarrow array (strings, structs, nullable, ...) as an Arrow IPC stream.
 
 ``src`` records what the sender passed (numpy, arrow, bytes or torch) so receivers can
@@ -17,48 +17,34 @@ the holder is garbage collected.
 Both ends hold the same line: the sender refuses what a receiver could not decode (a dtype
 with no Arrow type, such as ``np.longdouble``), and a receiver checks every layout against
 the bytes that came with it (:func:`check_layout`) before anything is built from them.
+The header's decoder already checked its types; what is left is what only the bytes tell.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import msgspec
 import numpy as np
 import pyarrow as pa
 
 from pinflow.errors import DescriptorError, PayloadError
-from pinflow.protocol.messages import INT64_MAX, Count
+from pinflow.protocol.messages import INT64_MAX, MAX_DIMS, ArrowLayout, Layout, TensorLayout
 
 ALLOWED_DTYPES = frozenset(np.dtype(name).str for name in (
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "float16", "float32", "float64"))
 """Tensor dtypes carried raw, in the machine's byte order: each has an Arrow type and a torch
 dtype, so every receiver can decode it."""
-_MAX_DIMS = 32
-
-
-class TensorLayout(msgspec.Struct, tag="nd", tag_field="k"):
-    """A C-contiguous tensor: the payload is its raw memory."""
-
-    dt: str
-    sh: Annotated[list[Count], msgspec.Meta(max_length=_MAX_DIMS)]
-    src: Literal["numpy", "arrow", "bytes", "torch"] = "numpy"
-
-
-class ArrowLayout(msgspec.Struct, tag="arrow", tag_field="k"):
-    """Any other Arrow array, as an IPC stream with one batch of one column ``v``."""
-
-    src: Literal["arrow"] = "arrow"
+ARROW = ArrowLayout()
 
 
 @dataclass(frozen=True)
 class Encoded:
     """What ``encode`` produced: the layout header and a flat byte view to transmit."""
 
-    layout: dict[str, Any]
+    layout: Layout
     data: memoryview
 
     @property
@@ -79,8 +65,8 @@ def _check_dtype(dtype: np.dtype) -> None:
         )
 
 
-def tensor_layout(dtype: Any, shape: tuple[int, ...]) -> tuple[dict[str, Any], int]:
-    """Layout header and byte size of a C-contiguous tensor (for loaned buffers)."""
+def tensor_layout(dtype: Any, shape: tuple[int, ...]) -> tuple[TensorLayout, int]:
+    """Layout and byte size of a C-contiguous tensor (for loaned buffers)."""
     dt = np.dtype(dtype)
     _check_dtype(dt)
     if not dt.isnative:
@@ -89,17 +75,17 @@ def tensor_layout(dtype: Any, shape: tuple[int, ...]) -> tuple[dict[str, Any], i
             f"{dt.newbyteorder('=').str} (numpy converts values when you assign them)"
         )
     dims = list(shape)
-    if len(dims) > _MAX_DIMS or not all(
+    if len(dims) > MAX_DIMS or not all(
         isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims
     ):
         raise PayloadError(
-            f"shape {tuple(shape)} must be at most {_MAX_DIMS} non-negative integers")
+            f"shape {tuple(shape)} must be at most {MAX_DIMS} non-negative integers")
     dims = [int(d) for d in dims]
     nbytes = dt.itemsize * math.prod(dims)
     if nbytes > INT64_MAX:
         raise PayloadError(
             f"shape {tuple(dims)} of {dt} is {nbytes} bytes: more than any pool can hold")
-    return {"k": "nd", "dt": dt.str, "sh": dims, "src": "numpy"}, nbytes
+    return TensorLayout(dt.str, dims), nbytes
 
 
 def _numpy_layout(array: np.ndarray, src: str) -> Encoded:
@@ -107,7 +93,7 @@ def _numpy_layout(array: np.ndarray, src: str) -> Encoded:
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     array = np.ascontiguousarray(array)
-    layout = {"k": "nd", "dt": array.dtype.str, "sh": list(array.shape), "src": src}
+    layout = TensorLayout(array.dtype.str, list(array.shape), src)  # type: ignore[arg-type]
     return Encoded(layout, memoryview(array.reshape(-1)).cast("B"))
 
 
@@ -119,13 +105,13 @@ def _arrow_layout(array: pa.Array) -> Encoded:
         and len(array) > 0
     ):
         flat = array.to_numpy(zero_copy_only=True)
-        layout = {"k": "nd", "dt": flat.dtype.str, "sh": [len(array)], "src": "arrow"}
-        return Encoded(layout, memoryview(flat).cast("B"))
+        return Encoded(TensorLayout(flat.dtype.str, [len(array)], "arrow"),
+                       memoryview(flat).cast("B"))
     batch = pa.record_batch([array], names=["v"])
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return Encoded({"k": "arrow", "src": "arrow"}, memoryview(sink.getvalue()))
+    return Encoded(ARROW, memoryview(sink.getvalue()))
 
 
 def encode(data: Any) -> Encoded:
@@ -142,7 +128,7 @@ def encode(data: Any) -> Encoded:
         return _numpy_layout(data, "numpy")
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = memoryview(data).cast("B")
-        return Encoded({"k": "nd", "dt": "|u1", "sh": [raw.nbytes], "src": "bytes"}, raw)
+        return Encoded(TensorLayout("|u1", [raw.nbytes], "bytes"), raw)
     if _is_torch_tensor(data):
         tensor = data.detach()
         if str(tensor.dtype) == "torch.bfloat16":
@@ -154,23 +140,21 @@ def encode(data: Any) -> Encoded:
     )
 
 
-def check_layout(layout: object, payload: np.ndarray | bytes) -> None:
+def check_layout(layout: Layout | None, payload: np.ndarray | bytes) -> None:
     """Check a received layout against the bytes that came with it: ``DescriptorError``
     unless every value built from them later will decode. An Arrow IPC stream is opened and
     fully validated here, so check private bytes (not a slot another process may rewrite)."""
-    try:
-        parsed = msgspec.convert(layout, TensorLayout | ArrowLayout)
-    except msgspec.ValidationError as exc:
-        raise DescriptorError(f"payload layout {_short(layout)} is invalid: {exc}") from None
-    if isinstance(parsed, ArrowLayout):
+    if layout is None:
+        raise DescriptorError("message carries a payload but no layout")
+    if isinstance(layout, ArrowLayout):
         _check_arrow(payload)
         return
-    if parsed.dt not in ALLOWED_DTYPES:
+    if layout.dt not in ALLOWED_DTYPES:
         raise DescriptorError(
-            f"payload dtype {parsed.dt!r} is not one a receiver decodes "
+            f"payload dtype {layout.dt!r} is not one a receiver decodes "
             f"({', '.join(sorted(ALLOWED_DTYPES))})")
     nbytes = payload.nbytes if isinstance(payload, np.ndarray) else len(payload)
-    expected = np.dtype(parsed.dt).itemsize * math.prod(parsed.sh)
+    expected = np.dtype(layout.dt).itemsize * math.prod(layout.sh)
     if expected != nbytes:
         raise DescriptorError(
             f"layout {_short(layout)} needs {expected} bytes but {nbytes} arrived")
@@ -198,12 +182,12 @@ def _check_arrow(payload: np.ndarray | bytes) -> None:
         raise DescriptorError(f"Arrow payload is not a valid IPC stream: {exc}") from None
 
 
-def decode_value(layout: dict[str, Any], holder: np.ndarray) -> pa.Array:
+def decode_value(layout: Layout, holder: np.ndarray) -> pa.Array:
     """Build the pyarrow value over ``holder`` (a 1-D uint8 array); zero-copy for tensors."""
-    if layout["k"] == "arrow":
+    if isinstance(layout, ArrowLayout):
         reader = pa.ipc.open_stream(pa.py_buffer(holder))
         return reader.read_next_batch().column(0)
-    dtype = np.dtype(layout["dt"])
+    dtype = np.dtype(layout.dt)
     if dtype.kind == "b":
         return pa.array(holder.view(dtype))
     arrow_type = pa.from_numpy_dtype(dtype)
@@ -211,8 +195,8 @@ def decode_value(layout: dict[str, Any], holder: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(arrow_type, length, [None, pa.py_buffer(holder)])
 
 
-def decode_numpy(layout: dict[str, Any], holder: np.ndarray, value: pa.Array) -> np.ndarray:
+def decode_numpy(layout: Layout, holder: np.ndarray, value: pa.Array) -> np.ndarray:
     """numpy view with the sender's dtype and shape (a copy only for non-tensor Arrow data)."""
-    if layout["k"] == "arrow":
+    if isinstance(layout, ArrowLayout):
         return value.to_numpy(zero_copy_only=False)
-    return holder.view(np.dtype(layout["dt"])).reshape(layout["sh"])
+    return holder.view(np.dtype(layout.dt)).reshape(layout.sh)

@@ -29,9 +29,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from pinflow.errors import CudaUnavailable
+from pinflow.protocol.stats import CopyStats
 from pinflow.transport.gpu_runtime import GpuRuntime
 from pinflow.transport.registrar import RegisterSupport, Registrar, Registration, State
 from pinflow.transport.segment import Segment
@@ -40,30 +42,6 @@ log = logging.getLogger("pinflow.cuda")
 
 EVENTS = 64
 """Copies in flight per device before a new copy waits for the oldest to complete."""
-
-
-@dataclass
-class CopyStats:
-    registrations: int = 0
-    """cudaHostRegister calls that succeeded (one per pinned segment, never per message)."""
-    unregistrations: int = 0
-    """cudaHostUnregister calls (each after the segment's last copy completed)."""
-    registration_failures: int = 0
-    """Segments whose registration failed; their copies are pageable."""
-    unregistration_failures: int = 0
-    """cudaHostUnregister calls that failed (logged; the node keeps running)."""
-    copies: int = 0
-    """Host-to-device copies issued from a registered (pinned) slot."""
-    pageable_copies: int = 0
-    """Copies from memory CUDA does not know as pinned (unpinned pools, inline payloads,
-    failed registrations, forgotten segments): correct, but staged by the driver."""
-    forgotten_copies: int = 0
-    """Of the pageable copies: frames whose segment had been replaced or closed meanwhile."""
-    registration_waits: int = 0
-    """Copies that waited for their segment's registration to finish."""
-    bytes_copied: int = 0
-    in_flight: int = 0
-    """Copies issued whose completion event has not been seen yet."""
 
 
 @dataclass
@@ -108,7 +86,7 @@ class DeviceCopier:
     @property
     def stats(self) -> CopyStats:
         with self._cond:
-            snapshot = CopyStats(**vars(self._counts))
+            snapshot = msgspec.structs.replace(self._counts)
             snapshot.in_flight = len(self._pending)
         counts = self.registrar.counts
         snapshot.registrations = counts.registrations

@@ -13,18 +13,20 @@ from typing import Any
 import numpy as np
 
 from pinflow.errors import CudaUnavailable
+from pinflow.protocol.messages import Layout, TensorLayout
+from pinflow.protocol.stats import CopyStats
 from pinflow.transport import gpu_runtime, gpu_select
-from pinflow.transport.cuda import CopyStats, DeviceCopier
+from pinflow.transport.cuda import DeviceCopier
 from pinflow.transport.gpu_runtime import GpuRuntime
 from pinflow.transport.registrar import RegisterSupport
 from pinflow.transport.segment import Segment
 
 
-def layout_shape(layout: dict[str, Any], nbytes: int) -> tuple[tuple[int, ...], np.dtype]:
+def layout_shape(layout: Layout, nbytes: int) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of the device buffer for a payload: tensors keep theirs, anything else
     (Arrow IPC bytes) is delivered as a flat uint8 buffer."""
-    if layout.get("k") == "nd":
-        return tuple(int(d) for d in layout["sh"]), np.dtype(layout["dt"])
+    if isinstance(layout, TensorLayout):
+        return tuple(layout.sh), np.dtype(layout.dt)
     return (nbytes,), np.dtype(np.uint8)
 
 
@@ -54,7 +56,7 @@ class DeviceDelivery:
     def stats(self) -> CopyStats:
         return self.copier.stats
 
-    def deliver(self, host: np.ndarray, layout: dict[str, Any], *, segment: Segment | None,
+    def deliver(self, host: np.ndarray, layout: Layout, *, segment: Segment | None,
                 pinned: bool, stream: Any = None) -> Any:
         """The payload on the device; ``host`` (the slot view) stays held until copied."""
         shape, dtype = layout_shape(layout, int(host.nbytes))

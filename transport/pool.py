@@ -7,8 +7,8 @@ Segment layout (little endian)::
     page 1+  slot i's payload at PAGE + i * stride, stride = slot_bytes rounded up to PAGE
 
 The producer writes a payload, then the slot's (generation, length) entry, then publishes a
-``SlotRef`` (outside this module). Consumers check the ref against the table, so a stale or
-forged descriptor is refused instead of read. Generation 0 means "never published or being
+``SlotRef`` (``pinflow.protocol.messages``). Consumers check the ref against the table, so a
+stale or forged descriptor is refused instead of read. Generation 0 means "never published or being
 rewritten" and is never valid in a ref. Which consumers still read a slot is tracked only in
 the producer's memory: consumers send releases back, and a dead consumer is dropped whole.
 The ref names the consumers the slot was lent to; any other consumer that gets it must not
@@ -18,23 +18,22 @@ read it, since the producer writes the slot again once those are done.
 from __future__ import annotations
 
 import logging
-import re
 import struct
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from pinflow.errors import ClosedError, DescriptorError, PayloadError
-from pinflow.spec.units import MAX_SLOTS
-from pinflow.transport.segment import PAGE, Segment, parse_segment_name
+from pinflow.protocol.messages import SlotRef
+from pinflow.protocol.stats import PoolStats
+from pinflow.transport.segment import PAGE, Segment
 
 log = logging.getLogger("pinflow.transport")
 
 MAGIC = b"PINFLOW1"
 VERSION = 1
+MAX_SLOTS = 250
 
 _HEADER = struct.Struct("<8sIIQQ")
 _ENTRY = struct.Struct("<QQ")
@@ -50,82 +49,10 @@ def _entry_offset(index: int) -> int:
 
 
 _INT64_MAX = 2**63 - 1
-_NODE_ID = re.compile(r"[A-Za-z0-9_-]+")
-MAX_LENT_TO = 1024
-"""Most consumers one descriptor may name (an output has far fewer)."""
 
 
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT64_MAX
-
-
-@dataclass(frozen=True)
-class SlotRef:
-    """What a descriptor names: enough for a consumer to find and verify the bytes."""
-
-    segment: str
-    index: int
-    offset: int
-    length: int
-    generation: int
-    lent_to: frozenset[str] = frozenset()
-    """The consumers this generation of the slot is lent to, each owing one release. No
-    other may read it: the producer writes the slot again once these are done."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seg": self.segment,
-            "idx": self.index,
-            "off": self.offset,
-            "len": self.length,
-            "gen": self.generation,
-            "to": sorted(self.lent_to),
-        }
-
-    @classmethod
-    def from_dict(cls, d: object) -> SlotRef:
-        """Parse a received descriptor; any missing, mistyped or negative field is refused."""
-        if not isinstance(d, dict):
-            raise DescriptorError(f"slot reference must be a mapping, got {type(d).__name__}")
-        seg = d.get("seg")
-        if not isinstance(seg, str) or parse_segment_name(seg) is None:
-            raise DescriptorError(f"slot reference has an invalid segment name {seg!r}")
-        values = []
-        for key in ("idx", "off", "len", "gen"):
-            value = d.get(key)
-            if not _is_count(value):
-                raise DescriptorError(f"slot reference field {key!r} is invalid: {value!r}")
-            values.append(value)
-        lent_to = d.get("to")
-        if (not isinstance(lent_to, list) or len(lent_to) > MAX_LENT_TO
-                or not all(isinstance(c, str) and _NODE_ID.fullmatch(c) for c in lent_to)):
-            raise DescriptorError(
-                f"slot reference field 'to' must be a list of node ids, got {lent_to!r:.200}")
-        return cls(seg, *values, frozenset(lent_to))
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """A snapshot of one pool's counters."""
-
-    slots: int
-    """Number of slots in the pool."""
-    slot_bytes: int
-    """Capacity of each slot in bytes."""
-    free: int
-    """Slots that acquire() can hand out right now."""
-    in_use: int
-    """Published slots that consumers have not all released yet."""
-    loaned: int
-    """Slots acquired and being written, not yet published or cancelled."""
-    acquired_total: int
-    """Successful acquire() calls since creation."""
-    exhausted_waits: int
-    """acquire() calls that found no free slot and had to wait (or give up, with timeout=0)."""
-    timeouts: int
-    """acquire() calls that returned None because no slot freed up in time."""
-    held_by: dict[str, int]
-    """Slots each consumer holds right now (consumer node id -> slots)."""
 
 
 class Loan:
@@ -142,6 +69,11 @@ class Loan:
         self.index = index
         self.array = array
         self.nbytes = int(array.nbytes)
+
+    @property
+    def pool(self) -> SlotPool:
+        """The pool the slot belongs to (it publishes or cancels the loan)."""
+        return self._pool
 
     def __repr__(self) -> str:
         return f"Loan(pool={self._pool.name!r}, index={self.index}, nbytes={self.nbytes})"
@@ -326,10 +258,6 @@ class SlotPool:
         """No slot is loaned out or held by a consumer."""
         with self._cond:
             return not self._holders and not self._loans
-
-    def generation(self, index: int) -> int:
-        with self._cond:
-            return self._generations[index]
 
     def stats(self) -> PoolStats:
         with self._cond:

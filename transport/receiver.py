@@ -38,8 +38,9 @@ import zenoh
 from pinflow.errors import ClosedError, DescriptorError, SlotNotLent
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys
+from pinflow.protocol.messages import SlotRef
 from pinflow.transport.auth import ConsumerKeys
-from pinflow.transport.pool import SlotReader, SlotRef
+from pinflow.transport.pool import SlotReader
 from pinflow.transport.segment import PINNED_SUFFIX, Segment, parse_segment_name
 
 _Release = tuple[str, str, str, int, int]
@@ -112,18 +113,15 @@ class SlotReceiver:
                                         name=f"pinflow-release-{node_id}")
         self._thread.start()
 
-    def mapping(self, name: str) -> Mapping | None:
-        with self._lock:
-            return self._mappings.get(name)
-
     def mappings(self) -> list[Mapping]:
         with self._lock:
             return list(self._mappings.values())
 
-    def read(self, producer: tuple[str, str], slot: object) -> tuple[np.ndarray, Mapping]:
-        """Verify ``slot`` (a descriptor dict from ``producer`` = (node, output)) and return a
-        read-only view of its bytes whose collection releases the slot."""
-        ref = SlotRef.from_dict(slot)
+    def read(self, producer: tuple[str, str], ref: SlotRef | None) -> tuple[np.ndarray, Mapping]:
+        """Verify ``ref`` (a decoded descriptor from ``producer`` = (node, output)) and return
+        a read-only view of its bytes whose collection releases the slot."""
+        if ref is None:
+            raise DescriptorError("shared-memory message without a slot descriptor")
         parsed = parse_segment_name(ref.segment)
         expected = (self._keys.run_id, *producer)
         if parsed is None or parsed[:3] != expected:

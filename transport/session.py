@@ -1,7 +1,9 @@
-"""The one place a ``zenoh.Config`` is built, so no session can ever leave the machine.
+"""The one place a ``zenoh.Config`` is built (:func:`peer_config`), so that every session
+pinflow opens is a peer with multicast scouting off on endpoints someone chose.
 
-Every pinflow session is a zenoh *peer* with multicast scouting off that listens and
-connects only on unix-domain sockets inside the run's private socket folder. Peers learn
+A run's sessions listen and connect only on unix-domain sockets inside the run's private
+socket folder (:func:`loopback_config`); the wire between hosts (``transport/wire.py``)
+builds its config here too, on the endpoints given on the command line. Peers learn
 each other through gossip over those links and then talk directly, node to node; the
 launcher's session is only a rendezvous point and never relays payloads.
 
@@ -85,18 +87,15 @@ def unix_endpoint(path: Path | str) -> str:
     return f"unixsock-stream/{path}"
 
 
-def loopback_config(*, listen: list[str], connect: list[str],
-                    zenoh_shm: bool | None = False) -> zenoh.Config:
-    """A peer config that only uses the given local endpoints.
+def peer_config(*, listen: list[str], connect: list[str], zenoh_shm: bool | None,
+                lease: int | None) -> zenoh.Config:
+    """A zenoh peer that uses exactly the given endpoints and nothing else.
 
-    Multicast scouting is off (it would send to 224.0.0.224). zenoh's own shared memory is
-    off by default because pinflow's slot pools carry large payloads; small control
-    messages do not need it and it leaves files of its own in /dev/shm. ``zenoh_shm=None``
-    keeps zenoh's default for it, ``True`` forces it on (the benchmark's baselines).
+    Multicast scouting is off (it would announce the process on 224.0.0.224), so it meets
+    only the peers it connects to or that connect to it. ``zenoh_shm``: zenoh's own shared
+    memory on or off (``None`` keeps zenoh's default); ``lease``: the link lease in ms
+    (``None``: zenoh's default). Callers check the endpoints first.
     """
-    for endpoint in [*listen, *connect]:
-        if not endpoint.startswith(("unixsock-stream/", "tcp/127.0.0.1:", "tcp/[::1]:")):
-            raise ValueError(f"refusing non-loopback zenoh endpoint {endpoint!r}")
     config = zenoh.Config()
     config.insert_json5("mode", '"peer"')
     config.insert_json5("scouting/multicast/enabled", "false")
@@ -104,10 +103,24 @@ def loopback_config(*, listen: list[str], connect: list[str],
     config.insert_json5("connect/endpoints", json.dumps(connect))
     if zenoh_shm is not None:
         config.insert_json5("transport/shared_memory/enabled", json.dumps(zenoh_shm))
-    lease = lease_ms()
     if lease is not None:
         config.insert_json5("transport/link/tx/lease", str(lease))
     return config
+
+
+def loopback_config(*, listen: list[str], connect: list[str],
+                    zenoh_shm: bool | None = False) -> zenoh.Config:
+    """A peer config that only uses the given local endpoints, with the run's lease.
+
+    zenoh's own shared memory is off by default because pinflow's slot pools carry large
+    payloads; small control messages do not need it and it leaves files of its own in
+    /dev/shm. ``zenoh_shm=None`` keeps zenoh's default for it, ``True`` forces it on (the
+    benchmark's baselines).
+    """
+    for endpoint in [*listen, *connect]:
+        if not endpoint.startswith(("unixsock-stream/", "tcp/127.0.0.1:", "tcp/[::1]:")):
+            raise ValueError(f"refusing non-loopback zenoh endpoint {endpoint!r}")
+    return peer_config(listen=listen, connect=connect, zenoh_shm=zenoh_shm, lease=lease_ms())
 
 
 def open_session(*, listen: list[str], connect: list[str]) -> zenoh.Session:

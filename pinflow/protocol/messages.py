@@ -1,5 +1,7 @@
-"""The typed definitions of the data plane's messages: the header every data message carries,
-and the release a consumer sends back. Each is defined once, here, and decoded strictly.
+"""The typed definitions of the data plane's messages: the header every data message carries
+(with the payload's layout and, for shared memory, the slot it names), the release a consumer
+sends back, and the held-slots query and answer. Each is defined once, here, and decoded
+strictly (:mod:`pinflow.protocol.strict`).
 
 A header is JSON, small and versioned, carried as the zenoh attachment. ``kind`` says where
 the payload is: ``inline`` (the zenoh payload itself), ``shm`` (a slot descriptor: the bytes
@@ -20,6 +22,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pinflow.errors import DescriptorError, PayloadError
+from pinflow.protocol.strict import StrictCodec, encode
 
 VERSION = 1
 KINDS = ("inline", "shm", "eos")
@@ -34,10 +37,55 @@ MAX_HEADER_BYTES = 2 * MAX_METADATA_BYTES
 MAX_RELEASES = 1024
 """Most (slot, generation) pairs in one release message."""
 MAX_RELEASE_BYTES = 64 * 1024
+MAX_DIMS = 32
+"""Most dimensions a tensor payload may have."""
 _UINT64_MAX = 2**64 - 1
 
 Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 """A sequence number, time, index or size: a non-negative int that fits in an int64."""
+NodeId = Annotated[str, msgspec.Meta(pattern=r"\A[A-Za-z0-9_-]+\Z")]
+"""A node id (the rule of ``pinflow.spec.units``) as it may appear in a message."""
+MAX_LENT_TO = 1024
+"""Most consumers one slot descriptor may name (an output has far fewer)."""
+
+
+class TensorLayout(msgspec.Struct, frozen=True, tag="nd", tag_field="k",
+                   forbid_unknown_fields=True):
+    """A C-contiguous tensor: the payload is its raw memory. Received as a flat pyarrow
+    array of ``dt`` (zero-copy); ``to_numpy()`` restores the shape ``sh``."""
+
+    dt: str
+    """numpy dtype string in the sender's byte order, e.g. ``<f4`` (``transport/codec.py``
+    accepts only the dtypes every receiver decodes)."""
+    sh: Annotated[list[Count], msgspec.Meta(max_length=MAX_DIMS)]
+    src: Literal["numpy", "arrow", "bytes", "torch"] = "numpy"
+    """What the sender passed, so receivers can offer the same kind back."""
+
+
+class ArrowLayout(msgspec.Struct, frozen=True, tag="arrow", tag_field="k",
+                  forbid_unknown_fields=True):
+    """Any other Arrow array, as an IPC stream with one batch of one column ``v``."""
+
+    src: Literal["arrow"] = "arrow"
+
+
+Layout = TensorLayout | ArrowLayout
+"""The payload's layout, in every data message that carries one (``"l"``)."""
+
+
+class SlotRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a descriptor names: enough for a consumer to find and verify the bytes
+    (``transport/pool.py`` ``SlotReader`` checks it against the segment's header)."""
+
+    segment: str = msgspec.field(name="seg")
+    index: Count = msgspec.field(name="idx")
+    offset: Count = msgspec.field(name="off")
+    length: Count = msgspec.field(name="len")
+    generation: Count = msgspec.field(name="gen")
+    lent_to: Annotated[frozenset[NodeId], msgspec.Meta(max_length=MAX_LENT_TO)] = (
+        msgspec.field(name="to"))
+    """The consumers this generation of the slot is lent to, each owing one release. No
+    other may read it: the producer writes the slot again once these are done."""
 
 
 class Header(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -47,12 +95,10 @@ class Header(msgspec.Struct, kw_only=True, omit_defaults=True):
     kind: Literal["inline", "shm", "eos"] = msgspec.field(name="k")
     seq: Count = msgspec.field(name="s")
     sent_ns: Count = msgspec.field(name="t")
-    layout: dict[str, Any] | None = msgspec.field(default=None, name="l")
-    """The payload's layout (``transport/codec.py`` checks it against the payload)."""
+    layout: Layout | None = msgspec.field(default=None, name="l")
     metadata: dict[str, Any] = msgspec.field(default_factory=dict, name="m")
-    slot: dict[str, Any] | None = msgspec.field(default=None, name="d")
-    """For ``shm``: {"seg": name, "idx": segment index, "off": int, "len": int, "gen": int,
-    "to": [consumers the slot is lent to]} (``transport/pool.py`` ``SlotRef`` checks it)."""
+    slot: SlotRef | None = msgspec.field(default=None, name="d")
+    """For ``shm``: the slot that holds the payload."""
     auth: dict[str, str] = msgspec.field(default_factory=dict, name="a")
     """For ``eos``: consumer id -> MAC with the key that consumer shares with the producer."""
 
@@ -65,15 +111,15 @@ class Header(msgspec.Struct, kw_only=True, omit_defaults=True):
             raise ValueError("an 'shm' message needs a slot descriptor ('d')")
 
     @classmethod
-    def new(cls, kind: str, seq: int, sent_ns: int, *, layout: dict[str, Any] | None = None,
-            metadata: dict[str, Any] | None = None, slot: dict[str, Any] | None = None,
+    def new(cls, kind: str, seq: int, sent_ns: int, *, layout: Layout | None = None,
+            metadata: dict[str, Any] | None = None, slot: SlotRef | None = None,
             auth: dict[str, str] | None = None) -> Header:
         return cls(version=VERSION, kind=kind, seq=seq, sent_ns=sent_ns,  # type: ignore[arg-type]
                    layout=layout, metadata=metadata or {}, slot=slot, auth=auth or {})
 
     def encode(self) -> bytes:
         try:
-            return _ENCODER.encode(self)
+            return HEADER.encode(self)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise PayloadError(f"message header cannot be encoded: {exc}") from None
 
@@ -88,7 +134,7 @@ class Release(msgspec.Struct, forbid_unknown_fields=True):
     """(slot index, generation) pairs."""
 
     def encode(self) -> bytes:
-        return _ENCODER.encode(self)
+        return RELEASE.encode(self)
 
 
 NONCE_BYTES = 16
@@ -106,7 +152,7 @@ class HeldQuery(msgspec.Struct, forbid_unknown_fields=True):
     """Hex, ``NONCE_BYTES`` random bytes."""
 
     def encode(self) -> bytes:
-        return _ENCODER.encode(self)
+        return HELD_QUERY.encode(self)
 
 
 class HeldReply(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,18 +163,18 @@ class HeldReply(msgspec.Struct, forbid_unknown_fields=True):
     held: Annotated[list[tuple[str, Count, Count]], msgspec.Meta(max_length=MAX_HELD)]
 
     def encode(self) -> bytes:
-        return _ENCODER.encode(self)
+        return HELD_REPLY.encode(self)
 
 
-_ENCODER = msgspec.json.Encoder()
-_HEADER = msgspec.json.Decoder(Header)
-_RELEASE = msgspec.json.Decoder(Release)
-_HELD_QUERY = msgspec.json.Decoder(HeldQuery)
-_HELD_REPLY = msgspec.json.Decoder(HeldReply)
+HEADER: StrictCodec[Header] = StrictCodec(Header, "message header", max_bytes=MAX_HEADER_BYTES)
+RELEASE: StrictCodec[Release] = StrictCodec(Release, "release", max_bytes=MAX_RELEASE_BYTES)
+HELD_QUERY: StrictCodec[HeldQuery] = StrictCodec(HeldQuery, "held-slots query", max_bytes=1024)
+HELD_REPLY: StrictCodec[HeldReply] = StrictCodec(HeldReply, "held-slots answer",
+                                                 max_bytes=MAX_HELD_BYTES)
 
 
 def decode_held_query(raw: bytes) -> HeldQuery:
-    ask: HeldQuery = _decode(_HELD_QUERY, raw, "held-slots query", 1024)
+    ask = HELD_QUERY.decode(raw)
     try:
         nonce = bytes.fromhex(ask.nonce)
     except ValueError:
@@ -139,26 +185,12 @@ def decode_held_query(raw: bytes) -> HeldQuery:
 
 
 def decode_held_reply(raw: bytes) -> HeldReply:
-    reply: HeldReply = _decode(_HELD_REPLY, raw, "held-slots answer", MAX_HELD_BYTES)
-    return reply
-
-
-def _decode(decoder: msgspec.json.Decoder, raw: bytes, what: str, limit: int) -> Any:
-    if len(raw) > limit:
-        raise DescriptorError(f"{what} of {len(raw)} bytes is larger than the {limit}-byte limit")
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise DescriptorError(f"{what} is invalid: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise DescriptorError(f"{what} is not JSON: {exc}") from None
-    except RecursionError:
-        raise DescriptorError(f"{what} is nested too deep to decode") from None
+    return HELD_REPLY.decode(raw)
 
 
 def decode(raw: bytes) -> Header:
     """Decode and check a received header; ``DescriptorError`` on anything unexpected."""
-    header: Header = _decode(_HEADER, raw, "message header", MAX_HEADER_BYTES)
+    header = HEADER.decode(raw)
     depth = _depth(header.metadata)
     if depth > MAX_METADATA_DEPTH:
         raise DescriptorError(f"message metadata is nested deeper than {MAX_METADATA_DEPTH} "
@@ -168,8 +200,7 @@ def decode(raw: bytes) -> Header:
 
 def decode_release(raw: bytes) -> Release:
     """Decode a received release body; ``DescriptorError`` on anything unexpected."""
-    release: Release = _decode(_RELEASE, raw, "release", MAX_RELEASE_BYTES)
-    return release
+    return RELEASE.decode(raw)
 
 
 def _depth(value: object) -> int:
@@ -239,7 +270,7 @@ def check_metadata(metadata: dict[str, Any] | None) -> None:
     if text_bytes > MAX_METADATA_BYTES:
         size = f"holds at least {text_bytes} bytes of text"
     else:
-        encoded = len(_ENCODER.encode(metadata))
+        encoded = len(encode(metadata))
         size = f"is {encoded} bytes as JSON"
         if encoded <= MAX_METADATA_BYTES:
             return

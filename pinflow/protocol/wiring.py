@@ -6,41 +6,55 @@ daemon or argument parsing to find its place in the dataflow.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from pinflow.errors import NodeEnvironmentError
+import msgspec
+
+from pinflow.errors import DescriptorError, NodeEnvironmentError
+from pinflow.protocol.strict import StrictCodec
 from pinflow.spec import NodeSpec
 
 ENV_VAR = "PINFLOW_NODE"
 
 
-@dataclass(frozen=True)
-class Wiring:
+class Consumer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One reader of an output: which node, into which of its inputs, how many messages
+    that input buffers (pools are sized from it)."""
+
+    node: str
+    input: str
+    queue_size: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Wiring(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a node needs to join its run."""
 
     run_id: str
-    dataflow: str                   # absolute path of the YAML file
-    node: dict[str, Any]            # NodeSpec.to_dict()
-    listen: list[str]               # zenoh endpoints this node listens on
-    connect: list[str]              # zenoh endpoints it connects to (the launcher)
-    consumers: dict[str, list[list[Any]]] = field(default_factory=dict)
-    """output id -> [[consumer node id, input name, queue size], ...]"""
+    dataflow: str
+    """Absolute path of the YAML file."""
+    node: dict[str, Any]
+    """``NodeSpec.to_dict()`` of this node."""
+    listen: list[str]
+    """zenoh endpoints this node listens on."""
+    connect: list[str]
+    """zenoh endpoints it connects to (the launcher)."""
+    consumers: dict[str, list[Consumer]] = msgspec.field(default_factory=dict)
+    """Output id -> its consumers (on this host; the gateway stands in for other hosts)."""
     startup_timeout_s: float = 60.0
     pinned_budget: int | None = None
     """The dataflow's ``pinned_budget`` (bytes), if it sets one."""
     restarts: int = 0
     """How many times the launcher restarted this node before this process."""
     restart_policy: str = "never"
-    restartable: list[str] = field(default_factory=list)
+    restartable: list[str] = msgspec.field(default_factory=list)
     """Upstream nodes the launcher may restart: their loss does not close inputs until the
     launcher declares them gone for good."""
     consumer_secret: str = ""
     """This node's secret (hex) as a consumer: it signs its releases with keys derived from
     it and checks its producers' end of stream (``transport/auth.py``)."""
-    consumer_keys: dict[str, str] = field(default_factory=dict)
+    consumer_keys: dict[str, str] = msgspec.field(default_factory=dict)
     """Consumer node id -> the key (hex) that consumer shares with this node, for every
     consumer of this node's outputs."""
     drain_timeout_s: float = 1.0
@@ -51,18 +65,25 @@ class Wiring:
     def spec(self) -> NodeSpec:
         return NodeSpec.from_dict(self.node)
 
+    def consumer_ids(self) -> set[str]:
+        """Every node that reads an output of this one."""
+        return {c.node for readers in self.consumers.values() for c in readers}
+
     def peers(self) -> set[str]:
         """Nodes this one exchanges data with, in either direction (itself excluded)."""
         spec = self.spec
         upstream = {i.source_node for i in spec.inputs if i.source_node}
-        downstream = {c[0] for lst in self.consumers.values() for c in lst}
-        return (upstream | downstream) - {spec.id}
+        return (upstream | self.consumer_ids()) - {spec.id}
+
+    def restarted(self, restarts: int) -> Wiring:
+        """The same wiring for the process that follows restart number ``restarts``."""
+        return msgspec.structs.replace(self, restarts=restarts)
 
     def to_env(self) -> str:
-        return json.dumps(asdict(self))
+        return WIRING.encode(self).decode()
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Wiring:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Wiring:
         environ = os.environ if environ is None else environ
         raw = environ.get(ENV_VAR)
         if not raw:
@@ -71,6 +92,9 @@ class Wiring:
                 "add the node to a dataflow YAML and start it with `pinflow run FILE`"
             )
         try:
-            return cls(**json.loads(raw))
-        except (TypeError, ValueError) as exc:
+            return WIRING.decode(raw.encode())
+        except DescriptorError as exc:
             raise NodeEnvironmentError(f"{ENV_VAR} is malformed: {exc}") from None
+
+
+WIRING: StrictCodec[Wiring] = StrictCodec(Wiring, "the node's wiring")

@@ -23,7 +23,15 @@ import zenoh
 
 from pinflow.errors import DescriptorError, PinflowError, SlotNotLent
 from pinflow.protocol import messages
-from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.protocol.keys import (
+    RUN_STATES,
+    TOKEN_KINDS,
+    RunKeys,
+    WireKeys,
+    last_part,
+    local_run_id,
+    parse_token,
+)
 from pinflow.spec import GATEWAY_ID, DataflowSpec, OutputSpec
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
@@ -31,11 +39,11 @@ from pinflow.transport.codec import Encoded, check_layout
 from pinflow.transport.liveness import NodeLock, PeerWatch
 from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import SlotReceiver
-from pinflow.transport.wire import WireKeys, local_run_id
 
 log = logging.getLogger("pinflow.bridge")
 
-MIRRORED = ("alive", "ready", "gone")
+MIRRORED = TOKEN_KINDS
+"""The node tokens a gateway mirrors between its host's mesh and the wire."""
 
 
 def _header(sample: zenoh.Sample) -> messages.Header:
@@ -162,12 +170,9 @@ class Importer:
         self.received = 0
         self.dropped_full = 0
         self._pinned = output.pinned
-        options = PoolOptions(
-            slots=output.slots, slot_bytes=output.slot_bytes, shm_threshold=output.shm_threshold,
-            on_full=output.on_full, block_timeout=output.block_timeout, pinned=output.pinned,
-            consumer_queue_sizes=tuple(size for _, size in consumers),
-            pinned_budget=pinned_budget,
-        )
+        options = PoolOptions.for_output(
+            output, consumer_queue_sizes=[size for _, size in consumers],
+            pinned_budget=pinned_budget)
         readers = [c for c, _ in consumers]
         self.channel = OutputChannel(bridge.local, bridge.local_keys, node_id, output.id,
                                      options, consumers=readers, alive=bridge.alive_here,
@@ -233,6 +238,8 @@ class Bridge:
         self.local_keys = RunKeys(local_run_id(run_id, machine))
         self.wire_keys = WireKeys(run_id)
         self.here = {n.id for n in spec.nodes_on(machine)}
+        self.elsewhere = {n.id for n in spec.nodes} - self.here
+        """Nodes of other hosts: the only ones whose tokens come here from the wire."""
         self.keyring = keyring
         self.signer = keyring.consumer(GATEWAY_ID)
         self.malformed = Malformed("gateway", log)
@@ -264,7 +271,7 @@ class Bridge:
         tokens or messages can be missed."""
         local_live, wire_live = self.local.liveliness(), self.wire.liveliness()
         self._declared.append(local_live.declare_subscriber(
-            f"{self.local_keys.root}/*/*", self._on_local_token, history=True))
+            self.local_keys.token_all(), self._on_local_token, history=True))
         self._declared.append(wire_live.declare_subscriber(
             self.wire_keys.token_all(), self._on_wire_token, history=True))
         if self.is_launcher_host:
@@ -297,7 +304,7 @@ class Bridge:
     # -- tokens -----------------------------------------------------------------------------
     def _on_local_token(self, sample: zenoh.Sample) -> None:
         """A token on this host's mesh: track who is alive here; mirror our nodes' tokens."""
-        kind, node_id = str(sample.key_expr).rsplit("/", 2)[-2:]
+        kind, node_id = parse_token(sample.key_expr)
         put = sample.kind == zenoh.SampleKind.PUT
         if kind == "alive" and node_id != GATEWAY_ID:
             if put:
@@ -326,19 +333,23 @@ class Bridge:
 
     def _on_wire_token(self, sample: zenoh.Sample) -> None:
         """A remote node's token: re-declare it on this host's mesh."""
-        kind, node_id = str(sample.key_expr).rsplit("/", 2)[-2:]
-        if kind not in MIRRORED or node_id in self.here or node_id == GATEWAY_ID:
-            return
-        key = f"{self.local_keys.root}/{kind}/{node_id}"
-        self._mirror(self._to_local, self.local, key, sample.kind == zenoh.SampleKind.PUT)
+        kind, node_id = parse_token(sample.key_expr)
+        if kind not in MIRRORED or node_id not in self.elsewhere:
+            return  # ours, a gateway's, or no node of this dataflow
+        self._mirror(self._to_local, self.local, self.local_keys.token(kind, node_id),
+                     sample.kind == zenoh.SampleKind.PUT)
 
     def _on_local_state(self, sample: zenoh.Sample) -> None:
         state = last_part(sample.key_expr)
+        if state not in RUN_STATES:
+            return  # no state of a run: nothing any host waits for
         self._mirror(self._to_wire, self.wire, self.wire_keys.state(state),
                      sample.kind == zenoh.SampleKind.PUT)
 
     def _on_wire_state(self, sample: zenoh.Sample) -> None:
         state = last_part(sample.key_expr)
+        if state not in RUN_STATES:
+            return
         self._mirror(self._to_local, self.local, self.local_keys.state(state),
                      sample.kind == zenoh.SampleKind.PUT)
 
@@ -358,7 +369,7 @@ class Bridge:
 
     def _on_wire_stats(self, sample: zenoh.Sample) -> None:
         node_id = last_part(sample.key_expr)
-        if node_id not in self.here:
+        if node_id in self.elsewhere:
             self.local.put(self.local_keys.stats(node_id), sample.payload.to_bytes())
 
     def summary(self) -> list[str]:

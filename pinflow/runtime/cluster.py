@@ -4,34 +4,39 @@ Each extra host runs ``pinflow daemon --machine NAME``. The launcher finds the d
 the wire, sends each the dataflow (it re-validates it there, against its own files), then
 relays their nodes' output, collects their results, and notices a daemon that disappears:
 its nodes count as failed and their consumers on the other hosts see their inputs closed.
+What a daemon sends is decoded strictly (``pinflow.protocol.control``); anything else is
+logged and dropped.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import zenoh
 
-from pinflow.errors import LaunchError
-from pinflow.protocol.keys import last_part
+from pinflow.errors import DescriptorError, LaunchError
+from pinflow.protocol.control import (
+    NODE_RESULT,
+    START_ANSWER,
+    START_REQUEST,
+    NodeResult,
+    StartRequest,
+    decode_line,
+)
+from pinflow.protocol.keys import WireKeys, daemon_key, daemon_start, last_part
 from pinflow.spec import DataflowSpec
-from pinflow.transport.wire import WireKeys, daemon_key
+from pinflow.transport.malformed import Malformed
+
+log = logging.getLogger("pinflow.cluster")
 
 RESULT_GRACE_S = 1.5
 """How long a host's results may lag behind its token disappearing before its nodes count
 as lost (results and liveliness travel as separate zenoh messages)."""
-
-
-def result_to_json(result: object) -> bytes:
-    body = asdict(result)  # type: ignore[call-overload]
-    body["log_path"] = str(body["log_path"])
-    return json.dumps(body).encode()
 
 
 class Cluster:
@@ -47,7 +52,8 @@ class Cluster:
         self.remote = {n.id: n.machine for n in spec.nodes if n.machine is not None}
         self.tails: dict[str, deque[str]] = {n: deque(maxlen=8) for n in self.remote}
         self._lock = threading.Lock()
-        self._results: dict[str, dict] = {}
+        self._results: dict[str, NodeResult] = {}
+        self.malformed = Malformed("launcher (wire)", log)
         self._hosts_seen: set[str] = set()
         self._hosts_gone: dict[str, float] = {}
         self._lost_reported: set[str] = set()
@@ -73,11 +79,10 @@ class Cluster:
                 f"{self.daemon_timeout_s:g} s (needed by node(s) {', '.join(self._nodes_on(m))});"
                 f" start it on that host and check the --listen/--connect endpoints"
                 for m in missing))
-        request = json.dumps({
-            "run": self.keys.run_id, "path": str(self.spec.path),
-            "yaml": Path(self.spec.path).read_text(encoding="utf-8"),
-            "grace_s": grace_s, "startup_timeout_s": startup_timeout_s,
-        }).encode()
+        request = START_REQUEST.encode(StartRequest(
+            run=self.keys.run_id, path=str(self.spec.path),
+            yaml=Path(self.spec.path).read_text(encoding="utf-8"),
+            grace_s=grace_s, startup_timeout_s=startup_timeout_s))
         problems = [p for m in machines if (p := self._start_on(m, request))]
         if problems:
             raise LaunchError("; ".join(problems))
@@ -96,15 +101,18 @@ class Cluster:
 
     def _start_on(self, machine: str, request: bytes) -> str | None:
         """Ask ``machine``'s daemon to start its nodes; the problem as text, or None."""
-        replies = list(self.wire.get(f"{daemon_key(machine)}/start", payload=request,
-                                     timeout=30.0))
+        replies = list(self.wire.get(daemon_start(machine), payload=request, timeout=30.0))
         for reply in replies:
             if reply.ok is None:
                 continue
-            body = json.loads(reply.ok.payload.to_bytes())
-            if body.get("machine") != machine:
+            try:
+                answer = START_ANSWER.decode(reply.ok.payload.to_bytes())
+            except DescriptorError as exc:
+                self.malformed.refuse(reply.ok.key_expr, exc)
                 continue
-            return None if body.get("ok") else f"machine {machine!r}: {body.get('error')}"
+            if answer.machine != machine:
+                continue
+            return None if answer.ok else f"machine {machine!r}: {answer.error}"
         return f"machine {machine!r}: its daemon did not answer the start request"
 
     # -- following ------------------------------------------------------------------------
@@ -120,23 +128,22 @@ class Cluster:
     def _on_log(self, sample: zenoh.Sample) -> None:
         node_id = last_part(sample.key_expr)
         if node_id in self.tails:
-            line = sample.payload.to_bytes().decode("utf-8", errors="replace")
+            line = decode_line(sample.payload.to_bytes())
             self.tails[node_id].append(line)
             self._on_line(node_id, line)
 
     def _on_say_sample(self, sample: zenoh.Sample) -> None:
-        self._on_say(last_part(sample.key_expr),
-                     sample.payload.to_bytes().decode("utf-8", errors="replace"))
+        self._on_say(last_part(sample.key_expr), decode_line(sample.payload.to_bytes()))
 
     def _on_result(self, sample: zenoh.Sample) -> None:
         try:
-            body = json.loads(sample.payload.to_bytes())
-            node_id = str(body["node_id"])
-        except (ValueError, KeyError, TypeError):
+            result = NODE_RESULT.decode(sample.payload.to_bytes())
+        except DescriptorError as exc:
+            self.malformed.refuse(sample.key_expr, exc)
             return
-        if node_id in self.remote:
+        if result.node_id in self.remote:
             with self._lock:
-                self._results.setdefault(node_id, body)
+                self._results.setdefault(result.node_id, result)
 
     def pending(self) -> list[str]:
         """Remote nodes that have not ended (no result yet, host not lost)."""
@@ -172,14 +179,14 @@ class Cluster:
                         node_id, f"machine {self.remote[node_id]!r} did not report how it "
                                  f"ended within {timeout:g} s of STOP")
 
-    def _unreported(self, node_id: str, why: str) -> dict:
+    def _unreported(self, node_id: str, why: str) -> NodeResult:
         """The result of a remote node whose host never reported one: failed, with the
         last lines it relayed."""
-        return {"node_id": node_id, "returncode": -9, "forced": None,
-                "tail": list(self.tails[node_id]),
-                "log_path": f"{self.remote[node_id]}:(unknown)", "stopped_why": why}
+        return NodeResult(node_id, -9, None, list(self.tails[node_id]),
+                          f"{self.remote[node_id]}:(unknown)", stopped_why=why,
+                          machine=self.remote[node_id])
 
-    def results(self) -> dict[str, dict]:
+    def results(self) -> dict[str, NodeResult]:
         with self._lock:
             return dict(self._results)
 

@@ -10,7 +10,6 @@ end, when the launcher says STOP, or when the launcher disappears from the wire.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
@@ -20,11 +19,20 @@ from typing import TextIO
 import zenoh
 
 from pinflow import spec as spec_module
-from pinflow.errors import PinflowError, SpecError
-from pinflow.runtime.cluster import result_to_json
+from pinflow.errors import DescriptorError, PinflowError, SpecError
+from pinflow.protocol.control import (
+    NODE_RESULT,
+    START_ANSWER,
+    START_REQUEST,
+    NodeResult,
+    StartAnswer,
+    StartRequest,
+    encode_line,
+)
+from pinflow.protocol.keys import WireKeys, daemon_key, daemon_start
 from pinflow.runtime.launcher import Launcher
 from pinflow.transport.cleanup import sweep_dead_runs
-from pinflow.transport.wire import WireKeys, daemon_key, open_wire
+from pinflow.transport.wire import open_wire
 
 READY = "ready: waiting for launchers"
 """What a daemon prints once it serves: a parent waiting for it looks for this."""
@@ -54,14 +62,14 @@ class HostLink:
             self._stop.set()
 
     def line(self, node_id: str, text: str) -> None:
-        self.wire.put(self.keys.log(node_id), text.encode())
+        self.wire.put(self.keys.log(node_id), encode_line(text))
 
     def say(self, text: str) -> None:
-        self.wire.put(self.keys.say(self.machine), text.encode())
+        self.wire.put(self.keys.say(self.machine), encode_line(text))
 
-    def report(self, results: list) -> None:
+    def report(self, results: list[NodeResult]) -> None:
         for result in results:
-            self.wire.put(self.keys.result(result.node_id), result_to_json(result))
+            self.wire.put(self.keys.result(result.node_id), NODE_RESULT.encode(result))
 
     def close(self) -> None:
         for declared in self._declared:
@@ -87,50 +95,48 @@ class Daemon:
         self._runs: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._lock = threading.Lock()
         self._token = self.wire.liveliness().declare_token(daemon_key(machine))
-        self._queryable = self.wire.declare_queryable(f"{daemon_key(machine)}/start",
-                                                      self._on_start)
+        self._queryable = self.wire.declare_queryable(daemon_start(machine), self._on_start)
 
     def say(self, text: str) -> None:
         print(f"pinflow daemon {self.machine} | {text}", file=self.out, flush=True)
 
     def _on_start(self, query: zenoh.Query) -> None:
         try:
-            request = json.loads(query.payload.to_bytes() if query.payload else b"")
-            run_id = str(request["run"])
-            answer = self._start(run_id, request)
-        except (ValueError, KeyError, TypeError) as exc:
-            answer = {"ok": False, "error": f"malformed start request: {exc}"}
-        answer["machine"] = self.machine
-        query.reply(query.key_expr, json.dumps(answer).encode())
+            request = START_REQUEST.decode(query.payload.to_bytes() if query.payload else b"")
+            error = self._start(request)
+        except (DescriptorError, ValueError) as exc:  # ValueError: a run id no key can hold
+            error = f"malformed start request: {exc}"
+        answer = StartAnswer(machine=self.machine, ok=error is None, error=error)
+        query.reply(query.key_expr, START_ANSWER.encode(answer))
 
-    def _start(self, run_id: str, request: dict) -> dict:
+    def _start(self, request: StartRequest) -> str | None:
+        """Start this host's share of the requested run; why not, or None."""
         if self.stopping.is_set():
-            return {"ok": False, "error": "the daemon is shutting down"}
+            return "the daemon is shutting down"
         try:
-            dataflow = spec_module.loads(request["yaml"], request["path"])
+            dataflow = spec_module.loads(request.yaml, request.path)
         except SpecError as exc:
-            return {"ok": False, "error": "the dataflow is not valid on this host: "
-                    + "; ".join(exc.messages)}
+            return "the dataflow is not valid on this host: " + "; ".join(exc.messages)
         if not dataflow.nodes_on(self.machine):
-            return {"ok": False, "error": "no node of the dataflow names this machine"}
+            return "no node of the dataflow names this machine"
+        run_id = request.run
         stop = threading.Event()
         link = HostLink(self.wire, run_id, self.machine, stop)
         try:
             launcher = Launcher(dataflow, run_id=run_id, machine=self.machine, wire=self.wire,
                                 stop_requested=stop, log_dir=self.log_dir, out=self.out,
-                                grace_s=float(request.get("grace_s", 5.0)),
-                                startup_timeout_s=float(request.get("startup_timeout_s", 60.0)),
-                                link=link)
+                                grace_s=request.grace_s,
+                                startup_timeout_s=request.startup_timeout_s, link=link)
             launcher.check_pinned_budget()
         except PinflowError as exc:
             link.close()
-            return {"ok": False, "error": str(exc)}
+            return str(exc)
         thread = threading.Thread(target=self._serve, args=(launcher, link, run_id),
                                   name=f"pinflow-run-{run_id}", daemon=True)
         with self._lock:
             self._runs[run_id] = (thread, stop)
         thread.start()
-        return {"ok": True}
+        return None
 
     def _serve(self, launcher: Launcher, link: HostLink, run_id: str) -> None:
         """Run one share to its end; the thread that spawns the nodes lives until they end
@@ -177,4 +183,3 @@ def serve(machine: str, *, listen: list[str], connect: list[str],
         daemon.close()
         daemon.say("stopped")
     return 0
-

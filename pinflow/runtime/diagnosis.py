@@ -1,19 +1,21 @@
 """Which side of an edge is the bottleneck, from the nodes' live statistics.
 
-Seed 001 diagnosed a starved GPU pipeline by plotting queue occupancy and both rates by
-hand. The launcher does it continuously: an input whose queue is near full and dropping
-is consumer-bound (backlog); an input that sits near empty while its node waits, fed by a
-producer that is busy all the time, is producer-bound (starvation). A producer that mostly
-waits (a camera on a 30 Hz timer) is rate-limited by design, not a bottleneck. A producer
-whose every slot is held by consumers looks busy and its consumers idle, but the consumer
-that keeps the slots is the bottleneck (slots held), and is named as such.
+Finding the starved stage of a GPU pipeline otherwise means plotting queue occupancy and
+both rates by hand. The launcher does it continuously: an input whose queue is near full
+and dropping is consumer-bound (backlog); an input that sits near empty while its node
+waits, fed by a producer that is busy all the time, is producer-bound (starvation). A
+producer that mostly waits (a camera on a 30 Hz timer) is rate-limited by design, not a
+bottleneck. A producer whose every slot is held by consumers looks busy and its consumers
+idle, but the consumer that keeps the slots is the bottleneck (slots held), and is named as
+such.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+
+from pinflow.protocol.stats import OutputReport, StatsReport
 
 FULL = 0.8
 EMPTY = 0.1
@@ -30,66 +32,73 @@ class Finding:
     message: str
 
 
-def diagnose(reports: dict[str, dict[str, Any]]) -> list[Finding]:
+@dataclass(frozen=True)
+class _SlotsHeld:
+    slots: int
+    holders: str
+    effect: str
+    worst: set[str]
+
+
+def diagnose(reports: dict[str, StatsReport]) -> list[Finding]:
     """Findings for every input of every node, given each node's latest stats report."""
     findings = []
     for node_id, report in reports.items():
-        for name, inp in report.get("inputs", {}).items():
-            source = inp.get("source", "")
-            if source.startswith("pinflow/") or inp.get("closed"):
+        for name, inp in report.inputs.items():
+            source = inp.source
+            if source.startswith("pinflow/") or inp.closed:
                 continue
             producer_id, _, output = source.partition("/")
             producer = reports.get(producer_id)
-            out_rate = (producer or {}).get("outputs", {}).get(output, {}).get("out_rate")
-            produced = out_rate if out_rate is not None else inp.get("in_rate", 0.0)
-            handled = inp.get("handled_rate", 0.0)
+            out = None if producer is None else producer.outputs.get(output)
+            produced = out.out_rate if out is not None else inp.in_rate
+            handled = inp.handled_rate
             where = f"node '{node_id}' input '{name}' (from '{source}')"
-            held = _slots_held(producer, output)
+            held = _slots_held(out)
             if held is not None:
-                if node_id not in held["worst"]:
+                if node_id not in held.worst:
                     continue  # another consumer holds the slots: neither side is to blame
                 findings.append(Finding(node_id, name, "consumer-bound", (
-                    f"slots held: {where}: consumers hold all {held['slots']} slots of "
-                    f"'{source}' ({held['holders']}); '{producer_id}' {held['effect']}; the "
+                    f"slots held: {where}: consumers hold all {held.slots} slots of "
+                    f"'{source}' ({held.holders}); '{producer_id}' {held.effect}; the "
                     f"consumer '{node_id}' is the bottleneck: it keeps received values (drop "
                     "them or call event.release() sooner, or raise `slots` on the output)")))
-            elif inp.get("occupancy", 0) >= FULL and inp.get("drop_rate", 0) > 0:
+            elif inp.occupancy >= FULL and inp.drop_rate > 0:
                 findings.append(Finding(node_id, name, "consumer-bound", (
                     f"backlog: {where}: '{source}' produces {produced:.1f} msg/s, "
                     f"'{node_id}' handles {handled:.1f} msg/s and drops "
-                    f"{inp['drop_rate']:.1f} msg/s (queue {inp.get('queued')}/{inp.get('size')}"
+                    f"{inp.drop_rate:.1f} msg/s (queue {inp.queued}/{inp.size}"
                     f" full); the consumer '{node_id}' is the bottleneck")))
-            elif (producer is not None and inp.get("occupancy", 1) <= EMPTY
-                  and report.get("waiting_frac", 0) >= CONSUMER_WAITING
-                  and producer.get("waiting_frac", 1) <= PRODUCER_BUSY):
-                busy = max(1.0 - report["waiting_frac"], 0.01)
+            elif (producer is not None and inp.occupancy <= EMPTY
+                  and report.waiting_frac >= CONSUMER_WAITING
+                  and producer.waiting_frac <= PRODUCER_BUSY):
+                busy = max(1.0 - report.waiting_frac, 0.01)
                 findings.append(Finding(node_id, name, "producer-bound", (
-                    f"starvation: {where}: '{node_id}' waits {report['waiting_frac']:.0%} of "
+                    f"starvation: {where}: '{node_id}' waits {report.waiting_frac:.0%} of "
                     f"the time; '{source}' produces {produced:.1f} msg/s while '{node_id}' "
                     f"could handle about {handled / busy:.1f} msg/s; the producer "
                     f"'{producer_id}' is the bottleneck")))
     return findings
 
 
-def _slots_held(producer: dict[str, Any] | None, output: str) -> dict[str, Any] | None:
-    """If consumers hold every slot of ``output`` and the producer suffers for it (it
+def _slots_held(out: OutputReport | None) -> _SlotsHeld | None:
+    """If consumers hold every slot of the output and the producer suffers for it (it
     waited for a slot or dropped messages): who holds them, and the consumers holding most
     (``worst``)."""
-    out = (producer or {}).get("outputs", {}).get(output, {})
-    pool = out.get("pool") or {}
-    held_by = pool.get("held_by") or {}
-    slots = pool.get("slots", 0)
-    if not slots or pool.get("in_use", 0) < slots or not held_by:
+    pool = None if out is None else out.pool
+    if out is None or pool is None:
         return None
-    waits, drops = pool.get("exhausted_waits", 0), out.get("dropped_full", 0)
+    if not pool.slots or pool.in_use < pool.slots or not pool.held_by:
+        return None
+    waits, drops = pool.exhausted_waits, out.dropped_full
     if not (waits or drops):
         return None
-    most = max(held_by.values())
+    most = max(pool.held_by.values())
     effect = (f"dropped {drops} message(s) for want of a free slot" if drops
               else f"waited for a free slot {waits} time(s)")
-    holders = ", ".join(f"'{c}' holds {n}" for c, n in sorted(held_by.items()))
-    return {"slots": slots, "holders": holders, "effect": effect,
-            "worst": {c for c, n in held_by.items() if n == most}}
+    holders = ", ".join(f"'{c}' holds {n}" for c, n in sorted(pool.held_by.items()))
+    return _SlotsHeld(pool.slots, holders, effect,
+                      {c for c, n in pool.held_by.items() if n == most})
 
 
 class Diagnoser:
@@ -100,7 +109,7 @@ class Diagnoser:
         self.repeat_s = repeat_s
         self._last: dict[tuple[str, str], tuple[str, float]] = {}
 
-    def lines(self, reports: dict[str, dict[str, Any]], now: float | None = None) -> list[str]:
+    def lines(self, reports: dict[str, StatsReport], now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
         out = []
         for finding in diagnose(reports):

@@ -1,138 +1,55 @@
-"""``pinflow run``: start every node of a dataflow, relay their output, stop them cleanly.
+"""``pinflow run``: the lifecycle of one host's share of a run.
 
-The launcher owns the run: a unique run id, a private folder for the zenoh unix sockets,
-one zenoh session that nodes use as a rendezvous (payloads go node to node), one process
-per node in its own process group, and the stop sequence STOP -> grace -> SIGTERM -> SIGKILL.
+The launcher owns the run: a unique run id, the run lock, a private folder for the zenoh
+unix sockets, one zenoh session that nodes use as a rendezvous (payloads go node to node),
+and the sequence lock -> mesh -> spawn -> wait until ready -> supervise -> STOP -> grace ->
+SIGTERM -> SIGKILL -> clean up. The jobs along the way belong to other modules: starting
+processes (:mod:`~pinflow.runtime.spawn`), their output (:mod:`~pinflow.runtime.relay`),
+exits, restarts and memory (:mod:`~pinflow.runtime.supervisor`), statistics and diagnosis
+(:mod:`~pinflow.runtime.collector`), other hosts (:mod:`~pinflow.runtime.cluster`) and the
+wire gateway (:mod:`~pinflow.runtime.bridge`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TextIO
 
+import msgspec
 import zenoh
 
 from pinflow.errors import LaunchError
-from pinflow.protocol.keys import RunKeys, last_part
-from pinflow.protocol.wiring import ENV_VAR, Wiring
+from pinflow.protocol.control import NodeResult
+from pinflow.protocol.keys import RunKeys, last_part, local_run_id
 from pinflow.runtime.bridge import Bridge
-from pinflow.runtime.child import LAUNCHER_LOST_EXIT
 from pinflow.runtime.cluster import Cluster
-from pinflow.runtime.diagnosis import Diagnoser
-from pinflow.runtime.supervisor import MemoryWatch, over_limit, restart_delay
-from pinflow.spec import GATEWAY_ID, DataflowSpec, NodeSpec
+from pinflow.runtime.collector import StatsCollector
+from pinflow.runtime.relay import LeaderLink, Relay
+from pinflow.runtime.result import RunResult
+from pinflow.runtime.spawn import Spawner
+from pinflow.runtime.supervisor import Supervisor
+from pinflow.spec import GATEWAY_ID, DataflowSpec
 from pinflow.transport import budget
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import DRAIN_TIMEOUT_S, default_slots
-from pinflow.transport.cleanup import RunLock, remove_node_segments, sweep_dead_runs
+from pinflow.transport.cleanup import RunLock, sweep_dead_runs
 from pinflow.transport.segment import PAGE, shm_dir
-from pinflow.transport.session import (
-    LAUNCHER_SOCKET,
-    make_run_dir,
-    open_session,
-    unix_endpoint,
-)
-from pinflow.transport.wire import local_run_id, open_wire
+from pinflow.transport.session import LAUNCHER_SOCKET, make_run_dir, open_session, unix_endpoint
+from pinflow.transport.wire import open_wire
 
-
-class LeaderLink(Protocol):
-    """How a launcher that runs one host's share for a daemon reaches the leading launcher
-    on the first host (the daemon builds it; the launcher only talks through it)."""
-
-    def say(self, text: str) -> None:
-        """A ``pinflow | ...`` line of this host, shown there as ``pinflow@MACHINE | ...``."""
-
-    def line(self, node_id: str, text: str) -> None:
-        """One output line of a node of this host."""
-
-TAIL_LINES = 8
-LAUNCHER_LOST_WHY = ("it stopped with LAUNCHER_LOST while the launcher was running: its run "
-                     "lock was not held, was it removed by hand or by a cleaner?")
+__all__ = ["Launcher", "LeaderLink", "RunResult", "new_run_id", "run"]
 
 
 def new_run_id() -> str:
     """Short, unique per run: names keys, sockets and (later) shared-memory segments."""
     return secrets.token_hex(6)
-
-
-@dataclass
-class NodeProcess:
-    spec: NodeSpec
-    wiring: Wiring
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
-    reader: threading.Thread | None = None
-    killed: str | None = None  # "SIGTERM"/"SIGKILL" when the launcher had to force it
-    reaped: bool = False
-    restarts: int = 0
-    restart_at: float | None = None  # monotonic time of a scheduled restart
-    finished: bool = False  # exited and will not be restarted
-    stopped_why: str | None = None  # the launcher stopped it (memory_limit)
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.poll()
-
-
-@dataclass(frozen=True)
-class NodeResult:
-    node_id: str
-    returncode: int
-    forced: str | None
-    tail: list[str]
-    log_path: Path | str
-    restarts: int = 0
-    stopped_why: str | None = None
-    machine: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and self.forced is None and self.stopped_why is None
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: str
-    results: list[NodeResult]
-    log_dir: Path
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.results)
-
-    def failures(self) -> list[NodeResult]:
-        return [r for r in self.results if not r.ok]
-
-    def summary(self) -> str:
-        lines = [f"run {self.run_id}: {len(self.results)} node(s), logs in {self.log_dir}"]
-        for r in self.results:
-            if r.restarts:
-                lines.append(f"  node {r.node_id!r} was restarted {r.restarts} time(s)")
-            if r.ok:
-                continue
-            why = (f"stopped by the launcher: {r.stopped_why}" if r.stopped_why
-                   else f"did not stop within the grace period ({r.forced})" if r.forced
-                   else f"exit code {r.returncode} ({LAUNCHER_LOST_WHY})"
-                   if r.returncode == LAUNCHER_LOST_EXIT
-                   else f"exit code {r.returncode}" if r.returncode >= 0
-                   else f"killed by signal {signal.Signals(-r.returncode).name}")
-            where = f" on machine {r.machine!r}" if r.machine else ""
-            lines.append(f"  node {r.node_id!r}{where} failed: {why}; last lines:")
-            lines.extend(f"    | {line}" for line in r.tail or ["(no output)"])
-        return "\n".join(lines)
 
 
 class Launcher:
@@ -155,12 +72,10 @@ class Launcher:
         """Who may release a slot or end a stream on this host (``transport/auth.py``)."""
         self.grace_s = grace_s
         self.startup_timeout_s = startup_timeout_s
-        self.out = out or sys.stdout
         self.log_dir = (log_dir or Path.cwd() / "out") / self.run_id
         self.stop_requested = stop_requested or threading.Event()
         self.wire = wire
-        self.link = link
-        """On a daemon: where this host's lines go to the leading launcher."""
+        self.relay = Relay(out or sys.stdout, [n.id for n in spec.nodes], link)
         self.cluster: Cluster | None = None
         if machine is None and spec.machines():
             if wire is None:
@@ -169,50 +84,28 @@ class Launcher:
                     f"machine(s) {', '.join(spec.machines())}: give `pinflow run` a wire "
                     "endpoint (--connect PROTO/HOST:PORT to a `pinflow daemon --listen`, or "
                     "--listen for daemons that --connect)")
-            self.cluster = Cluster(spec, self.dataflow_run_id, wire, on_line=self._remote_line,
-                                   on_say=self._remote_say, daemon_timeout_s=daemon_timeout_s)
-        self._print_lock = threading.Lock()
-        self._id_width = max(len(n.id) for n in spec.nodes)
-        """Node ids are padded to this in the output, so columns line up across nodes."""
+            self.cluster = Cluster(
+                spec, self.dataflow_run_id, wire,
+                on_line=lambda node, line: self.relay.remote_line(
+                    node, line, self.log_dir / f"{node}.log"),
+                on_say=self.relay.remote_say, daemon_timeout_s=daemon_timeout_s)
+        self.supervisor = Supervisor(
+            self.run_id,
+            Spawner(spec, self.run_id, machine, self.keyring, self.relay, self.log_dir,
+                    startup_timeout_s),
+            self.say, self._declare_gone)
+        self.stats = StatsCollector()
         self._ready: set[str] = set()
-        self._procs: dict[str, NodeProcess] = {}
         self._tokens: list[zenoh.LivelinessToken] = []
         self._liveliness: zenoh.Liveliness | None = None
-        self._reports: dict[str, tuple[float, dict]] = {}
-        self._diagnoser = Diagnoser()
-        self._memory = MemoryWatch()
 
-    # -- output ---------------------------------------------------------------------------
+    @property
+    def link(self) -> LeaderLink | None:
+        """On a daemon: where this host's lines go to the leading launcher."""
+        return self.relay.link
+
     def say(self, text: str) -> None:
-        with self._print_lock:
-            print(f"pinflow | {text}", file=self.out, flush=True)
-        if self.link is not None:
-            self.link.say(text)
-
-    def _remote_line(self, node_id: str, line: str) -> None:
-        """A line of a node on another host: printed and logged here like a local one."""
-        with self._print_lock:
-            with open(self.log_dir / f"{node_id}.log", "a", encoding="utf-8") as log_file:
-                log_file.write(line + "\n")
-            print(f"{node_id:<{self._id_width}} | {line}", file=self.out, flush=True)
-
-    def _remote_say(self, machine: str, text: str) -> None:
-        with self._print_lock:
-            print(f"pinflow@{machine} | {text}", file=self.out, flush=True)
-
-    def _relay(self, proc: NodeProcess, process: subprocess.Popen[bytes]) -> None:
-        """Copy a node's output to its log file and to our stdout, prefixed with its id."""
-        assert process.stdout is not None
-        with open(proc.log_path, "a", encoding="utf-8") as log_file:
-            for raw in process.stdout:
-                line = raw.decode("utf-8", errors="replace").rstrip("\n")
-                log_file.write(line + "\n")
-                log_file.flush()
-                proc.tail.append(line)
-                with self._print_lock:
-                    print(f"{proc.spec.id:<{self._id_width}} | {line}", file=self.out, flush=True)
-                if self.link is not None:
-                    self.link.line(proc.spec.id, line)
+        self.relay.say(text)
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self, stop_after: float | None = None) -> RunResult:
@@ -259,7 +152,7 @@ class Launcher:
             self._tokens.append(liveliness.declare_token(self.keys.launcher()))
             ready_sub = liveliness.declare_subscriber(self.keys.ready_all(), self._on_ready,
                                                       history=True)
-            stats_sub = session.declare_subscriber(self.keys.stats_all(), self._on_stats)
+            self.stats.start(session, self.keys)
             if self.wire is not None:
                 bridge = Bridge(self.spec, self.machine, self.dataflow_run_id, session,
                                 self.wire, self.keyring)
@@ -274,11 +167,11 @@ class Launcher:
                 self.say(f"run {self.run_id} started: {len(self.spec.nodes)} node(s){hosts}")
             self._supervise(stop_after)
             self._tokens.append(liveliness.declare_token(self.keys.state("stop")))
-            self._stop_all()
-            stats_sub.undeclare()
+            self._stop()
             ready_sub.undeclare()
         finally:
-            self._kill_all()
+            self.supervisor.kill_all()
+            self.stats.close()
             if self.cluster is not None:
                 self.cluster.close()
             if bridge is not None:
@@ -304,129 +197,12 @@ class Launcher:
         if wanted:
             budget.check(wanted, self.spec.pinned_budget)
 
-    def _supervise(self, stop_after: float | None) -> None:
-        """The run's main loop: exits, restarts, memory limits, bottleneck diagnosis."""
-        deadline = None if stop_after is None else time.monotonic() + stop_after
-        next_check = 0.0
-        while not self.stop_requested.is_set() and self._any_alive():
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                self.say(f"--stop-after {stop_after:g}s reached, stopping")
-                return
-            self._reap()
-            self._restart_due(now)
-            self._remote_lost()
-            if now >= next_check:
-                next_check = now + 0.5
-                self._check_memory()
-                for line in self._diagnoser.lines(self._fresh_reports(now)):
-                    self.say(line)
-            time.sleep(0.05)
-
-    def _on_stats(self, sample: zenoh.Sample) -> None:
-        try:
-            report = json.loads(sample.payload.to_bytes())
-            self._reports[str(report["node"])] = (time.monotonic(), report)
-        except (ValueError, KeyError, TypeError):
-            return
-
-    def _fresh_reports(self, now: float) -> dict[str, dict]:
-        remote = set(self.cluster.pending()) if self.cluster else set()
-        return {node: report for node, (seen, report) in list(self._reports.items())
-                if now - seen < 3.0 and (node in remote or (
-                    node in self._procs and self._procs[node].returncode is None))}
-
-    def _remote_lost(self) -> None:
-        """Nodes of a host that vanished: failed; their consumers here close the inputs."""
-        if self.cluster is None:
-            return
-        for node_id in self.cluster.lost():
-            self.say(f"node {node_id!r} is lost with machine "
-                     f"{self.cluster.remote[node_id]!r} (its daemon disappeared)")
-            if self._liveliness is not None:
-                self._tokens.append(self._liveliness.declare_token(self.keys.gone(node_id)))
-
-    def _check_memory(self) -> None:
-        warning = self._memory.low_memory_warning()
-        if warning:
-            self.say(warning)
-        for proc in self._procs.values():
-            if proc.returncode is not None:
-                continue
-            why = over_limit(proc.spec, proc.process.pid)
-            if why:
-                proc.stopped_why = why
-                self.say(f"node {proc.spec.id!r} {why}; stopping it (its consumers see its "
-                         "outputs closed)")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.process.pid, signal.SIGKILL)
-
-    def _restart_due(self, now: float) -> None:
-        for proc in self._procs.values():
-            if proc.restart_at is not None and now >= proc.restart_at:
-                proc.restart_at = None
-                proc.restarts += 1
-                proc.stopped_why = None
-                wiring = replace(proc.wiring, restarts=proc.restarts)
-                self._start_process(proc, wiring)
-
-    def _on_ready(self, sample: zenoh.Sample) -> None:
-        if sample.kind == zenoh.SampleKind.PUT:
-            self._ready.add(last_part(sample.key_expr))
-
-    def _consumers(self, node: NodeSpec) -> dict[str, list[list]]:
-        """Per output, its consumers on this host, plus the gateway standing in for all
-        consumers on other hosts (it reads each message once, whatever their number)."""
-        consumers = {}
-        for out in node.outputs:
-            here, gateway_queue = self.spec.consumers_across(node.id, out.id, self.machine)
-            consumers[out.id] = [[c, i.name, i.queue_size] for c, i in here]
-            if gateway_queue is not None:
-                consumers[out.id].append([GATEWAY_ID, "wire", gateway_queue])
-        return consumers
-
     def _spawn_all(self, sock_dir: Path) -> None:
-        launcher_endpoint = unix_endpoint(sock_dir / LAUNCHER_SOCKET)
+        spawner = self.supervisor.spawner
+        drain_timeout_s = min(DRAIN_TIMEOUT_S, self.grace_s / 4)
         for index, node in enumerate(self.local_nodes):
-            consumers = self._consumers(node)
-            restartable = sorted({i.source_node for i in node.inputs if i.source_node
-                                  and self.spec.node(i.source_node).restart != "never"})
-            wiring = Wiring(
-                run_id=self.run_id, dataflow=str(self.spec.path), node=node.to_dict(),
-                listen=[unix_endpoint(sock_dir / f"{index}.sock")],
-                connect=[launcher_endpoint], consumers=consumers,
-                startup_timeout_s=self.startup_timeout_s,
-                pinned_budget=self.spec.pinned_budget,
-                restart_policy=node.restart, restartable=restartable,
-                consumer_secret=self.keyring.secret(node.id),
-                consumer_keys=self.keyring.pair_keys(
-                    node.id, {c[0] for readers in consumers.values() for c in readers}),
-                drain_timeout_s=min(DRAIN_TIMEOUT_S, self.grace_s / 4),
-            )
-            proc = NodeProcess(node, wiring, None, self.log_dir / f"{node.id}.log")  # type: ignore[arg-type]
-            self._start_process(proc, wiring)
-            self._procs[node.id] = proc
-
-    def _start_process(self, proc: NodeProcess, wiring: Wiring) -> None:
-        """(Re)start the node's process; a restart reuses its log file and keeps its tail."""
-        node = proc.spec
-        how, target = ("path", str(node.path)) if node.path else ("module", str(node.module))
-        cmd = [sys.executable, "-u", "-m", "pinflow.runtime.child", str(os.getpid()), how, target,
-               *node.args]
-        env = {**os.environ, **node.env, ENV_VAR: wiring.to_env(), "PYTHONUNBUFFERED": "1"}
-        try:
-            process = subprocess.Popen(
-                cmd, cwd=self.spec.path.parent, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        except OSError as exc:
-            raise LaunchError(f"cannot start node {node.id!r} ({' '.join(cmd)}): {exc}") from exc
-        if proc.reader is not None:
-            proc.reader.join(timeout=2.0)  # the previous process's output is all relayed
-        proc.process, proc.wiring, proc.reaped = process, wiring, False
-        proc.reader = threading.Thread(target=self._relay, args=(proc, process), daemon=True,
-                                       name=f"pinflow-relay-{node.id}")
-        proc.reader.start()
+            wiring = spawner.wiring(node, index, sock_dir, drain_timeout_s)
+            self.supervisor.add(spawner.start(node, wiring))
 
     def _wait_ready(self) -> None:
         """Hold the start until every live node declared ready (or the startup timeout)."""
@@ -434,8 +210,8 @@ class Launcher:
         while time.monotonic() < deadline and not self.stop_requested.is_set():
             # A node that dies before it is ready is declared gone (or restarted) now, so
             # its peers, waiting for it to join, stop waiting.
-            self._reap()
-            self._restart_due(time.monotonic())
+            self.supervisor.reap()
+            self.supervisor.restart_due(time.monotonic())
             waiting = self._not_ready()
             if not waiting:
                 return
@@ -448,92 +224,71 @@ class Launcher:
 
     def _not_ready(self) -> list[str]:
         remote = self.cluster.pending() if self.cluster else []
-        return [n for n, p in self._procs.items() if n not in self._ready
-                and p.returncode is None] + [n for n in remote if n not in self._ready]
+        return [n for n in self.supervisor.procs if n not in self._ready
+                and self.supervisor.alive(n)] + [n for n in remote if n not in self._ready]
 
-    def _reap(self, *, stopping: bool = False) -> None:
-        """Handle nodes that exited: unlink the segments a crashed node could not (consumers
-        keep their mappings, so no data is torn), then restart it per its policy or declare
-        it gone for good so its consumers close their inputs."""
-        for proc in self._procs.values():
-            code = proc.returncode
-            if code is None or proc.reaped:
-                continue
-            proc.reaped = True
-            removed = remove_node_segments(self.run_id, proc.spec.id)
-            if code != 0:
-                extra = f"; removed {len(removed)} segment(s) it left" if removed else ""
-                if code == LAUNCHER_LOST_EXIT:
-                    extra += f" ({LAUNCHER_LOST_WHY})"
-                self.say(f"node {proc.spec.id!r} exited with code {code}{extra}")
-            delay = restart_delay(proc.spec, proc.restarts, code, stopping=stopping)
-            if delay is not None:
-                proc.restart_at = time.monotonic() + delay
-                self.say(f"restarting node {proc.spec.id!r} in {delay:g}s (restart "
-                         f"{proc.restarts + 1} of {proc.spec.max_restarts}, policy "
-                         f"{proc.spec.restart})")
-            else:
-                self._finish(proc)
+    def _on_ready(self, sample: zenoh.Sample) -> None:
+        if sample.kind == zenoh.SampleKind.PUT:
+            self._ready.add(last_part(sample.key_expr))
 
-    def _finish(self, proc: NodeProcess) -> None:
-        """The node will not run again: tell its consumers (they close its inputs)."""
-        proc.finished = True
-        proc.restart_at = None
-        if self._liveliness is not None:
-            self._tokens.append(self._liveliness.declare_token(self.keys.gone(proc.spec.id)))
+    def _supervise(self, stop_after: float | None) -> None:
+        """The run's main loop: exits, restarts, memory limits, bottleneck diagnosis."""
+        deadline = None if stop_after is None else time.monotonic() + stop_after
+        next_check = 0.0
+        while not self.stop_requested.is_set() and self._any_alive():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.say(f"--stop-after {stop_after:g}s reached, stopping")
+                return
+            self.supervisor.reap()
+            self.supervisor.restart_due(now)
+            self._remote_lost()
+            if now >= next_check:
+                next_check = now + 0.5
+                self.supervisor.check_memory()
+                for line in self.stats.findings(now, self._running):
+                    self.say(line)
+            time.sleep(0.05)
+
+    def _running(self, node_id: str) -> bool:
+        """The node runs here, or on a host that has not reported its end."""
+        remote = self.cluster is not None and node_id in self.cluster.pending()
+        return remote or self.supervisor.alive(node_id)
 
     def _any_alive(self) -> bool:
-        return any(p.returncode is None or p.restart_at is not None
-                   for p in self._procs.values()) or bool(self.cluster and self.cluster.pending())
+        return self.supervisor.any_alive() or bool(self.cluster and self.cluster.pending())
 
-    def _stop_all(self) -> None:
+    def _remote_lost(self) -> None:
+        """Nodes of a host that vanished: failed; their consumers here close the inputs."""
+        if self.cluster is None:
+            return
+        for node_id in self.cluster.lost():
+            self.say(f"node {node_id!r} is lost with machine "
+                     f"{self.cluster.remote[node_id]!r} (its daemon disappeared)")
+            self._declare_gone(node_id)
+
+    def _declare_gone(self, node_id: str) -> None:
+        """``node_id`` will not run again: its consumers close the inputs it fed."""
+        if self._liveliness is not None:
+            self._tokens.append(self._liveliness.declare_token(self.keys.gone(node_id)))
+
+    def _stop(self) -> None:
         """STOP was announced; give nodes the grace period, then SIGTERM, then SIGKILL."""
-        for proc in self._procs.values():
-            if proc.restart_at is not None:
-                self._finish(proc)
+        self.supervisor.cancel_restarts()
         start = time.monotonic()
         while self._any_alive() and time.monotonic() - start < self.grace_s:
             time.sleep(0.02)
-        for sig, wait_s in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
-            alive = [p for p in self._procs.values() if p.returncode is None]
-            if not alive:
-                break
-            for proc in alive:
-                proc.killed = sig.name
-                self.say(f"node {proc.spec.id!r} still running after STOP: sending {sig.name}")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.process.pid, sig)
-            end = time.monotonic() + wait_s
-            while any(p.returncode is None for p in alive) and time.monotonic() < end:
-                time.sleep(0.02)
+        self.supervisor.terminate()
         if self.cluster is not None:  # daemons run the same sequence; give them its length
             self.cluster.wait(max(0.0, self.grace_s - (time.monotonic() - start)) + 10.0)
 
-    def _kill_all(self) -> None:
-        """Last resort on any exit path: no node may outlive the launcher."""
-        for proc in self._procs.values():
-            if proc.returncode is None:
-                proc.killed = proc.killed or "SIGKILL"
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.process.pid, signal.SIGKILL)
-                proc.process.wait()
-            if proc.reader is not None:
-                proc.reader.join(timeout=2.0)
-
     def _results(self) -> list[NodeResult]:
-        local = {
-            p.spec.id: NodeResult(p.spec.id, p.process.wait(), p.killed, list(p.tail),
-                                  p.log_path, p.restarts, p.stopped_why, self.machine)
-            for p in self._procs.values()
-        }
-        remote = self.cluster.results() if self.cluster else {}
-        for node_id, body in remote.items():
-            fields = {k: body.get(k) for k in ("returncode", "forced", "tail", "log_path",
-                                                "restarts", "stopped_why")}
-            fields["restarts"] = fields["restarts"] or 0
-            local[node_id] = NodeResult(node_id, machine=self.cluster.remote[node_id],
-                                        **fields)  # type: ignore[arg-type, union-attr]
-        return [local[n.id] for n in self.spec.nodes if n.id in local]
+        results = self.supervisor.results(self.machine)
+        if self.cluster is not None:
+            for node_id, result in self.cluster.results().items():
+                results[node_id] = msgspec.structs.replace(
+                    result, machine=self.cluster.remote[node_id])
+        return [results[n.id] for n in self.spec.nodes if n.id in results]
 
 
 def run(spec: DataflowSpec, *, stop_after: float | None = None, log_dir: Path | None = None,

@@ -48,7 +48,9 @@ class _Json:
     def to_dict(self) -> dict[str, Any]:
         import msgspec  # the node wiring needs it; loading and validating a file does not
 
-        return msgspec.to_builtins(self, enc_hook=_encode)
+        # Through JSON, so the result is what a node reads back: lists, not tuples.
+        result: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(self, enc_hook=_encode))
+        return result
 
     @classmethod
     def from_dict(cls: type[_Spec], data: dict[str, Any]) -> _Spec:

@@ -17,6 +17,7 @@ import numpy as np
 
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys
+from pinflow.protocol.messages import Layout
 from pinflow.transport import codec
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions
@@ -39,12 +40,12 @@ class Rig:
     def send(self, frame: np.ndarray) -> None:
         assert self.channel.send(codec.encode(frame), None, pinned=True)
 
-    def receive(self) -> tuple[np.ndarray, Mapping, dict]:
+    def receive(self) -> tuple[np.ndarray, Mapping, Layout]:
         header = self.inbox.get(timeout=5)
         view, mapping = self.receiver.read(("cam", "image"), header.slot)
         return view, mapping, header.layout
 
-    def copy(self, view: np.ndarray, mapping: Mapping, layout: dict,
+    def copy(self, view: np.ndarray, mapping: Mapping, layout: Layout,
              consumer_stream: Any = None) -> Any:
         """What a node does for a device input: one copy, the view held until it completed."""
         shape, dtype = layout_shape(layout, view.nbytes)

@@ -1,7 +1,8 @@
 """``pinflow top`` and ``pinflow stats``: what every dataflow on this machine is doing now.
 
-Each node publishes one JSON report a second on ``pinflow/<run>/stats/<node>`` (see
-:mod:`pinflow.nodes.stats`). Runs are found through their socket folders
+Each node publishes one report a second on ``pinflow/<run>/stats/<node>`` (see
+:mod:`pinflow.nodes.stats`; the report is ``pinflow.protocol.stats.StatsReport``, and one
+that does not decode is logged and dropped). Runs are found through their socket folders
 (``runs_dir()/<run id>/launcher.sock``) and count only while their launcher holds the run's
 lock, so the folders a killed launcher left behind are skipped. Each run is joined with its
 own loopback-only session at the launcher's socket: nothing here opens a socket that could
@@ -12,18 +13,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
+import msgspec
 import zenoh
 
+from pinflow.errors import DescriptorError
 from pinflow.protocol.keys import RunKeys, last_part
+from pinflow.protocol.stats import STATS_REPORT, CopyStats, InputReport, PoolReport, StatsReport
 from pinflow.spec.units import MIB
 from pinflow.transport import liveness
+from pinflow.transport.malformed import Malformed
 from pinflow.transport.session import LAUNCHER_SOCKET, open_session, runs_dir, unix_endpoint
+
+log = logging.getLogger("pinflow.top")
 
 NO_RUNS = "no running pinflow dataflow on this machine"
 STALE_S = 3.0
@@ -32,8 +40,25 @@ ONCE_WAIT_S = 2.5
 """How long ``top --once`` listens: long enough for every node's once-a-second report."""
 CLEAR = "\x1b[H\x1b[2J"
 
-Report = dict[str, Any]
-Snapshot = dict[str, Any]
+
+
+class RunStats(msgspec.Struct):
+    """The latest report of each node of one run."""
+
+    nodes: dict[str, StatsReport]
+
+
+class Snapshot(msgspec.Struct):
+    """What ``pinflow stats --json`` prints: ``{"runs": {run_id: {"nodes": {node_id:
+    report}}}, "t": time_ns}``."""
+
+    runs: dict[str, RunStats]
+    t: int
+
+
+def to_json(snapshot: Snapshot) -> str:
+    """The snapshot as ``pinflow stats --json`` prints it (indented, keys in report order)."""
+    return json.dumps(msgspec.to_builtins(snapshot), indent=2)
 
 
 # -- finding runs -------------------------------------------------------------------------
@@ -65,7 +90,8 @@ class Watcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, tuple[zenoh.Session, Any]] = {}
-        self._reports: dict[str, dict[str, tuple[float, Report]]] = {}
+        self._reports: dict[str, dict[str, tuple[float, StatsReport]]] = {}
+        self.malformed = Malformed("top", log)
 
     @property
     def runs(self) -> list[str]:
@@ -103,10 +129,9 @@ class Watcher:
 
     def _on_report(self, run_id: str, sample: zenoh.Sample) -> None:
         try:
-            report = json.loads(sample.payload.to_bytes())
-        except ValueError:
-            return  # not ours to judge; a stats view must never crash on one bad report
-        if not isinstance(report, dict):
+            report = STATS_REPORT.decode(sample.payload.to_bytes())
+        except DescriptorError as exc:  # a stats view must never crash on one bad report
+            self.malformed.refuse(sample.key_expr, exc)
             return
         with self._lock:
             if run_id in self._reports:
@@ -117,11 +142,11 @@ class Watcher:
         now = time.monotonic()
         with self._lock:
             runs = {
-                run_id: {"nodes": {node: report for node, (seen, report) in sorted(nodes.items())
-                                   if max_age is None or now - seen <= max_age}}
+                run_id: RunStats({node: report for node, (seen, report) in sorted(nodes.items())
+                                  if max_age is None or now - seen <= max_age})
                 for run_id, nodes in sorted(self._reports.items())
             }
-        return {"runs": runs, "t": time.time_ns()}
+        return Snapshot(runs, time.time_ns())
 
     def close(self) -> None:
         for run_id in list(self._sessions):
@@ -129,8 +154,7 @@ class Watcher:
 
 
 def collect(run_ids: list[str], seconds: float) -> Snapshot:
-    """Listen to the given runs for ``seconds`` and return the latest report of each node:
-    ``{"runs": {run_id: {"nodes": {node_id: report}}}, "t": time_ns}``."""
+    """Listen to the given runs for ``seconds`` and return the latest report of each node."""
     watcher = Watcher()
     try:
         watcher.watch(run_ids)
@@ -194,91 +218,90 @@ def _size(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _pool(pool: dict[str, Any] | None) -> str:
-    if not pool:
+def _pool(pool: PoolReport | None) -> str:
+    if pool is None:
         return "inline"
-    kind = "pinned" if pool.get("pinned") else "shm"
-    return f"{kind} {pool.get('slots')}x{_size(pool.get('slot_bytes') or 0)}"
+    kind = "pinned" if pool.pinned else "shm"
+    return f"{kind} {pool.slots}x{_size(pool.slot_bytes)}"
 
 
 def _pct(fraction: Any) -> str:
     return "-" if fraction is None else f"{100 * float(fraction):.0f}"
 
 
-def _port_rows(report: Report) -> list[list[str]]:
+def _input_row(name: str, q: InputReport) -> list[str]:
+    source = q.source.removeprefix("pinflow/")  # timers: timer/hz/30
+    return [f"in {name}", source, f"{q.queued}/{q.size}", _pct(q.occupancy), _num(q.in_rate),
+            _num(q.handled_rate), _num(q.drop_rate), _num(q.latency_p50_ms),
+            _num(q.latency_p99_ms), ""]
+
+
+def _port_rows(report: StatsReport) -> list[list[str]]:
     """One row per input and output, without the run, node and per-node columns."""
-    rows = []
-    for name, q in sorted(report.get("inputs", {}).items()):
-        source = str(q.get("source", "")).removeprefix("pinflow/")  # timers: timer/hz/30
-        rows.append([f"in {name}", source, f"{q.get('queued')}/{q.get('size')}",
-                     _pct(q.get("occupancy")), _num(q.get("in_rate")),
-                     _num(q.get("handled_rate")), _num(q.get("drop_rate")),
-                     _num(q.get("latency_p50_ms")), _num(q.get("latency_p99_ms")), ""])
-    for name, out in sorted(report.get("outputs", {}).items()):
-        pool = out.get("pool")
-        slots = f"{pool.get('in_use')}/{pool.get('slots')}" if pool else "-"
-        rows.append([f"out {name}", _pool(pool), "", "", _num(out.get("out_rate")), "", "",
+    rows = [_input_row(name, q) for name, q in sorted(report.inputs.items())]
+    for name, out in sorted(report.outputs.items()):
+        slots = f"{out.pool.in_use}/{out.pool.slots}" if out.pool else "-"
+        rows.append([f"out {name}", _pool(out.pool), "", "", _num(out.out_rate), "", "",
                      "", "", slots])
     return rows or [["-", "", "", "", "", "", "", "", "", ""]]
 
 
-def _notes(run_id: str, node: str, report: Report) -> list[str]:
+def _notes(run_id: str, node: str, report: StatsReport) -> list[str]:
     """Counters that only matter when non-zero, so the table stays small."""
     where = f"{run_id[:6]} {node}"
     notes = []
-    if report.get("restarts"):
-        notes.append(f"{where}: restarted {report['restarts']} time(s)")
-    for name, q in sorted(report.get("inputs", {}).items()):
-        if q.get("closed"):
+    if report.restarts:
+        notes.append(f"{where}: restarted {report.restarts} time(s)")
+    for name, q in sorted(report.inputs.items()):
+        if q.closed:
             notes.append(f"{where} in {name}: closed, its source ended")
-    for name, out in sorted(report.get("outputs", {}).items()):
-        pool = out.get("pool") or {}
-        if out.get("dropped_full"):
-            notes.append(f"{where} out {name}: {out['dropped_full']} message(s) dropped, "
+    for name, out in sorted(report.outputs.items()):
+        if out.dropped_full:
+            notes.append(f"{where} out {name}: {out.dropped_full} message(s) dropped, "
                          "every slot was in use")
-        if pool.get("exhausted_waits") or pool.get("timeouts"):
+        if out.pool is not None and (out.pool.exhausted_waits or out.pool.timeouts):
             notes.append(f"{where} out {name}: waited for a free slot "
-                         f"{pool.get('exhausted_waits', 0)} time(s), gave up "
-                         f"{pool.get('timeouts', 0)} time(s)")
-        if (out.get("pools_created") or 0) > 1:
-            notes.append(f"{where} out {name}: {out['pools_created']} pools created (the "
+                         f"{out.pool.exhausted_waits} time(s), gave up "
+                         f"{out.pool.timeouts} time(s)")
+        if out.pools_created > 1:
+            notes.append(f"{where} out {name}: {out.pools_created} pools created (the "
                          "message size changed)")
-    if report.get("malformed"):
-        notes.append(f"{where}: {report['malformed']} malformed message(s) rejected")
+    if report.malformed:
+        notes.append(f"{where}: {report.malformed} malformed message(s) rejected")
     return notes
 
 
-def _device_line(run_id: str, node: str, device: str, d: dict[str, Any]) -> str:
-    failed = d.get("registration_failures", 0)
-    return (f"{run_id[:6]} {node} {device}: {d.get('registrations', 0)} registration(s)"
-            f"{f' ({failed} failed)' if failed else ''}, {d.get('copies', 0)} pinned "
-            f"cop(ies), {d.get('pageable_copies', 0)} pageable, {_mib(d.get('bytes_copied'))} "
-            f"MiB copied, {d.get('in_flight', 0)} in flight")
+def _device_line(run_id: str, node: str, device: str, d: CopyStats) -> str:
+    failed = d.registration_failures
+    return (f"{run_id[:6]} {node} {device}: {d.registrations} registration(s)"
+            f"{f' ({failed} failed)' if failed else ''}, {d.copies} pinned "
+            f"cop(ies), {d.pageable_copies} pageable, {_mib(d.bytes_copied)} "
+            f"MiB copied, {d.in_flight} in flight")
 
 
 def render(snapshot: Snapshot) -> str:
     """The snapshot as a table of at most 120 columns, one row per node input and output."""
-    runs: dict[str, Any] = snapshot.get("runs", {})
+    runs = snapshot.runs
     if not runs:
         return NO_RUNS
-    nodes = sum(len(run.get("nodes", {})) for run in runs.values())
-    clock = time.strftime("%H:%M:%S", time.localtime(snapshot.get("t", time.time_ns()) / 1e9))
+    nodes = sum(len(run.nodes) for run in runs.values())
+    clock = time.strftime("%H:%M:%S", time.localtime(snapshot.t / 1e9))
     lines = [f"pinflow top  {clock}  {len(runs)} run(s), {nodes} node(s) reporting", ""]
     lines.append(" ".join(_fit(title, width) for title, width in _COLUMNS).rstrip())
     devices, notes, silent = [], [], []
     for run_id, run in runs.items():
-        if not run.get("nodes"):
+        if not run.nodes:
             silent.append(f"run {run_id}: no statistics yet (nodes report once a second)")
-        for node, report in run.get("nodes", {}).items():
+        for node, report in run.nodes.items():
             for i, row in enumerate(_port_rows(report)):
                 per_node = ["", "", "", ""] if i else [
-                    _mib(report.get("pinned_bytes")), _mib(report.get("rss_bytes")),
-                    _num(report.get("cpu_pct")), _pct(report.get("waiting_frac"))]
-                name = _node_cell(node, report.get("machine"), abs(_COLUMNS[1][1]))
+                    _mib(report.pinned_bytes), _mib(report.rss_bytes),
+                    _num(report.cpu_pct), _pct(report.waiting_frac)]
+                name = _node_cell(node, report.machine, abs(_COLUMNS[1][1]))
                 cells = zip([run_id[:6], name, *row, *per_node], _COLUMNS, strict=True)
                 lines.append(" ".join(_fit(c, width) for c, (_, width) in cells).rstrip())
             devices += [_device_line(run_id, node, device, d)
-                        for device, d in sorted(report.get("devices", {}).items())]
+                        for device, d in sorted(report.devices.items())]
             notes += _notes(run_id, node, report)
     if devices:
         lines += ["", "devices:", *(f"  {line}" for line in devices)]

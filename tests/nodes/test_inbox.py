@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from pinflow.nodes import events
 from pinflow.nodes.inbox import Inbox
 from pinflow.spec import InputSpec
@@ -31,3 +33,62 @@ def test_building_an_event_leaves_the_inbox_free_for_network_callbacks():
     second = inbox.next(timeout=5)
     assert second is not None and second["id"] == "b"
     assert list(inbox.take_latencies()) == ["a"], "latency is still recorded per input"
+
+
+def _inbox(policy: str = "drop_oldest", size: int = 2) -> Inbox:
+    return Inbox([InputSpec("a", "x/a", source_node="x", source_output="a", queue_size=size,
+                            queue_policy=policy),
+                  InputSpec("b", "x/b", source_node="x", source_output="b")])
+
+
+def _push(inbox: Inbox, name: str, value: int, built: list[int]) -> None:
+    def build(input_name: str) -> events.Event:
+        built.append(value)
+        return events.make_event(events.INPUT, input_name, value=value)
+
+    inbox.push([name], build)
+
+
+def _drain(inbox: Inbox) -> list[tuple[str, str, object]]:
+    seen = []
+    while (event := inbox.next(timeout=0)) is not None:
+        seen.append((event["type"], event["id"], event["value"]))
+    return seen
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("drop_oldest", [2, 3]), ("drop_newest", [0, 1])])
+def test_overflow_drops_by_policy_counts_it_and_never_builds_the_dropped(policy, kept):
+    inbox, built = _inbox(policy), []
+    for value in range(4):
+        _push(inbox, "a", value, built)
+    assert [v for _, _, v in _drain(inbox)] == kept
+    assert built == kept, "a dropped message is never decoded"
+    queue = inbox.snapshot()["a"]
+    assert (queue.received, queue.dropped, queue.delivered, queue.queued) == (4, 2, 2, 0)
+    assert queue.source == "x/a" and queue.size == 2 and not queue.closed
+
+
+def test_messages_leave_in_arrival_order_and_input_closed_after_its_queued_messages():
+    inbox, built = _inbox(size=5), []
+    _push(inbox, "a", 1, built)
+    _push(inbox, "b", 2, built)
+    _push(inbox, "a", 3, built)
+    inbox.close(["a"])
+    _push(inbox, "a", 4, built)  # after the close: never delivered
+    assert _drain(inbox) == [("INPUT", "a", 1), ("INPUT", "b", 2), ("INPUT", "a", 3),
+                             ("INPUT_CLOSED", "a", None)]
+    assert not inbox.ended, "input b is still open"
+    inbox.close(["b"])
+    assert _drain(inbox) == [("INPUT_CLOSED", "b", None)]
+    assert inbox.ended and inbox.next(timeout=0) is None
+
+
+def test_stop_overtakes_queued_messages_and_is_the_last_event():
+    inbox, built = _inbox(size=5), []
+    for value in range(3):
+        _push(inbox, "a", value, built)
+    inbox.stop("MANUAL")
+    _push(inbox, "b", 9, built)
+    assert _drain(inbox) == [("STOP", "MANUAL", None)]
+    assert built == [], "queued messages are dropped, not built (their slots go back)"
+    assert inbox.ended and inbox.stopping

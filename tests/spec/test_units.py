@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pinflow.errors import SettingError, SpecError
-from pinflow.protocol.keys import RunKeys
+from pinflow.protocol.keys import RunKeys, WireKeys, daemon_key
 from pinflow.spec import loads
 from pinflow.spec.units import (
     ID_RULE,
@@ -22,7 +22,7 @@ from pinflow.spec.units import (
     parse_size,
     size_from_env,
 )
-from pinflow.transport import budget, channel, cleanup, liveness, pool, segment, wire
+from pinflow.transport import budget, channel, cleanup, liveness, pool, segment
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -88,8 +88,8 @@ _ID_USERS: dict[str, Callable[[str], object]] = {
     "check_id": lambda v: check_id("node id", v),
     "RunKeys": RunKeys,
     "RunKeys.data": lambda v: RunKeys("run").data(v, "out"),
-    "WireKeys": wire.WireKeys,
-    "wire.daemon_key": wire.daemon_key,
+    "WireKeys": WireKeys,
+    "daemon_key": daemon_key,
     "segment_name": lambda v: segment.segment_name("run", v, "out", "ab12"),
     "run_glob": segment.run_glob,
     "alive_name": lambda v: liveness.alive_name("run", v),

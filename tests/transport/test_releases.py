@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -66,7 +67,7 @@ def test_a_slot_generation_is_read_once_and_released_once_by_its_holder(plane) -
     channel, receiver = plane["channel"], plane["receivers"]["a"]
     assert channel.send(codec.encode(np.arange(8, dtype=np.uint8)), None)
     header = plane["headers"].get(timeout=5)
-    index = header.slot["idx"]
+    index = header.slot.index
     view, _ = receiver.read(("cam", "out"), header.slot)
     with pytest.raises(DescriptorError, match="repeated descriptor"):
         receiver.read(("cam", "out"), header.slot)
@@ -77,12 +78,30 @@ def test_a_slot_generation_is_read_once_and_released_once_by_its_holder(plane) -
     assert _holders(channel, index) == {"b"}
 
 
+@pytest.mark.parametrize("segment", ["../../etc/passwd", "pinflow-otherrun.cam.out.0a",
+                                     "pinflow-{run}.mic.out.0a", "pinflow-{run}.cam.out"])
+def test_a_descriptor_naming_another_producer_s_segment_or_a_path_is_refused(plane, segment):
+    """The slot descriptor's types are the header decoder's; which segments a producer may
+    name is the receiver's rule: only its own, of this run."""
+    channel, receiver = plane["channel"], plane["receivers"]["a"]
+    assert channel.send(codec.encode(np.arange(8, dtype=np.uint8)), None)
+    header = plane["headers"].get(timeout=5)
+    forged = msgspec.structs.replace(header.slot,
+                                     segment=segment.format(run=plane["keys"].run_id))
+    with pytest.raises(DescriptorError, match="does not belong to cam/out"):
+        receiver.read(("cam", "out"), forged)
+    with pytest.raises(DescriptorError, match="without a slot descriptor"):
+        receiver.read(("cam", "out"), None)
+    view, _ = receiver.read(("cam", "out"), header.slot)
+    assert view.tobytes() == bytes(range(8))
+
+
 def test_a_release_signed_by_another_consumer_frees_nothing_and_is_counted(plane) -> None:
     channel, keys, session = plane["channel"], plane["keys"], plane["session"]
     assert channel.send(codec.encode(np.arange(8, dtype=np.uint8)), None)
     header = plane["headers"].get(timeout=5)
-    index, generation = header.slot["idx"], header.slot["gen"]
-    body = messages.Release(header.slot["seg"], [(index, generation)]).encode()
+    index, generation = header.slot.index, header.slot.generation
+    body = messages.Release(header.slot.segment, [(index, generation)]).encode()
     b_key = keys.release("cam", "out", "b")
     a_signer = plane["keyring"].consumer("a")
     for signature in (a_signer.sign_release("cam", b_key, body), b"\0" * 16, None):
@@ -117,14 +136,14 @@ def test_a_consumer_never_reads_a_slot_that_was_not_lent_to_it(plane, reachable)
         a_view, _ = receivers["a"].read(("cam", "out"), header.slot)
         assert np.array_equal(a_view, first)
         del a_view  # a is done: the slot is free again
-    assert _until(lambda: _holders(channel, header.slot["idx"]) == set())
+    assert _until(lambda: _holders(channel, header.slot.index) == set())
     assert channel.send(codec.encode(second), None)
     again = headers.get(timeout=5)
-    assert again.slot["idx"] == header.slot["idx"], "the freed slot is the one reused"
+    assert again.slot.index == header.slot.index, "the freed slot is the one reused"
     assert b_view is None or np.array_equal(b_view, first), (
         "b holds a frame that the producer overwrote under it")
     assert isinstance(skipped, SlotNotLent), skipped
-    assert set(header.slot["to"]) == reachable, "the descriptor names whom the slot is lent to"
+    assert set(header.slot.lent_to) == reachable, "the descriptor names whom the slot is lent to"
     assert receivers["b"].not_lent == 1
     assert channel._malformed.count == 0, "a skipped descriptor is not malformed"
     assert receivers["b"].held() == []

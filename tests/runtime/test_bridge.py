@@ -1,0 +1,240 @@
+"""Two hosts' gateways on real sessions: each host's private mesh on a unix socket, the wire
+between them on TCP over 127.0.0.1, a real producer pool on host A and a real receiver on
+host B. What crosses is bytes; what lands is a descriptor of B's own pool."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zenoh
+
+from pinflow import spec as spec_module
+from pinflow.protocol import messages
+from pinflow.protocol.keys import RunKeys, WireKeys
+from pinflow.protocol.messages import TensorLayout
+from pinflow.runtime.bridge import Bridge
+from pinflow.spec import GATEWAY_ID
+from pinflow.transport import codec
+from pinflow.transport.auth import Keyring
+from pinflow.transport.channel import OutputChannel, PoolOptions
+from pinflow.transport.cleanup import RunLock
+from pinflow.transport.receiver import SlotReceiver
+from pinflow.transport.session import open_session, unix_endpoint
+from pinflow.transport.wire import open_wire
+
+FLOW = """
+nodes:
+  - id: producer
+    path: p.py
+    outputs: [{id: frames, slots: 4}]
+  - id: consumer
+    path: c.py
+    machine: b
+    inputs:
+      frames: {source: producer/frames, queue_size: 3}
+"""
+
+
+def zenoh_callback_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What zenoh logged about exceptions raised in our callbacks (it logs and goes on)."""
+    return [r.getMessage() for r in caplog.records if r.name.startswith("zenoh")
+            and r.levelno >= logging.ERROR]
+
+
+def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Hosts:
+    run: str
+    local_a: zenoh.Session
+    local_b: zenoh.Session
+    wire_a: zenoh.Session
+    bridge_a: Bridge
+    bridge_b: Bridge
+    producer: OutputChannel
+    receiver: SlotReceiver
+    arrived: queue.Queue
+    keyring_b: Keyring
+
+    @property
+    def keys_a(self) -> RunKeys:
+        return RunKeys(self.run)
+
+    @property
+    def keys_b(self) -> RunKeys:
+        return RunKeys(f"{self.run}-b")
+
+
+@pytest.fixture
+def hosts(tmp_path: Path) -> Iterator[Hosts]:
+    for name in ("p.py", "c.py"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "flow.yml").write_text(FLOW)
+    dataflow = spec_module.load(tmp_path / "flow.yml")
+    run = "g" + secrets.token_hex(5)
+    locks = [RunLock(run), RunLock(f"{run}-b")]  # what each host's launcher holds
+    for lock in locks:
+        lock.acquire()
+    endpoint = f"tcp/127.0.0.1:{_free_port()}"
+    local_a = open_session(listen=[unix_endpoint(tmp_path / "a.sock")], connect=[])
+    local_b = open_session(listen=[unix_endpoint(tmp_path / "b.sock")], connect=[])
+    wire_a = open_wire(listen=[endpoint], connect=[])
+    wire_b = open_wire(listen=[], connect=[endpoint])
+    keyring_a, keyring_b = Keyring(["producer", GATEWAY_ID]), Keyring(["consumer", GATEWAY_ID])
+    bridge_a = Bridge(dataflow, None, run, local_a, wire_a, keyring_a)
+    bridge_b = Bridge(dataflow, "b", run, local_b, wire_b, keyring_b)
+    bridge_a.start()
+    bridge_b.start()
+    output = dataflow.node("producer").outputs[0]
+    producer = OutputChannel(
+        local_a, RunKeys(run), "producer", "frames",
+        PoolOptions.for_output(output, consumer_queue_sizes=[3], pinned_budget=None),
+        consumers=[GATEWAY_ID], alive=lambda: {GATEWAY_ID},
+        auth=keyring_a.producer("producer", [GATEWAY_ID]))
+    keys_b = RunKeys(f"{run}-b")
+    receiver = SlotReceiver(local_b, keys_b, "consumer", keyring_b.consumer("consumer"))
+    arrived: queue.Queue = queue.Queue()
+    subscriber = local_b.declare_subscriber(keys_b.data("producer", "frames"), lambda s: (
+        arrived.put(messages.decode(s.attachment.to_bytes()))))
+    # The consumer is alive on B's mesh: B's pool lends it slots.
+    token = local_b.liveliness().declare_token(keys_b.alive("consumer"))
+    try:
+        yield Hosts(run, local_a, local_b, wire_a, bridge_a, bridge_b, producer, receiver,
+                    arrived, keyring_b)
+    finally:
+        token.undeclare()
+        subscriber.undeclare()
+        receiver.close()
+        producer.close(drain_timeout=0.5, send_eos=False)
+        bridge_a.close()
+        bridge_b.close()
+        for session in (wire_b, wire_a, local_b, local_a):
+            session.close()
+        for lock in locks:
+            lock.release()
+
+
+def _frame(i: int) -> np.ndarray:
+    return np.full((64, 64), i % 251, dtype=np.uint8)
+
+
+def test_frames_cross_as_bytes_and_land_in_the_receiving_host_s_own_pool(hosts: Hosts):
+    received: list[tuple[messages.Header, bytes]] = []
+    sent = 0
+    deadline = time.monotonic() + 15
+    while len(received) < 5:  # the first frames may go before the wire's routes exist
+        assert time.monotonic() < deadline, "no frame crossed the wire"
+        assert hosts.producer.send(codec.encode(_frame(sent)), {"i": sent})
+        sent += 1
+        try:
+            header = hosts.arrived.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        view, mapping = hosts.receiver.read(("producer", "frames"), header.slot)
+        received.append((header, view.tobytes()))
+        assert mapping.segment.name.startswith(f"pinflow-{hosts.run}-b.producer.frames."), (
+            "B's consumers read B's own pool, named like the producer's")
+        del view
+    for header, payload in received:
+        i = header.metadata["i"]
+        assert header.kind == "shm" and header.seq == i, "the producer's sequence numbers"
+        assert header.layout == TensorLayout("|u1", [64, 64])
+        assert payload == _frame(i).tobytes()
+    assert [h.seq for h, _ in received] == sorted(h.seq for h, _ in received)
+    _until(lambda: hosts.bridge_a.exporters[0].sent >= 5)
+    (exported,) = [line for line in hosts.bridge_a.summary() if "exported" in line]
+    assert exported.startswith("wire: exported producer/frames: ")
+
+
+def test_tokens_and_statistics_are_mirrored_between_the_hosts(hosts: Hosts, caplog):
+    alive_on_b = hosts.keys_b.alive("producer")
+
+    def seen_on_b() -> bool:
+        return bool(list(hosts.local_b.liveliness().get(alive_on_b, timeout=1.0)))
+
+    # Tokens of nodes this dataflow does not have, even with names no run key may hold,
+    # are not mirrored (and raise nothing in the callback).
+    wire = WireKeys(hosts.run)
+    strays = [hosts.wire_a.liveliness().declare_token(f"{wire.root}/node/alive/{name}")
+              for name in ("stranger", "a.b", "consumer")]
+    strays.append(hosts.wire_a.liveliness().declare_token(f"{wire.root}/state/a.b"))
+    hosts.wire_a.put(f"{wire.root}/stats/a.b", b"{}")
+    token = hosts.local_a.liveliness().declare_token(hosts.keys_a.alive("producer"))
+    _until(seen_on_b)
+    token.undeclare()
+    _until(lambda: not seen_on_b())
+    for stray in strays:
+        stray.undeclare()
+    mirrored = [str(reply.ok.key_expr) for reply in hosts.local_b.liveliness().get(
+        f"{hosts.keys_b.root}/alive/*", timeout=1.0) if reply.ok is not None]
+    assert mirrored == [hosts.keys_b.alive("consumer")], "only B's own consumer is alive on B"
+
+    forwarded: queue.Queue = queue.Queue()
+    subscriber = hosts.local_a.declare_subscriber(hosts.keys_a.stats("consumer"),
+                                                  lambda s: forwarded.put(s.payload.to_bytes()))
+    try:
+        body = json.dumps({"node": "consumer"}).encode()  # the bridge forwards bytes as they are
+        deadline = time.monotonic() + 10
+        while forwarded.empty():
+            assert time.monotonic() < deadline, "statistics of B's node never reached A"
+            hosts.local_b.put(hosts.keys_b.stats("consumer"), body)
+            time.sleep(0.1)
+        assert forwarded.get() == body
+    finally:
+        subscriber.undeclare()
+    assert not zenoh_callback_errors(caplog)
+
+
+def test_a_descriptor_arriving_over_the_wire_is_refused_and_counted(hosts: Hosts):
+    """Descriptors name memory of one host: one on the wire is forged or a bug."""
+    forged = messages.Header.new("shm", 1, 2, layout=TensorLayout("|u1", [4]),
+                                 slot=messages.SlotRef("pinflow-x.producer.frames.0a", 0,
+                                                       4096, 4, 1, frozenset({"_wire"})))
+    key = WireKeys(hosts.run).data("producer", "frames")
+    deadline = time.monotonic() + 10
+    while hosts.bridge_b.malformed.count == 0:
+        assert time.monotonic() < deadline, "the importer never saw the forged descriptor"
+        hosts.wire_a.put(key, b"", attachment=forged.encode())
+        time.sleep(0.1)
+    assert hosts.arrived.empty(), "nothing was republished on B"
+
+
+def test_the_end_of_a_stream_crosses_and_is_signed_again_for_the_receiving_host(hosts: Hosts):
+    # Wait until the data path carries frames, then end the stream.
+    deadline = time.monotonic() + 15
+    while hosts.arrived.empty():
+        assert time.monotonic() < deadline, "no frame crossed the wire"
+        hosts.producer.send(codec.encode(_frame(0)), None)
+        time.sleep(0.05)
+    hosts.producer.close(drain_timeout=0.5, send_eos=True)
+    key = hosts.keys_b.data("producer", "frames")
+    while True:
+        header = hosts.arrived.get(timeout=10)
+        if header.kind == "eos":
+            break
+    assert set(header.auth) == {"consumer"}, "signed by B's pool for B's consumer"
+    assert hosts.keyring_b.consumer("consumer").eos_is_genuine("producer", key, header.seq,
+                                                               header.auth)
+    stranger = Keyring(["consumer"]).consumer("consumer")  # another run's keys do not match
+    assert not stranger.eos_is_genuine("producer", key, header.seq, header.auth)
