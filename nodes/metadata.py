@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pinflow.protocol.messages import MAX_METADATA_DEPTH
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 DATETIME_TAG = "__pinflow_datetime_us__"
 BYTES_TAG = "__pinflow_bytes_b64__"
@@ -52,10 +54,12 @@ def to_wire(metadata: Any, warn: Callable[[str, str], None]) -> Any:
     as its string. Not a dict (or None): returned as is, for ``check_metadata`` to refuse."""
     if not isinstance(metadata, dict):
         return metadata
-    return {key: _value(item, key, warn) for key, item in metadata.items()}
+    return {key: _value(item, key, warn, 2) for key, item in metadata.items()}
 
 
-def _value(value: Any, key: Any, warn: Callable[[str, str], None]) -> Any:
+def _value(value: Any, key: Any, warn: Callable[[str, str], None], depth: int) -> Any:
+    if depth > MAX_METADATA_DEPTH:
+        return value  # as it is: check_metadata refuses the nesting with its own message
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -63,18 +67,18 @@ def _value(value: Any, key: Any, warn: Callable[[str, str], None]) -> Any:
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else {FLOAT_TAG: repr(float(value))}
     if isinstance(value, dict):
-        return {k: _value(v, key, warn) for k, v in value.items()}
+        return {k: _value(v, key, warn, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_value(v, key, warn) for v in value]
+        return [_value(v, key, warn, depth + 1) for v in value]
     if isinstance(value, dt.datetime):
         return {DATETIME_TAG: _datetime_us(value)}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
     numpy = sys.modules.get("numpy")  # a numpy value means numpy is imported already
     if numpy is not None and isinstance(value, numpy.generic):
-        return _value(value.item(), key, warn)
+        return _value(value.item(), key, warn, depth)
     if numpy is not None and isinstance(value, numpy.ndarray):
-        return _value(value.tolist(), key, warn)
+        return _value(value.tolist(), key, warn, depth)
     text = str(value)
     warn(str(key), f"unsupported metadata value type {type(value).__name__} for key "
          f"{key!r}; sending its string representation: {text[:80]}")
@@ -83,14 +87,17 @@ def _value(value: Any, key: Any, warn: Callable[[str, str], None]) -> Any:
 
 def from_wire(metadata: dict[str, Any], sent_ns: int) -> dict[str, Any]:
     """The metadata a node delivers: ``timestamp`` (the send time) first, then the sender's
-    keys with tagged values restored (a sender's own ``timestamp`` wins, as in dora)."""
-    restored = {key: _restore(value) for key, value in metadata.items()}
+    keys with tagged values restored (a sender's own ``timestamp`` wins, as in dora).
+    Received metadata is at most ``MAX_METADATA_DEPTH`` deep (``messages.decode``)."""
+    restored = {key: _restore(value, 2) for key, value in metadata.items()}
     return {TIMESTAMP: utc_from_ns(sent_ns), **restored}
 
 
-def _restore(value: Any) -> Any:
+def _restore(value: Any, depth: int) -> Any:
+    if depth > MAX_METADATA_DEPTH:
+        return value
     if isinstance(value, list):
-        return [_restore(v) for v in value]
+        return [_restore(v, depth + 1) for v in value]
     if not isinstance(value, dict):
         return value
     if len(value) == 1:
@@ -107,4 +114,4 @@ def _restore(value: Any) -> Any:
                 return value
         if tag == FLOAT_TAG and inner in ("nan", "inf", "-inf"):
             return float(inner)
-    return {k: _restore(v) for k, v in value.items()}
+    return {k: _restore(v, depth + 1) for k, v in value.items()}

@@ -71,7 +71,11 @@ def test_unknown_types_are_sent_as_their_string_with_one_warning_each() -> None:
 
 
 def test_what_cannot_travel_is_still_refused_with_the_reason() -> None:
-    for bad, reason in (({1: "a"}, "keys must be strings"), ({"x": 2**64}, "64 bits")):
+    deep: dict = {}
+    for _ in range(5000):
+        deep = {"d": deep}
+    for bad, reason in (({1: "a"}, "keys must be strings"), ({"x": 2**64}, "64 bits"),
+                        (deep, "nested deeper than 32 levels")):
         with pytest.raises(PayloadError, match=reason):
             messages.check_metadata(metadata.to_wire(bad, lambda *_: None))
     assert metadata.to_wire(None, lambda *_: None) is None
