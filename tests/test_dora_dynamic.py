@@ -106,3 +106,15 @@ def test_a_run_whose_dynamic_node_never_comes_ends_on_its_own_terms(pinflow):
     assert "not reachable yet" not in run.output
     sink = run.result("sink")
     assert sink["seen"] == [] and sink["last"] == ["STOP", "MANUAL"]
+
+
+def test_node_with_an_id_and_no_run_says_how_to_start_one(tmp_path):
+    """Before: Node("viewer") was a TypeError."""
+    env = {k: v for k, v in os.environ.items() if k != "PINFLOW_NODE"}
+    env["TMPDIR"] = str(tmp_path)  # no run's folder here
+    proc = subprocess.run([sys.executable, "-c", "from pinflow import Node; Node('viewer')"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode != 0
+    assert ("NodeEnvironmentError: no running dataflow has a dynamic node 'viewer' (no "
+            "dataflow is running on this machine for this user)") in proc.stderr
+    assert "`path: dynamic`" in proc.stderr and "pinflow run FILE" in proc.stderr

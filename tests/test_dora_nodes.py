@@ -37,6 +37,8 @@ def test_end_of_stream_is_input_closed_then_stop_all_inputs_closed(pinflow):
     assert receiver["after_loop"] is None and receiver["ended"] is True
     assert "'output_types' is ignored: a dora type annotation" in run.stderr
     assert "did you mean" not in run.output
+    assert "INFO receiver: daemon_port=6012 is ignored" in run.stdout
+    assert "ignoring node id 'pyarrow-sender' passed to Node()" in run.stdout
 
 
 def test_a_node_id_passed_to_node_is_ignored_with_a_note_under_pinflow_run(pinflow):

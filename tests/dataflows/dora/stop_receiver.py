@@ -4,7 +4,7 @@ from results import save
 
 from pinflow import Node
 
-node = Node()
+node = Node(node_id="receiver", daemon_port=6012)  # dora's keywords; the port means nothing here
 seen, values, cleanup = [], [], None
 for event in node:
     seen.append({"type": event["type"], "id": event["id"], "kind": event["kind"],
