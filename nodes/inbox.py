@@ -5,7 +5,10 @@ queued on that thread, no hand-off) and sleeps in the links' ``wait`` until some
 timers and zenoh callbacks (STOP, closed inputs) push from their own threads and wake it.
 Events leave in arrival order across inputs; STOP overtakes everything (queued messages are
 dropped, releasing their slots) and is the last event: nothing arriving after it is
-delivered; INPUT_CLOSED comes after the messages its input still had queued.
+delivered; INPUT_CLOSED comes after the messages its input still had queued. Once every
+input is closed and its INPUT_CLOSED delivered, a STOP with id ``ALL_INPUTS_CLOSED`` ends
+the stream (dora's sequence), so cleanup under ``elif event["type"] == "STOP"`` runs either
+way.
 """
 
 from __future__ import annotations
@@ -160,8 +163,11 @@ class Inbox:
             return self._ended()
 
     def _ended(self) -> bool:
-        if self._stop_delivered:
-            return True
+        return self._stop_delivered
+
+    def _all_closed(self) -> bool:
+        """Every input closed and said so: the stream ends with STOP ALL_INPUTS_CLOSED (a
+        node without inputs, or with a timer, which never closes, waits for a real STOP)."""
         return bool(self._queues) and all(q.close_delivered for q in self._queues.values())
 
     def _take(self) -> Event | Pending | None:
@@ -186,7 +192,63 @@ class Inbox:
                 queue.close_queued = False
                 queue.close_delivered = True
                 return events.make_event(events.INPUT_CLOSED, queue.name)
+        if self._all_closed():
+            self._stop_reason = self._stop_reason or events.ALL_INPUTS_CLOSED
+            self._stop_delivered = True
+            return events.make_event(events.STOP, events.ALL_INPUTS_CLOSED)
         return None
+
+    # -- a look without taking (dora's is_empty, recv_async's wake-up) -----------------------
+    def has_event(self) -> bool:
+        """``next(0)`` would return an event now (a message, an INPUT_CLOSED or a STOP);
+        takes nothing (what the links brought is queued first, unless another thread is
+        reading them right now)."""
+        if self._reader.acquire(blocking=False):
+            try:
+                self._pump()
+            finally:
+                self._reader.release()
+        return self._has_event()
+
+    def _has_event(self) -> bool:
+        with self.cond:
+            if self._stop_delivered:
+                return False
+            if self._stop_reason is not None:
+                return True
+            return any(q.items or q.close_queued for q in self._queues.values()) or (
+                self._all_closed())
+
+    def wait_for_event(self, timeout: float | None, given_up: threading.Event) -> None:
+        """Block until an event is waiting, the stream ended, ``given_up`` is set (then call
+        :meth:`wake`) or ``timeout`` passed; reads the links meanwhile, takes nothing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._reader.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return
+        try:
+            while True:
+                self._pump()
+                with self._lock:
+                    if given_up.is_set() or self._stop_delivered or self._has_event():
+                        return
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return
+                    self._sleeping = True
+                try:
+                    self._waiter.wait(left)
+                finally:
+                    with self._lock:
+                        self._sleeping = False
+        finally:
+            self._reader.release()
+
+    def wake(self) -> None:
+        """Make a thread sleeping in ``next`` or ``wait_for_event`` look again."""
+        with self._lock:
+            self.cond.notify_all()
+            if self._sleeping:
+                self._waiter.wake()
 
     # -- statistics -------------------------------------------------------------------------
     def take_latencies(self) -> dict[str, list[float]]:

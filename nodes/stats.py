@@ -62,6 +62,8 @@ class StatsPublisher:
         self._occupancy = occupancy or (lambda: {
             name: queue.queued / queue.size for name, queue in snapshot().inputs.items()})
         self._interval = interval
+        self.on_sample: list[Callable[[NodeStats], None]] = []
+        """Called with every sample (ten a second), on the stats thread."""
         self._stop = threading.Event()
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)  # first call only starts the measurement
@@ -74,6 +76,10 @@ class StatsPublisher:
         occupancy: dict[str, list[float]] = {}
         while not self._stop.wait(_SAMPLE_S):
             try:
+                if self.on_sample:
+                    sampled = self._snapshot()
+                    for hook in self.on_sample:
+                        hook(sampled)
                 for name, fill in self._occupancy().items():
                     occupancy.setdefault(name, []).append(fill)
                 elapsed = time.monotonic() - started
