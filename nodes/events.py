@@ -207,6 +207,10 @@ class InputQueue:
     closed: bool = False       # no more messages will be queued
     close_queued: bool = False  # INPUT_CLOSED is waiting behind the queued messages
     close_delivered: bool = False
+    peak: int = 0
+    """The most items queued since the stats last looked: messages are queued when the
+    node's thread reads its links, in ``next()``, so between two calls the queue only
+    shrinks; its fill is judged at its highest."""
 
     def push(self, item: Pending) -> None:
         """Queue ``item`` (caller holds the node's lock); a dropped one is simply let go."""
@@ -219,6 +223,8 @@ class InputQueue:
                 return
             self.items.popleft()
         self.items.append(item)
+        if len(self.items) > self.peak:
+            self.peak = len(self.items)
 
     def close(self) -> None:
         if not self.closed:

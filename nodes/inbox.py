@@ -264,9 +264,14 @@ class Inbox:
         return taken
 
     def occupancy(self) -> dict[str, float]:
-        """How full each input queue is now (0..1): sampled often, so kept cheap."""
+        """How full each input queue was at its fullest since the last call (0..1): sampled
+        often, so kept cheap."""
         with self._lock:
-            return {name: len(q.items) / q.size for name, q in self._queues.items()}
+            fills = {}
+            for name, queue in self._queues.items():
+                fills[name] = max(queue.peak, len(queue.items)) / queue.size
+                queue.peak = len(queue.items)
+            return fills
 
     def snapshot(self) -> dict[str, QueueStats]:
         with self.cond:
