@@ -174,11 +174,11 @@ def payload_event(name: str, layout: Layout, holder: np.ndarray, *, metadata: di
     ``device`` that copy is made now, on the stream current while the event is taken.
     """
     if type(layout) is TensorLayout:
-        event = Event(type=INPUT, id=name, metadata=metadata, seq=seq, sent_ns=sent_ns,
-                      pinned=pinned, device=device or "cpu")
+        event = Event(kind=KIND, type=INPUT, id=name, metadata=metadata, seq=seq,
+                      sent_ns=sent_ns, pinned=pinned, device=device or "cpu")
         event._unbuilt_value = True  # ``value`` is made on first use
     else:
-        event = Event(type=INPUT, id=name, value=codec.decode_value(layout, holder),
+        event = Event(kind=KIND, type=INPUT, id=name, value=codec.decode_value(layout, holder),
                       metadata=metadata, seq=seq, sent_ns=sent_ns, pinned=pinned,
                       device=device or "cpu")
     event._layout, event._holder, event._to_device = layout, holder, to_device

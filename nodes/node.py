@@ -188,6 +188,8 @@ class Node:
         self._alive_peers: set[str] = set()
         self._alive_now: frozenset[str] = frozenset()
         self._gone_peers: set[str] = set()
+        self._gone_producers: list[tuple[str, bool]] = []
+        """Producers reported gone (and whether to close their inputs), for ``_pump``."""
         """Peers the launcher declared gone for good: nobody waits for them to join."""
         self._state: set[str] = set()
         self._timer_stop = threading.Event()
@@ -403,7 +405,12 @@ class Node:
     # -- links (the thread that calls next()) ---------------------------------------------
     def _pump(self) -> None:
         """Queue what the links brought: everything in it was checked when it was read
-        (refusals are counted and logged there), so nothing queued can fail to build."""
+        (refusals are counted and logged there), so nothing queued can fail to build.
+        Producers reported gone before this read are settled after it."""
+        gone = None
+        if self._gone_producers:
+            with self._lock:
+                gone, self._gone_producers = self._gone_producers, []
         for incoming in self._inbound.receive():
             names = self._inputs_of[incoming.source]
             if incoming.dropped:
@@ -414,6 +421,8 @@ class Node:
                 # The pending message owns the holder: dropping it (overflow, STOP) or the
                 # event built from it is what releases a shared slot.
                 self._inbox.push(names, functools.partial(self._input_event, incoming))
+        if gone:
+            self._settle_gone_producers(gone)
 
     def _input_event(self, incoming: Incoming, name: str) -> Event:
         layout, holder = incoming.layout, incoming.holder
@@ -480,10 +489,18 @@ class Node:
         return self._alive_now
 
     def _close_inputs_from(self, node_id: str, *, for_good: bool = False) -> None:
+        """Noted here, done by the reading thread after it read the links once more: what
+        the producer wrote before it went is still in them and must not be overtaken."""
         with self._lock:
-            if for_good or node_id not in self._alive_peers:
+            close = for_good or node_id not in self._alive_peers
+            self._gone_producers.append((node_id, close))
+        self._inbox.wake()
+
+    def _settle_gone_producers(self, gone: list[tuple[str, bool]]) -> None:
+        for node_id, close in gone:
+            if close:
                 self._inbox.close(s.name for s in self._spec.inputs if s.source_node == node_id)
-        self._receiver.producer_gone(node_id)
+            self._receiver.producer_gone(node_id)
 
     def _on_gone(self, sample: zenoh.Sample) -> None:
         """The launcher will not restart this node again: close the inputs it fed."""
