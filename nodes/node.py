@@ -417,6 +417,8 @@ class Node:
                 self._inbox.count_dropped(names, incoming.dropped)
             if incoming.end:
                 self._inbox.close(names)
+                if incoming.run_stopping:  # the link outran the launcher's STOP over zenoh
+                    self._inbox.stop("MANUAL")
             elif incoming.holder is not None:
                 # The pending message owns the holder: dropping it (overflow, STOP) or the
                 # event built from it is what releases a shared slot.
@@ -767,8 +769,11 @@ class Node:
             # for it to come back, and close their inputs only if the launcher says it is
             # gone for good.
             send_eos = self._wiring.restart_policy == "never"
+            with self._lock:
+                run_stopping = "stop" in self._state
             for channel in self._outputs.values():
-                channel.close(self._wiring.drain_timeout_s, send_eos=send_eos)
+                channel.close(self._wiring.drain_timeout_s, send_eos=send_eos,
+                              run_stopping=run_stopping)
             for declared in reversed(self._declared):
                 declared.undeclare()
             self._peers.close()

@@ -508,7 +508,8 @@ class OutputChannel:
         if self._closed:
             raise ClosedError(f"output {self.node_id}/{self.output_id} is closed")
 
-    def close(self, drain_timeout: float = DRAIN_TIMEOUT_S, *, send_eos: bool = True) -> None:
+    def close(self, drain_timeout: float = DRAIN_TIMEOUT_S, *, send_eos: bool = True,
+              run_stopping: bool = False) -> None:
         """Send end-of-stream, wait briefly for in-flight slots, then unlink the segments.
 
         A consumer may not have mapped a segment yet when the producer finishes; unlinking
@@ -525,7 +526,7 @@ class OutputChannel:
         self._closed = True
         if send_eos:
             seq = next(self._seq)
-            self._links.end(seq)
+            self._links.end(seq, run_stopping=run_stopping)
             if self._publisher is not None:
                 auth = self._auth.sign_eos(self._keys.data(self.node_id, self.output_id), seq)
                 eos = messages.Header.new("eos", seq, time.time_ns(), auth=auth)

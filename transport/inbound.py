@@ -53,6 +53,8 @@ class Incoming(msgspec.Struct, gc=False):
     source: tuple[str, str]
     dropped: int = 0
     end: bool = False
+    run_stopping: bool = False
+    """With ``end``: the producer closed because the run is stopping."""
     seq: int = 0
     sent_ns: int = 0
     layout: Layout | None = None
@@ -244,7 +246,8 @@ class Inbound:
         if isinstance(message, frames.Pool):
             self._receiver.prepare(output, message.segment)
         elif isinstance(message, frames.End):
-            got.append(Incoming(output, end=True, seq=message.seq))
+            got.append(Incoming(output, end=True, seq=message.seq,
+                                run_stopping=message.run_stopping))
         else:
             raise DescriptorError(f"unexpected {type(message).__name__} frame")
 

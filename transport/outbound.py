@@ -166,9 +166,10 @@ class Outbound:
             self._on_undelivered(consumer, token.segment, token.index, token.generation)
             self.wake()
 
-    def end(self, seq: int) -> None:
-        """Tell every linked consumer the output closed (after what it still has to read)."""
-        header = frames.encode(frames.End(seq))
+    def end(self, seq: int, *, run_stopping: bool = False) -> None:
+        """Tell every linked consumer the output closed (after what it still has to read),
+        and whether because the run is stopping."""
+        header = frames.encode(frames.End(seq, run_stopping))
         for peer in self._live():
             peer.link.send(header)
 

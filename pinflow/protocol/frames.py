@@ -101,6 +101,10 @@ class End(msgspec.Struct, array_like=True, frozen=True, tag=5, forbid_unknown_fi
     """The producer closed the output: nothing follows."""
 
     seq: Count
+    run_stopping: bool = False
+    """It closed because the run is stopping (the producer saw the launcher's stop): the
+    consumer stops now too, as it soon would anyway, instead of taking its inputs' end for
+    the end of its own stream (ALL_INPUTS_CLOSED) because the link outran zenoh's STOP."""
 
 
 class Release(msgspec.Struct, array_like=True, frozen=True, tag=6, forbid_unknown_fields=True):
