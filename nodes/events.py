@@ -1,8 +1,8 @@
 """Events a node receives, and the bounded per-input queues they wait in.
 
-An :class:`Event` is a ``dict`` with dora's keys (``type``, ``id``, ``value``, ``metadata``)
-so dora nodes port with one changed import, plus helpers to get the payload back in the
-sender's shape: ``to_numpy()``, ``to_torch()``, ``to_bytes()``.
+An :class:`Event` is a ``dict`` with dora's keys (``kind``, ``type``, ``id``, and for INPUT
+``value`` and ``metadata``) so dora nodes port with one changed import, plus helpers to get
+the payload back in the sender's shape: ``to_numpy()``, ``to_torch()``, ``to_bytes()``.
 """
 
 from __future__ import annotations
@@ -23,14 +23,19 @@ INPUT = "INPUT"
 INPUT_CLOSED = "INPUT_CLOSED"
 STOP = "STOP"
 ERROR = "ERROR"
+ALL_INPUTS_CLOSED = "ALL_INPUTS_CLOSED"
+"""The id of the STOP that follows the last INPUT_CLOSED (dora's name)."""
+KIND = "dora"
+"""Every event's ``kind``: dora tells its own events from merged external ones by it."""
 
 
 class Event(dict):
     """One event; payload helpers keep the received memory alive while any view exists.
 
-    Keys: ``type`` (INPUT, INPUT_CLOSED, STOP, ERROR), ``id`` (input name, or the reason of a
-    STOP), ``value`` (a ``pyarrow.Array`` for INPUT, flat for tensors: ``to_numpy()``
-    restores dtype and shape), ``metadata`` (the sender's dict), ``seq`` (sender's sequence
+    Keys: ``kind`` (always ``"dora"``), ``type`` (INPUT, INPUT_CLOSED, STOP, ERROR), ``id``
+    (input name, or the reason of a STOP); INPUT events also carry ``value`` (a
+    ``pyarrow.Array``, flat for tensors: ``to_numpy()`` restores dtype and shape),
+    ``metadata`` (the sender's dict plus ``timestamp``), ``seq`` (sender's sequence
     number), ``sent_ns`` (sender's wall clock at send, for latency), ``pinned`` (the payload
     sits in a pinned pool: a GPU consumer DMAs it directly) and ``device`` (where
     ``to_torch()`` delivers: ``cpu`` or the input's CUDA device).
@@ -106,8 +111,9 @@ def _same_device(have: str, want: str) -> bool:
 
 
 def make_event(kind: str, event_id: str, **extra: Any) -> Event:
-    """An event without a payload (STOP, INPUT_CLOSED, a timer tick)."""
-    event = Event(type=kind, id=event_id, value=None, metadata={})
+    """An event with ``extra`` keys; STOP and INPUT_CLOSED have no ``value`` or ``metadata``
+    (as in dora: reading them is a KeyError, not a silent None)."""
+    event = Event(kind=KIND, type=kind, id=event_id)
     event.update(extra)
     return event
 
@@ -177,6 +183,7 @@ class InputQueue:
             self.items.popleft().discard()
 
 
-def timer_value(tick_ns: int) -> pa.Array:
-    """Value of a timer event: the scheduled tick time in ns since the epoch."""
-    return pa.array([tick_ns], type=pa.uint64())
+def timer_value() -> pa.Array:
+    """Value of a timer event: an empty array, as dora's; the tick time is in the metadata's
+    ``timestamp`` and, in ns, in ``sent_ns``."""
+    return pa.nulls(0)

@@ -3,7 +3,9 @@
 Network callbacks and timers push; the node's thread takes. Events leave in arrival order
 across inputs; STOP overtakes everything (queued messages are dropped, releasing their
 slots) and is the last event: nothing arriving after it is delivered; INPUT_CLOSED comes
-after the messages its input still had queued.
+after the messages its input still had queued. Once every input is closed and its
+INPUT_CLOSED delivered, a STOP with id ``ALL_INPUTS_CLOSED`` ends the stream (dora's
+sequence), so cleanup under ``elif event["type"] == "STOP"`` runs either way.
 """
 
 from __future__ import annotations
@@ -93,8 +95,11 @@ class Inbox:
             return self._ended()
 
     def _ended(self) -> bool:
-        if self._stop_delivered:
-            return True
+        return self._stop_delivered
+
+    def _all_closed(self) -> bool:
+        """Every input closed and said so: the stream ends with STOP ALL_INPUTS_CLOSED (a
+        node without inputs, or with a timer, which never closes, waits for a real STOP)."""
         return bool(self._queues) and all(q.close_delivered for q in self._queues.values())
 
     def _take(self) -> Event | tuple[str, Pending] | None:
@@ -119,7 +124,23 @@ class Inbox:
                 queue.close_queued = False
                 queue.close_delivered = True
                 return events.make_event(events.INPUT_CLOSED, queue.name)
+        if self._all_closed():
+            self._stop_reason = self._stop_reason or events.ALL_INPUTS_CLOSED
+            self._stop_delivered = True
+            return events.make_event(events.STOP, events.ALL_INPUTS_CLOSED)
         return None
+
+    # -- a look without taking (dora's is_empty, recv_async's wake-up) -----------------------
+    def has_event(self) -> bool:
+        """``next(0)`` would return an event now (a message, an INPUT_CLOSED or a STOP);
+        takes nothing."""
+        with self.cond:
+            if self._stop_delivered:
+                return False
+            if self._stop_reason is not None:
+                return True
+            return any(q.items or q.close_queued for q in self._queues.values()) or (
+                self._all_closed())
 
     # -- statistics -------------------------------------------------------------------------
     def take_latencies(self) -> dict[str, list[float]]:

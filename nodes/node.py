@@ -1,15 +1,23 @@
 """``Node``: a dataflow node's view of the run — events in, outputs out.
 
-Created inside a process started by ``pinflow run``. Construction joins the run's zenoh
-mesh, declares one subscriber per upstream output and one publisher per output, then waits
-until the launcher says every node is ready, so no message sent afterwards is lost to a
-subscriber that did not exist yet.
+Created inside a process started by ``pinflow run`` (or, for a ``path: dynamic`` node, in a
+process started by hand while the dataflow runs). Construction joins the run's zenoh mesh,
+declares one subscriber per upstream output and one publisher per output, then waits until
+the launcher says every node is ready, so no message sent afterwards is lost to a subscriber
+that did not exist yet.
+
+dora's Python API is here under dora's names (``next``, ``try_recv``, ``drain``,
+``is_empty``, ``recv_async``, ``send_output``, ``send_output_raw``, ``log_*``,
+``node_config``, ``dataflow_id``, ...): a dora node ports by changing its import. The
+differences are documented in the README ("Coming from dora").
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
+import datetime as dt
 import logging
 import os
 import sys
@@ -28,13 +36,17 @@ from pinflow.errors import (
     DescriptorError,
     NodeEnvironmentError,
     SlotNotLent,
+    StreamEnded,
     UnknownOutputError,
 )
-from pinflow.nodes import events
+from pinflow.nodes import events, logbridge
+from pinflow.nodes import metadata as wire_metadata
 from pinflow.nodes.devices import Devices
+from pinflow.nodes.droplog import DropLog
 from pinflow.nodes.events import Event
 from pinflow.nodes.exit_hook import before_threads_join
 from pinflow.nodes.inbox import Inbox
+from pinflow.nodes.raw_sample import SampleHandler
 from pinflow.nodes.stats import StatsPublisher
 from pinflow.nodes.timers import GridTimer
 from pinflow.protocol import messages
@@ -43,7 +55,7 @@ from pinflow.protocol.messages import ArrowLayout
 from pinflow.protocol.stats import NodeStats, OutputStats, PoolReport, Reporter
 from pinflow.protocol.wiring import ENV_VAR, Wiring
 from pinflow.spec import InputSpec, NodeSpec
-from pinflow.transport import codec
+from pinflow.transport import codec, dynamic
 from pinflow.transport.auth import ConsumerKeys, ProducerKeys
 from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
 from pinflow.transport.liveness import LauncherWatch, NodeLock, PeerWatch
@@ -65,19 +77,64 @@ launcher_lost = False
 ``pinflow.runtime.child.LAUNCHER_LOST_EXIT``, so a launcher that is in fact alive (its run lock was
 removed behind its back) reports the node as failed instead of counting a silent exit 0."""
 
+RECV_TIMEOUT_ERROR = "Timeout event stream error: Receiver timed out"
+"""The ``error`` of the ERROR event ``recv_async(timeout)`` returns on a timeout (dora's)."""
+_LEVEL_NAMES = {"error": "ERROR", "warn": "WARNING", "warning": "WARNING", "info": "INFO",
+                "debug": "DEBUG", "trace": "TRACE"}
+
+
+def _wiring_for(node_id: str | None, daemon_port: int | None) -> tuple[Wiring, list[str]]:
+    """The wiring of this process, and what to say about the constructor's arguments.
+
+    Started by ``pinflow run`` (``PINFLOW_NODE`` set): that wiring; a ``node_id`` that
+    differs is ignored, as dora ignores it under ``dora start`` (node-hub nodes pass a
+    default name of their own). Started by hand with a ``node_id``: the dynamic node of
+    that id in the running dataflow that has one.
+    """
+    said = []
+    if daemon_port is not None:
+        said.append(f"daemon_port={daemon_port} is ignored: pinflow nodes find their run "
+                    f"through {ENV_VAR} or, for dynamic nodes, the run's folder")
+    if os.environ.get(ENV_VAR) or node_id is None:
+        wiring = Wiring.from_env()
+        if node_id is not None and node_id != wiring.spec.id:
+            said.append(f"ignoring node id {node_id!r} passed to Node(): this process is node "
+                        f"{wiring.spec.id!r} of the dataflow (pinflow run started it)")
+        return wiring, said
+    return dynamic.find(node_id), said
+
+
+class _RestartCount(int):
+    """An int that can be called too: pinflow reads ``node.restart_count``, dora calls
+    ``node.restart_count()``."""
+
+    def __call__(self) -> int:
+        return int(self)
+
 
 
 class Node:
     """A running node. Iterate it for events; call :meth:`send_output` to publish.
 
     ``for event in node`` yields INPUT and INPUT_CLOSED events in arrival order and ends
-    after STOP (or once every input is closed). ``next(timeout)`` returns ``None`` on
-    timeout and after the end.
+    after STOP (``MANUAL``, or ``ALL_INPUTS_CLOSED`` once every input is closed).
+    ``next(timeout)`` returns ``None`` on timeout and after the end.
+
+    ``Node()`` or ``Node("id")`` in a process ``pinflow run`` started (the id is then
+    ignored, with a note); ``Node("id")`` in a process started by hand joins the running
+    dataflow as its dynamic node ``id`` (``path: dynamic`` in the YAML).
     """
 
-    def __init__(self, *, wiring: Wiring | None = None) -> None:
-        self._wiring = wiring or Wiring.from_env()
+    def __init__(self, node_id: str | None = None, daemon_port: int | None = None, *,
+                 wiring: Wiring | None = None) -> None:
+        said: list[str] = []
+        if wiring is None:
+            wiring, said = _wiring_for(node_id, daemon_port)
+        self._wiring = wiring
         self._spec: NodeSpec = self._wiring.spec
+        logbridge.install(self._spec.id)
+        for text in said:
+            self.log(text)
         if not self._wiring.consumer_secret:
             raise NodeEnvironmentError(
                 f"node {self._spec.id!r}: {ENV_VAR} carries no consumer secret; start the node "
@@ -95,6 +152,7 @@ class Node:
         self._devices = Devices(self._spec.id, self._spec.inputs,
                                 lambda text: self.log(text, level="warning"))
         self._declared: list[Any] = []
+        self._warned_keys: set[tuple[str, str]] = set()
         self._malformed = Malformed(f"node {self._spec.id}", log)
         self._consumer_keys = ConsumerKeys(self._spec.id, self._wiring.consumer_secret)
         self._stats: StatsPublisher | None = None
@@ -128,6 +186,14 @@ class Node:
             self._session.close()
             self._alive_lock.release()
             raise
+        if self._wiring.joins:
+            # A dynamic node joins a running flow, like a restarted node: wait (briefly)
+            # until its peers linked to it, or its first messages would reach nobody.
+            self._wait_for(self._peers_joined, _RESTART_PEER_WAIT_S, required=False)
+        self._drops = DropLog(lambda text: self.log(text, level="warning"),
+                              {i.name: str(i.queue_policy) for i in self._spec.inputs})
+        if self._stats is not None:
+            self._stats.on_sample.append(lambda current: self._drops.observe(current.inputs))
         # A node that simply returns from main() leaves its session open: close it before
         # the interpreter waits for zenoh's threads (see exit_hook).
         before_threads_join(self.close)
@@ -150,13 +216,43 @@ class Node:
 
     @property
     def restart_count(self) -> int:
-        """How many times the launcher restarted this node before this process (0 at first)."""
-        return self._wiring.restarts
+        """How many times the launcher restarted this node before this process (0 at first).
+        Also callable, as dora's ``node.restart_count()``."""
+        return _RestartCount(self._wiring.restarts)
+
+    def is_restart(self) -> bool:
+        """This process follows a restart (dora's name)."""
+        return self._wiring.restarts > 0
 
     def dataflow_descriptor(self) -> dict[str, Any]:
         """The dataflow YAML as a plain dict (as dora's ``dataflow_descriptor()``)."""
         with open(self._wiring.dataflow, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
+
+    def dataflow_id(self) -> str:
+        """The run's id (dora's name; pinflow's is ``run_id``)."""
+        return self.run_id
+
+    def node_config(self) -> dict[str, Any]:
+        """This node's inputs and outputs as dora's ``node_config()`` gives them: inputs
+        ``name -> "node/output"`` (a mapping with ``source``, ``queue_size`` and
+        ``queue_policy`` where those differ from the defaults), outputs as a sorted list."""
+        inputs: dict[str, Any] = {}
+        for spec in self._spec.inputs:
+            default = InputSpec(name=spec.name, source=spec.source)
+            if (spec.queue_size, spec.queue_policy) == (default.queue_size,
+                                                         default.queue_policy):
+                inputs[spec.name] = spec.source
+            else:
+                inputs[spec.name] = {"source": spec.source, "queue_size": spec.queue_size,
+                                     "queue_policy": str(spec.queue_policy)}
+        return {"inputs": inputs, "outputs": sorted(o.id for o in self._spec.outputs)}
+
+    @staticmethod
+    def timestamp() -> dt.datetime:
+        """Now, as an aware UTC datetime (dora's ``timestamp()``; the clock of
+        ``metadata["timestamp"]``)."""
+        return dt.datetime.now(dt.timezone.utc)
 
     # -- set-up ---------------------------------------------------------------------------
     def _join(self) -> None:
@@ -301,7 +397,9 @@ class Node:
                 holder, layout, segment=segment, pinned=pinned, stream=stream)
 
         return events.payload_event(
-            name, layout, holder, metadata=dict(header.metadata or {}), seq=header.seq,
+            name, layout, holder,
+            metadata=wire_metadata.from_wire(header.metadata or {}, header.sent_ns),
+            seq=header.seq,
             sent_ns=header.sent_ns, pinned=pinned, device=self._devices.by_input.get(name),
             to_device=to_device)
 
@@ -392,7 +490,9 @@ class Node:
     # -- timers ---------------------------------------------------------------------------
     def _on_tick(self, name: str, wall_ns: int, k: int) -> None:
         self._inbox.push([name], lambda _name: events.make_event(
-            events.INPUT, name, value=events.timer_value(wall_ns), seq=k, sent_ns=wall_ns))
+            events.INPUT, name, value=events.timer_value(),
+            metadata={wire_metadata.TIMESTAMP: wire_metadata.utc_from_ns(wall_ns)}, seq=k,
+            sent_ns=wall_ns))
 
     # -- receiving ------------------------------------------------------------------------
     def next(self, timeout: float | None = None) -> Event | None:
@@ -409,6 +509,72 @@ class Node:
         while (event := self.next()) is not None:
             yield event
 
+    # -- receiving, dora's other ways (all built on next() and ended) ----------------------
+    def try_recv(self) -> Event | None:
+        """The next event if one is waiting, else ``None`` (also after the end); never
+        blocks, never raises."""
+        return self.next(0)
+
+    def is_empty(self) -> bool:
+        """No event is waiting: ``try_recv()`` would return ``None``."""
+        return not self._inbox.has_event()
+
+    def drain(self) -> list[Event]:
+        """Every event waiting now (``[]`` if none), without blocking.
+
+        Raises ``StreamEnded`` (a ``RuntimeError``, as dora raises) once the stream has
+        ended and nothing is left: a ``while True: node.drain()`` loop then stops instead of
+        spinning.
+        """
+        if self.ended and not self._inbox.has_event():
+            raise StreamEnded(f"node {self.id!r}: could not drain events: the event stream "
+                              "has ended (its STOP was delivered)")
+        drained = []
+        while (event := self.next(0)) is not None:
+            drained.append(event)
+        return drained
+
+    async def recv_async(self, timeout: float | None = None) -> Event | None:
+        """The next event, awaited without blocking the event loop; ``None`` once the stream
+        ended. On ``timeout`` (seconds) it returns dora's ERROR event (``type`` ERROR,
+        ``error`` "Timeout event stream error: ..."), not ``None``: ``if event is None:
+        break`` loops end only at the end. Cancelling it loses no event: the event is taken
+        on the loop's thread, never by the helper thread that waits."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            event = self.next(0)
+            if event is not None:
+                return event
+            if self.ended:
+                return None
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return Event(kind=events.KIND, type=events.ERROR, error=RECV_TIMEOUT_ERROR)
+            given_up = threading.Event()
+            try:
+                await loop.run_in_executor(None, self._wait_for_event, left, given_up)
+            finally:
+                given_up.set()
+                with self._inbox.cond:
+                    self._inbox.cond.notify_all()
+
+    def _wait_for_event(self, timeout: float | None, given_up: threading.Event) -> None:
+        """Block (on a helper thread) until an event is waiting, the stream ended, the
+        waiter gave up or ``timeout`` passed; takes nothing."""
+        with self._inbox.cond:
+            self._inbox.cond.wait_for(
+                lambda: given_up.is_set() or self._inbox.has_event() or self._inbox.ended,
+                timeout)
+
+    def merge_external_events(self, subscription: Any) -> None:
+        """Not supported: dora merges only a ROS 2 subscription (``dora.Ros2Subscription``)
+        into the event stream, and pinflow has no ROS 2 bridge."""
+        raise NotImplementedError(
+            f"merge_external_events({type(subscription).__name__}) is not supported by "
+            "pinflow: dora merges only ROS 2 subscriptions and pinflow has no ROS 2 bridge; "
+            "read the external source in a node of its own and send its messages as outputs")
+
     # -- sending --------------------------------------------------------------------------
     def send_output(self, output_id: str, data: Any, metadata: dict[str, Any] | None = None,
                     pinned: bool = False) -> bool:
@@ -424,8 +590,27 @@ class Node:
         full and its YAML says ``on_full: drop``.
         """
         channel = self._channel(output_id)
+        metadata = self._wire_metadata(output_id, metadata)
         messages.check_metadata(metadata)
         return channel.send(codec.encode(data), metadata, pinned=pinned)
+
+    def _wire_metadata(self, output_id: str, metadata: Any) -> Any:
+        """dora's metadata values (numpy scalars, bytes, datetimes) as JSON the header can
+        carry (see ``pinflow.nodes.metadata``); one warning per key sent as a string."""
+        def warn(key: str, text: str) -> None:
+            if (output_id, key) not in self._warned_keys:
+                self._warned_keys.add((output_id, key))
+                self.log(f"output {output_id!r}: {text}", level="warning")
+
+        return wire_metadata.to_wire(metadata, warn)
+
+    def send_output_raw(self, output_id: str, data_length: int,
+                        metadata: dict[str, Any] | None = None) -> SampleHandler:
+        """dora's loan: a handler whose ``with`` block (or ``.send()``) sends ``data_length``
+        bytes written in place into a shared-memory slot. Receivers get a flat ``UInt8``
+        array. Same as ``output_buffer(output_id, data_length, np.uint8)``."""
+        return SampleHandler(self.output_buffer(output_id, data_length, np.uint8,
+                                                metadata=metadata))
 
     @contextlib.contextmanager
     def output_buffer(self, output_id: str, shape: tuple[int, ...] | int,
@@ -453,7 +638,7 @@ class Node:
             channel.cancel(loan)
             raise
         del array
-        channel.publish(loan, layout, metadata)
+        channel.publish(loan, layout, self._wire_metadata(output_id, metadata))
 
     def _channel(self, output_id: str) -> OutputChannel:
         if self._closed:
@@ -463,7 +648,8 @@ class Node:
             raise UnknownOutputError(
                 f"node {self.id!r} has no output {output_id!r} "
                 f"(declared: {', '.join(self._outputs) or 'none'}); add it under "
-                f"`outputs:` in {self._wiring.dataflow}"
+                f"`outputs:` in {self._wiring.dataflow} (dora only warns and drops the "
+                "message; pinflow refuses it, so no message is lost unnoticed)"
             )
         return channel
 
@@ -488,12 +674,49 @@ class Node:
                          devices=self._devices.stats(), not_lent=self._receiver.not_lent)
 
     # -- logging --------------------------------------------------------------------------
-    def log(self, message_: str, level: str = "info", **fields: Any) -> None:
+    def log(self, *args: Any, level: str | None = None, target: str | None = None,
+            fields: dict[str, Any] | None = None, **extra: Any) -> None:
         """Write one structured line (``LEVEL node: message key=value ...``) to stderr;
-        the launcher prefixes it with the node id and keeps it in the node's log file."""
-        extra = " ".join(f"{k}={v!r}" for k, v in fields.items())
-        print(f"{level.upper()} {self.id}: {message_}{' ' + extra if extra else ''}",
+        the launcher prefixes it with the node id and keeps it in the node's log file.
+
+        pinflow's order ``log("message", level="info", key=value)`` and dora's
+        ``log("warn", "message", target=None, fields=None)`` both work: two or more
+        positionals whose first is a level name are dora's. Levels: error, warn (warning),
+        info, debug, trace; another word is logged as info, as dora does.
+        """
+        if len(args) >= 2 and str(args[0]).lower() in _LEVEL_NAMES:
+            level, message, *rest = args
+            if rest:
+                target = rest.pop(0)
+            if rest:
+                fields = rest.pop(0)
+        elif len(args) == 2:
+            message, level = args
+        elif len(args) == 1:
+            message = args[0]
+        else:
+            raise TypeError(f"log() takes a message and a level, got {len(args)} positional "
+                            "argument(s)")
+        name = _LEVEL_NAMES.get(str(level or "info").lower(), "INFO")
+        pairs = {**({"target": target} if target else {}), **(fields or {}), **extra}
+        text = " ".join(f"{k}={v!r}" for k, v in pairs.items())
+        print(f"{name} {self.id}: {message}{' ' + text if text else ''}",
               file=sys.stderr, flush=True)
+
+    def log_error(self, message: str) -> None:
+        self.log(message, level="error")
+
+    def log_warn(self, message: str) -> None:
+        self.log(message, level="warn")
+
+    def log_info(self, message: str) -> None:
+        self.log(message, level="info")
+
+    def log_debug(self, message: str) -> None:
+        self.log(message, level="debug")
+
+    def log_trace(self, message: str) -> None:
+        self.log(message, level="trace")
 
     # -- shutdown -------------------------------------------------------------------------
     def close(self) -> None:
@@ -504,6 +727,7 @@ class Node:
         self._timer_stop.set()
         if self._stats is not None:
             self._stats.close()
+        self._drops.flush(self._inbox.snapshot())
         try:
             # A node the launcher may restart does not end its streams: its consumers wait
             # for it to come back, and close their inputs only if the launcher says it is

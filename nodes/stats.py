@@ -57,6 +57,8 @@ class StatsPublisher:
         self._snapshot, self._take_latencies, self._take_waiting = (
             snapshot, take_latencies, take_waiting)
         self._interval = interval
+        self.on_sample: list[Callable[[NodeStats], None]] = []
+        """Called with every sample (ten a second), on the stats thread."""
         self._stop = threading.Event()
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)  # first call only starts the measurement
@@ -70,6 +72,8 @@ class StatsPublisher:
         while not self._stop.wait(_SAMPLE_S):
             try:
                 current = self._snapshot()
+                for hook in self.on_sample:
+                    hook(current)
                 for name, queue in current.inputs.items():
                     occupancy.setdefault(name, []).append(queue.queued / queue.size)
                 elapsed = time.monotonic() - started

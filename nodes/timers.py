@@ -1,4 +1,5 @@
-"""Timer inputs (``pinflow/timer/hz/N``, ``pinflow/timer/millis/N``), ticking in the node."""
+"""Timer inputs (``pinflow/timer/UNIT/N`` or dora's ``dora/timer/UNIT/N``), ticking in the
+node."""
 
 from __future__ import annotations
 

@@ -18,17 +18,30 @@ from pinflow.errors import PinflowError, SpecError
 from pinflow.tools.bench import arms as bench_arms
 
 
-def _load(path: str) -> spec_module.DataflowSpec:
+def _load(path: str, *, notes: bool = True) -> spec_module.DataflowSpec:
     """The dataflow at ``path``; keys it accepts but ignores are noted on stderr."""
     dataflow = spec_module.load(path)
-    for note in dataflow.notes:
+    for note in dataflow.notes if notes else ():
         print(f"pinflow: note: {note}", file=sys.stderr)
     return dataflow
 
 
+def _build_hint(path: str) -> str:
+    return f": run `pinflow build {path}` first, or `pinflow run --build {path}`"
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     dataflow = _load(args.file)
+    for text in dataflow.unbuilt:
+        print(f"pinflow: note: {text}{_build_hint(args.file)}", file=sys.stderr)
     print(f"{args.file}: ok ({len(dataflow.nodes)} node(s))")
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from pinflow.tools import build
+
+    build.build(_load(args.file))
     return 0
 
 
@@ -36,6 +49,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pinflow.runtime import launcher
 
     dataflow = _load(args.file)
+    if args.build:
+        from pinflow.tools import build
+
+        build.build(dataflow)
+        dataflow = _load(args.file, notes=False)  # what the build made is there now
+        if dataflow.unbuilt:
+            raise SpecError([f"{text}, but `pinflow build` did not make it"
+                             for text in dataflow.unbuilt])
+    elif dataflow.unbuilt:
+        raise SpecError([f"{text}{_build_hint(args.file)}" for text in dataflow.unbuilt])
     result = launcher.run(dataflow, stop_after=args.stop_after, grace_s=args.grace,
                           log_dir=args.log_dir, wire_listen=args.listen,
                           wire_connect=args.connect, daemon_timeout_s=args.daemon_timeout)
@@ -180,8 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.set_defaults(func=_cmd_validate)
 
+    p = sub.add_parser("build", help="run the `build:` steps of a dataflow's nodes (like "
+                                     "`dora build`)")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=_cmd_build)
+
     p = sub.add_parser("run", help="run a dataflow until its nodes exit or it is stopped")
     p.add_argument("file", type=Path)
+    p.add_argument("--build", action="store_true",
+                   help="run the nodes' `build:` steps first (as `pinflow build FILE`)")
     p.add_argument("--stop-after", type=float, metavar="SECONDS",
                    help="send STOP to every node after this many seconds")
     p.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",

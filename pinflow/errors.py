@@ -4,6 +4,8 @@
     ├── SpecError           the dataflow YAML is wrong (carries file:line messages)
     ├── SettingError        a PINFLOW_* environment variable has a value pinflow cannot use
     ├── NodeEnvironmentError a node script was started outside a dataflow
+    ├── StreamEnded         node.drain() after the event stream ended (also a RuntimeError)
+    ├── BuildError          a node's build: command failed
     ├── LaunchError         a node could not be started
     ├── UnknownOutputError  send_output named an output the node does not declare
     ├── WireError           a wire endpoint is malformed or a peer host cannot be reached
@@ -40,6 +42,14 @@ class SettingError(PinflowError, ValueError):
 
 class NodeEnvironmentError(PinflowError):
     """``Node()`` was created in a process that the launcher did not start."""
+
+
+class StreamEnded(PinflowError, RuntimeError):
+    """``node.drain()`` after the event stream ended (a RuntimeError, as dora raises)."""
+
+
+class BuildError(PinflowError):
+    """A node's ``build:`` command failed (``pinflow build``, ``pinflow run --build``)."""
 
 
 class LaunchError(PinflowError):

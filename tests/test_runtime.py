@@ -16,8 +16,9 @@ def test_messages_arrive_in_order_then_input_closed_and_run_exits_zero(pinflow):
     run = pinflow("run", "order.yml")
     assert run.returncode == 0, run.output
     events = run.result("recorder")["events"]
-    assert [e["value"] for e in events[:-1]] == [[i] for i in range(20)]
-    assert events[-1] == {"type": "INPUT_CLOSED", "id": "numbers"}
+    assert [e["value"] for e in events[:-2]] == [[i] for i in range(20)]
+    assert events[-2:] == [{"type": "INPUT_CLOSED", "id": "numbers"},
+                           {"type": "STOP", "id": "ALL_INPUTS_CLOSED"}]
     assert run.result("counter")["sent"] == 20
 
 
@@ -138,7 +139,9 @@ def test_node_outside_a_dataflow_explains_how_to_start_it(tmp_path: Path):
 def test_timer_ticks_stay_on_their_grid_without_drift(pinflow):
     run = pinflow("run", "timer.yml", "--stop-after", "3")
     assert run.returncode == 0, run.output
-    ticks = [e["value"][0] for e in run.result("recorder")["events"] if e["type"] == "INPUT"]
+    inputs = [e for e in run.result("recorder")["events"] if e["type"] == "INPUT"]
+    assert all(e["value"] == [] for e in inputs), "a tick's value is empty, as dora's"
+    ticks = [e["sent_ns"] for e in inputs]
     assert 45 <= len(ticks) <= 62
     period = 50_000_000
     assert all((t - ticks[0]) % period == 0 for t in ticks), "ticks are start + k * period"

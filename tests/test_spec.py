@@ -29,6 +29,7 @@ from pinflow.spec import (
     load,
     loads,
 )
+from pinflow.spec.model import NODE
 
 SPECS = Path(__file__).parent / "specs"
 VALID = sorted(SPECS.glob("valid-*.yml"))
@@ -182,9 +183,10 @@ def test_node_dict_round_trips_through_json(pipeline: DataflowSpec) -> None:
     for node in pipeline.nodes:
         data = json.loads(json.dumps(node.to_dict()))
         assert NodeSpec.from_dict(data) == node
-        assert set(data) == {"id", "path", "module", "args", "env", "inputs", "outputs", "line",
-                             "memory_limit", "restart", "max_restarts", "restart_backoff",
-                             "machine"}
+        assert set(data) == {"id", "name", "description", "path", "module", "build", "args",
+                             "env", "inputs", "outputs", "line", "memory_limit", "restart",
+                             "max_restarts", "restart_backoff", "machine", "dynamic",
+                             "executable"}
 
 
 def test_specs_are_frozen_and_hashable(pipeline: DataflowSpec) -> None:
@@ -259,8 +261,9 @@ def test_many_problems_are_reported_at_once_sorted_by_line(in_specs: None) -> No
 
 def test_unknown_node_key_names_allowed_keys_and_suggests_a_close_match(in_specs: None) -> None:
     (message,) = _errors("invalid-unknown-node-key.yml")
-    for key in NODE_KEYS:
+    for key in NODE.listed:
         assert f"{key}" in message
+    assert "output_types" not in message, "dora's keys accepted for compatibility are not listed"
     assert message.endswith("did you mean 'inputs'?")
 
 

@@ -9,12 +9,14 @@ from pinflow.protocol.stats import InputReport, OutputReport, PoolReport, StatsR
 from pinflow.runtime.diagnosis import Diagnoser, diagnose
 
 
-def _report(node, *, waiting, inputs=None, outputs=None) -> StatsReport:
-    """A node's stats report as the launcher gets it; only what the diagnosis reads varies."""
+def _report(node, *, waiting, inputs=None, outputs=None, cpu=None) -> StatsReport:
+    """A node's stats report as the launcher gets it; only what the diagnosis reads varies.
+    CPU follows the waiting fraction unless given (a node that never waits works)."""
+    cpu = (1.0 - waiting) * 100 if cpu is None else cpu
     return StatsReport(node=node, run="0123456789ab", pid=1, restarts=0, machine=None, t=0,
                        interval_s=1.0, inputs=inputs or {}, outputs=outputs or {},
                        waiting_frac=waiting, pinned_bytes=0, devices={}, malformed=0,
-                       rss_bytes=0, private_bytes=0, cpu_pct=0.0)
+                       rss_bytes=0, private_bytes=0, cpu_pct=cpu)
 
 
 def _input(source, *, occupancy, drop_rate=0.0, in_rate=30.0, handled=30.0, size=4):
@@ -50,6 +52,17 @@ def test_empty_queue_with_busy_producer_is_diagnosed_as_producer_bound():
     assert finding.kind == "producer-bound"
     assert "'gpu' waits 80% of the time" in finding.message
     assert "could handle about 25.0 msg/s" in finding.message
+
+
+def test_a_producer_that_sleeps_between_sends_is_not_a_bottleneck():
+    """Before: a source pacing itself with time.sleep (never in next(), so "busy") was named
+    the bottleneck of every consumer it fed."""
+    reports = {
+        "sender": _report("sender", waiting=0.0, cpu=2.0, outputs={"message": _output(10.0)}),
+        "receiver": _report("receiver", waiting=0.95, inputs={
+            "message": _input("sender/message", occupancy=0.0, in_rate=10.0, handled=10.0)}),
+    }
+    assert diagnose(reports) == []
 
 
 def test_rate_limited_producer_and_timers_are_not_bottlenecks():
@@ -100,8 +113,9 @@ def test_leaking_node_is_stopped_at_its_memory_limit_and_consumers_see_it_closed
     assert "node 'leaker' failed: stopped by the launcher: exceeded its memory_limit" in (
         run.stderr)
     events = run.result("recorder")["events"]
-    assert events[-1] == {"type": "INPUT_CLOSED", "id": "numbers"}
-    assert 3 <= len(events) - 1 <= 9
+    assert events[-2:] == [{"type": "INPUT_CLOSED", "id": "numbers"},
+                           {"type": "STOP", "id": "ALL_INPUTS_CLOSED"}]
+    assert 3 <= len(events) - 2 <= 9
 
 
 def test_crashing_producer_restarts_and_its_consumer_resumes_without_restarting(pinflow):

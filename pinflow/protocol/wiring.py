@@ -60,6 +60,11 @@ class Wiring(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     drain_timeout_s: float = 1.0
     """How long closing an output waits for consumers to hand slots back; the launcher
     keeps it well under its stop grace."""
+    dynamic: list[str] = msgspec.field(default_factory=list)
+    """Dynamic nodes of the run (``path: dynamic``): started by hand, whenever; nobody
+    waits for them to join."""
+    joins: bool = False
+    """This node is a dynamic one: it joins a run that is already going."""
 
     @property
     def spec(self) -> NodeSpec:
@@ -70,10 +75,11 @@ class Wiring(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         return {c.node for readers in self.consumers.values() for c in readers}
 
     def peers(self) -> set[str]:
-        """Nodes this one exchanges data with, in either direction (itself excluded)."""
+        """Nodes this one exchanges data with, in either direction (itself and dynamic nodes,
+        which may never come, excluded)."""
         spec = self.spec
         upstream = {i.source_node for i in spec.inputs if i.source_node}
-        return (upstream | self.consumer_ids()) - {spec.id}
+        return (upstream | self.consumer_ids()) - {spec.id, *self.dynamic}
 
     def restarted(self, restarts: int) -> Wiring:
         """The same wiring for the process that follows restart number ``restarts``."""
@@ -89,7 +95,9 @@ class Wiring(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         if not raw:
             raise NodeEnvironmentError(
                 f"this process was not started by pinflow (no {ENV_VAR} in the environment): "
-                "add the node to a dataflow YAML and start it with `pinflow run FILE`"
+                "add the node to a dataflow YAML and start it with `pinflow run FILE`, or "
+                "give it `path: dynamic` there and create it as Node(\"its id\") in a process "
+                "you start while the dataflow runs"
             )
         try:
             return WIRING.decode(raw.encode())

@@ -1,6 +1,8 @@
 """Bootstrap of every node process: die with the launcher, then run the node's code.
 
-``python -m pinflow.runtime.child LAUNCHER_PID (path FILE | module NAME) [ARGS...]``. Linux's
+``python -m pinflow.runtime.child LAUNCHER_PID (path FILE | module NAME | exec PROGRAM)
+[ARGS...]``; ``exec`` replaces this process with the program (a console script, whose own
+interpreter line then applies), keeping the death signal, which survives ``execve``. Linux's
 PR_SET_PDEATHSIG makes the kernel SIGKILL the node if the launcher dies without cleaning
 up (kill -9, OOM), so a crashed launcher never leaves orphan nodes behind. Doing this in
 the child instead of a ``preexec_fn`` keeps the launcher's fork safe with zenoh's threads.
@@ -33,6 +35,12 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _run(how: str, target: str, args: list[str]) -> None:
     sys.argv = [target, *args]
+    if how == "exec":
+        sys.stdout.flush()
+        try:
+            os.execv(target, [target, *args])
+        except OSError as exc:
+            sys.exit(f"pinflow: cannot run {target}: {exc.strerror}")
     if how == "path":
         sys.path.insert(0, os.path.dirname(os.path.abspath(target)))
         runpy.run_path(target, run_name="__main__")

@@ -3,11 +3,13 @@
 Finding the starved stage of a GPU pipeline otherwise means plotting queue occupancy and
 both rates by hand. The launcher does it continuously: an input whose queue is near full
 and dropping is consumer-bound (backlog); an input that sits near empty while its node
-waits, fed by a producer that is busy all the time, is producer-bound (starvation). A
-producer that mostly waits (a camera on a 30 Hz timer) is rate-limited by design, not a
-bottleneck. A producer whose every slot is held by consumers looks busy and its consumers
-idle, but the consumer that keeps the slots is the bottleneck (slots held), and is named as
-such.
+waits, fed by a producer that is busy all the time, is producer-bound (starvation). Busy
+means working: neither waiting in ``next()`` nor idle otherwise, so it also takes half a
+core or more of CPU. A producer that mostly waits (a camera on a 30 Hz timer) or paces
+itself with ``time.sleep`` is rate-limited by design, not a bottleneck; one that blocks on
+I/O outside pinflow (a slow network read) looks the same and is not named either. A
+producer whose every slot is held by consumers looks busy and its consumers idle, but the
+consumer that keeps the slots is the bottleneck (slots held), and is named as such.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import time
 from dataclasses import dataclass
 
 from pinflow.protocol.stats import OutputReport, StatsReport
+from pinflow.spec.model import BUILTIN_SOURCES
 
 FULL = 0.8
 EMPTY = 0.1
 CONSUMER_WAITING = 0.5
-PRODUCER_BUSY = 0.2  # producer waiting fraction below which it works flat out
+PRODUCER_BUSY = 0.2  # producer waiting fraction below which it may work flat out
+PRODUCER_CPU_BUSY = 50.0
+"""CPU (% of one core) a producer must use to count as working flat out: one that sleeps
+between sends waits nowhere pinflow sees, but uses next to none."""
 REPEAT_S = 60.0
 
 
@@ -46,7 +52,7 @@ def diagnose(reports: dict[str, StatsReport]) -> list[Finding]:
     for node_id, report in reports.items():
         for name, inp in report.inputs.items():
             source = inp.source
-            if source.startswith("pinflow/") or inp.closed:
+            if source.startswith(BUILTIN_SOURCES) or inp.closed:
                 continue
             producer_id, _, output = source.partition("/")
             producer = reports.get(producer_id)
@@ -71,7 +77,8 @@ def diagnose(reports: dict[str, StatsReport]) -> list[Finding]:
                     f" full); the consumer '{node_id}' is the bottleneck")))
             elif (producer is not None and inp.occupancy <= EMPTY
                   and report.waiting_frac >= CONSUMER_WAITING
-                  and producer.waiting_frac <= PRODUCER_BUSY):
+                  and producer.waiting_frac <= PRODUCER_BUSY
+                  and producer.cpu_pct >= PRODUCER_CPU_BUSY):
                 busy = max(1.0 - report.waiting_frac, 0.01)
                 findings.append(Finding(node_id, name, "producer-bound", (
                     f"starvation: {where}: '{node_id}' waits {report.waiting_frac:.0%} of "

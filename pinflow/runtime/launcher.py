@@ -36,7 +36,7 @@ from pinflow.runtime.result import RunResult
 from pinflow.runtime.spawn import Spawner
 from pinflow.runtime.supervisor import Supervisor
 from pinflow.spec import GATEWAY_ID, DataflowSpec
-from pinflow.transport import budget
+from pinflow.transport import budget, dynamic
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import DRAIN_TIMEOUT_S, default_slots
 from pinflow.transport.cleanup import RunLock, sweep_dead_runs
@@ -200,9 +200,20 @@ class Launcher:
     def _spawn_all(self, sock_dir: Path) -> None:
         spawner = self.supervisor.spawner
         drain_timeout_s = min(DRAIN_TIMEOUT_S, self.grace_s / 4)
+        offers = {}
         for index, node in enumerate(self.local_nodes):
+            if node.dynamic:
+                offers[node.id] = spawner.offer(node, sock_dir, drain_timeout_s)
+                continue
             wiring = spawner.wiring(node, index, sock_dir, drain_timeout_s)
             self.supervisor.add(spawner.start(node, wiring))
+        # Written before any node is ready, so a dynamic node started early finds its run
+        # as soon as the run can be joined.
+        dynamic.publish(sock_dir, str(self.spec.path), [n.id for n in self.local_nodes],
+                        offers)
+        for node_id in offers:
+            self.say(f"dynamic node {node_id!r} is not started by pinflow run: start its "
+                     f"program yourself; it joins with Node({node_id!r})")
 
     def _wait_ready(self) -> None:
         """Hold the start until every live node declared ready (or the startup timeout)."""
@@ -235,7 +246,7 @@ class Launcher:
         """The run's main loop: exits, restarts, memory limits, bottleneck diagnosis."""
         deadline = None if stop_after is None else time.monotonic() + stop_after
         next_check = 0.0
-        while not self.stop_requested.is_set() and self._any_alive():
+        while not self.stop_requested.is_set() and self._goes_on():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self.say(f"--stop-after {stop_after:g}s reached, stopping")
@@ -257,6 +268,13 @@ class Launcher:
 
     def _any_alive(self) -> bool:
         return self.supervisor.any_alive() or bool(self.cluster and self.cluster.pending())
+
+    def _goes_on(self) -> bool:
+        """A node runs (or will be restarted); a run of nothing but dynamic nodes lasts
+        until it is stopped (nobody else would end it)."""
+        only_dynamic = (bool(self.local_nodes) and all(n.dynamic for n in self.local_nodes)
+                        and self.cluster is None)
+        return only_dynamic or self._any_alive()
 
     def _remote_lost(self) -> None:
         """Nodes of a host that vanished: failed; their consumers here close the inputs."""

@@ -3,7 +3,10 @@ again for a restart.
 
 Each node runs as ``python -m pinflow.runtime.child`` in a process group of its own (the
 stop sequence signals the group), with the YAML's folder as working directory, its wiring in
-``PINFLOW_NODE`` and its output piped to the :class:`~pinflow.runtime.relay.Relay`.
+``PINFLOW_NODE`` and its output piped to the :class:`~pinflow.runtime.relay.Relay`. A node
+whose ``path`` is a program (a console script) is exec'd by that bootstrap, so it still dies
+with the launcher. A dynamic node (``path: dynamic``) is not started: its wiring is offered
+in the run's folder for a process started by hand (:meth:`Spawner.offer`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from pinflow.errors import LaunchError
 from pinflow.protocol.wiring import ENV_VAR, Consumer, Wiring
@@ -70,12 +75,15 @@ class Spawner:
                 consumers[out.id].append(Consumer(GATEWAY_ID, "wire", gateway_queue))
         return consumers
 
-    def wiring(self, node: NodeSpec, index: int, sock_dir: Path,
+    def wiring(self, node: NodeSpec, index: int | str, sock_dir: Path,
                drain_timeout_s: float) -> Wiring:
         """What node number ``index`` of this host is told in ``PINFLOW_NODE``."""
         consumers = self.consumers(node)
+        # A dynamic producer may leave and join again: like a restartable one, its leaving
+        # does not close its consumers' inputs.
         restartable = sorted({i.source_node for i in node.inputs if i.source_node
-                              and self.spec.node(i.source_node).restart != "never"})
+                              and (self.spec.node(i.source_node).restart != "never"
+                                   or self.spec.node(i.source_node).dynamic)})
         readers = {c.node for found in consumers.values() for c in found}
         return Wiring(
             run_id=self.run_id, dataflow=str(self.spec.path), node=node.to_dict(),
@@ -86,7 +94,16 @@ class Spawner:
             consumer_secret=self.keyring.secret(node.id),
             consumer_keys=self.keyring.pair_keys(node.id, readers),
             drain_timeout_s=drain_timeout_s,
+            dynamic=sorted(n.id for n in self.spec.nodes if n.dynamic),
+            joins=node.dynamic,
         )
+
+    def offer(self, node: NodeSpec, sock_dir: Path, drain_timeout_s: float) -> Wiring:
+        """The wiring a dynamic node finds in the run's folder. It ends no stream when it
+        leaves (its consumers' inputs stay open: it may join again), as a node the launcher
+        may restart."""
+        wiring = self.wiring(node, f"dyn-{node.id}", sock_dir, drain_timeout_s)
+        return msgspec.structs.replace(wiring, restart_policy="dynamic")
 
     def start(self, node: NodeSpec, wiring: Wiring) -> NodeProcess:
         """Start ``node``'s first process."""
@@ -106,7 +123,10 @@ class Spawner:
         self._follow(proc)
 
     def _popen(self, node: NodeSpec, wiring: Wiring) -> subprocess.Popen[bytes]:
-        how, target = ("path", str(node.path)) if node.path else ("module", str(node.module))
+        if node.path is None:
+            how, target = "module", str(node.module)
+        else:
+            how, target = ("exec" if node.executable else "path"), str(node.path)
         cmd = [sys.executable, "-u", "-m", "pinflow.runtime.child", str(os.getpid()), how, target,
                *node.args]
         env = {**os.environ, **node.env, ENV_VAR: wiring.to_env(), "PYTHONUNBUFFERED": "1"}

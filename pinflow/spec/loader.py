@@ -6,15 +6,20 @@ mistake at once as ``FILE:LINE: message``. What a single key may hold is checked
 from its declaration (:mod:`pinflow.spec.model`): unknown keys with the allowed ones and a
 did-you-mean, missing required keys, ranges, allowed words, ignored and rejected keys. What
 spans keys or has structure of its own stays explicit code here: exactly one of
-``path``/``module``, ids and reserved ids, args, env, the inputs and their sources (timers,
-``node/output`` resolved against the declared outputs), the outputs list.
+``path``/``module`` and what ``path`` names (a file, a program on PATH, ``dynamic``), ids and
+reserved ids, args, env (the top level's under the node's), ``build``, dora's ``deploy``, the
+inputs and their sources (timers, ``node/output`` resolved against the declared outputs), the
+outputs list.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,18 +29,20 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from pinflow.errors import SpecError
 from pinflow.spec.model import (
+    BUILTIN_SOURCES,
+    DYNAMIC_PATH,
     GATEWAY_ID,
     INPUT,
     NODE,
     OUTPUT,
-    TIMER_PREFIX,
+    TIMER_PREFIXES,
     TOP,
     DataflowSpec,
     InputSpec,
     NodeSpec,
     OutputSpec,
 )
-from pinflow.spec.schema import INVALID, Level, suggest
+from pinflow.spec.schema import INVALID, HostName, Level, QueuePolicy, suggest
 from pinflow.spec.units import ID_RULE, is_id
 from pinflow.spec.yamlnode import (
     MERGE,
@@ -47,8 +54,11 @@ from pinflow.spec.yamlnode import (
 )
 
 _HZ_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_MILLIS_RE = re.compile(r"\d+")
-_TIMER_FORMS = f"'{TIMER_PREFIX}hz/N' (N > 0, e.g. 30 or 0.5) or '{TIMER_PREFIX}millis/N' (N > 0)"
+_WHOLE_RE = re.compile(r"\d+")
+_TIMER_UNITS = {"secs": 1.0, "millis": 1e-3, "micros": 1e-6, "nanos": 1e-9}
+_TIMER_FORMS = ("'pinflow/timer/UNIT/N' or 'dora/timer/UNIT/N' with UNIT 'hz' (N > 0, e.g. 30 "
+                "or 0.5) or 'secs', 'millis', 'micros', 'nanos' (N a whole number > 0)")
+_BACKPRESSURE_MIN = 100
 
 Items = list[tuple[str, Node, Node]]
 
@@ -69,7 +79,9 @@ class _Checker:
         self.base_dir = base_dir
         self.problems: list[tuple[int, str]] = []
         self.notes: list[tuple[int, str]] = []
+        self.unbuilt: list[tuple[int, str]] = []
         self.top: dict[str, Any] = {}
+        self.top_machine: str | None = None
 
     def err(self, node: Node | None, text: str) -> None:
         self.problems.append((line(node), text))
@@ -115,7 +127,7 @@ class _Checker:
             if declared is None or declared.rejected is not None:
                 clean = False
                 if declared is None:
-                    listing = ", ".join(sorted(level.allowed))
+                    listing = ", ".join(sorted(level.listed))
                     hint = suggest(name, level.allowed)
                     self.err(key_node, f"{where}: unknown key '{name}' (allowed: {listing}){hint}")
                 else:
@@ -146,6 +158,10 @@ class _Checker:
             return ()
         items = self.items(root, "top level")
         self.top, _ = self.fields(TOP, items, "top level", root)
+        found = {name: (kn, vn) for name, kn, vn in items}
+        if "env" in found:
+            self.top["env"] = self.env(found["env"][1], "top level")
+        self.top_machine = self.deploy(found, "top level")
         listing = {name: value for name, _, value in items}.get("nodes")
         if listing is None:
             return ()
@@ -191,9 +207,12 @@ class _Checker:
                          "pinflow's cross-machine gateway")
         options, keys_clean = self.fields(NODE, items, where, item)
         options.setdefault("memory_limit", self.top.get("memory_limit"))
-        path = self.program(item, found, where)
+        build = self.build(found["build"][1], where) if "build" in found else None
+        path, executable, dynamic = self.program(item, found, where, build is not None)
+        self.placement(options, found, where, dynamic)
         args = self.args(found["args"][1], where) if "args" in found else ()
-        env = self.env(found["env"][1], where) if "env" in found else {}
+        env = {**self.top.get("env", {}),
+               **(self.env(found["env"][1], where) if "env" in found else {})}
         inputs: list[tuple[InputSpec, Node]] = []
         if "inputs" in found:
             inputs = self.inputs(found["inputs"][1], where)
@@ -205,6 +224,9 @@ class _Checker:
         spec = NodeSpec(
             id=node_id,
             path=path,
+            build=build,
+            dynamic=dynamic,
+            executable=executable,
             args=args,
             env=env,
             inputs=tuple(inp for inp, _ in inputs),
@@ -214,24 +236,120 @@ class _Checker:
         )
         return _Draft(spec, outputs_known and keys_clean, [source for _, source in inputs])
 
-    def program(self, item: MappingNode, found: dict[str, tuple[Node, Node]], where: str
-                ) -> Path | None:
-        """Check that exactly one of ``path``/``module`` says what to run, and that a path
-        exists (the module name itself is checked from its declaration)."""
+    def program(self, item: MappingNode, found: dict[str, tuple[Node, Node]], where: str,
+                has_build: bool) -> tuple[Path | None, bool, bool]:
+        """Check that exactly one of ``path``/``module`` says what to run (the module name
+        itself is checked from its declaration), and find what ``path`` names: (the file or
+        program, whether it is run itself rather than by the interpreter, whether the node is
+        dynamic). A path that does not exist is an error, unless the node has a ``build:``
+        that may make it: then it is noted as unbuilt."""
         if "path" in found and "module" in found:
             self.err(found["module"][0], f"{where}: has both 'path' and 'module'; give one")
         elif "path" not in found and "module" not in found:
             self.err(item, f"{where}: needs 'path' (a python file) or 'module' (a module name)")
         if "path" not in found:
-            return None
+            return None, False, False
         value = found["path"][1]
         if not is_str(value) or not value.value:
             self.wrong(value, f"{where}: 'path' must be a file name")
+            return None, False, False
+        text = value.value
+        if text == DYNAMIC_PATH:
+            return None, False, True
+        if text == "shell":
+            self.err(value, f"{where}: dora's `path: shell` is not supported by pinflow: put "
+                     "the command in a script and name it in `path:`")
+            return None, False, False
+        if text.startswith(("http://", "https://")):
+            self.err(value, f"{where}: pinflow does not download nodes: fetch '{text}' in a "
+                     "`build:` step (or yourself) and name the file in `path:`")
+            return None, False, False
+        path = (self.base_dir / text).resolve()
+        if path.is_file():
+            runs_itself = path.suffix != ".py" and os.access(path, os.X_OK)
+            return path, runs_itself, False
+        program = _find_program(text)
+        if program is not None:
+            return Path(program), True, False
+        looked = f"looked for {path}"
+        if os.sep not in text:
+            looked += f" and for a program '{text}' on PATH and in {_interpreter_bin()}"
+        if has_build:
+            self.unbuilt.append((line(value), (
+                f"{where}: path '{text}' does not exist yet ({looked}); its `build:` step "
+                "should make it")))
+        else:
+            self.err(value, f"{where}: path '{text}' does not exist ({looked})")
+        return None, False, False
+
+    def build(self, value: Node, where: str) -> str | None:
+        """A node's ``build:``: a string of commands, one per line, each split like a shell
+        would split it (checked here, so a quote error shows before anything runs)."""
+        if is_null(value):
             return None
-        path = (self.base_dir / value.value).resolve()
-        if not path.is_file():
-            self.err(value, f"{where}: path '{value.value}' does not exist (looked for {path})")
-        return path
+        if not is_str(value):
+            self.wrong(value, f"{where}: 'build' must be a string of commands, one per line")
+            return None
+        for number, command in enumerate(value.value.splitlines(), 1):
+            try:
+                shlex.split(command)
+            except ValueError as exc:
+                self.err(value, f"{where}: cannot split line {number} of 'build' ({exc}); "
+                         "check the quotes")
+        return value.value
+
+    def deploy(self, found: dict[str, tuple[Node, Node]], where: str) -> str | None:
+        """dora's placement (``deploy``, or 0.3's ``_unstable_deploy``): its machine."""
+        present = [name for name in ("deploy", "_unstable_deploy") if name in found]
+        if len(present) > 1:
+            self.err(found[present[1]][0], f"{where}: has both 'deploy' and "
+                     "'_unstable_deploy'; give one")
+        if not present:
+            return None
+        value = found[present[0]][1]
+        if is_null(value):
+            return None
+        if not isinstance(value, MappingNode):
+            self.wrong(value, f"{where}: '{present[0]}' must be a mapping like "
+                       "{machine: NAME}")
+            return None
+        machine = None
+        for name, key_node, item in self.items(value, f"{where} {present[0]}"):
+            if name == "machine":
+                machine = HostName().read(item)
+                if machine is INVALID:
+                    self.wrong(item, f"{where}: {present[0]} machine must be "
+                               f"{HostName.expected}")
+                    machine = None
+            elif name == "distribute":
+                self.notes.append((line(key_node), f"{where}: '{present[0]}: distribute' is "
+                                   "ignored: pinflow runs nodes from files each machine has"))
+            elif name == "working_dir":
+                self.err(key_node, f"{where}: '{present[0]}: working_dir' is not supported by "
+                         "pinflow: nodes run in the YAML's folder")
+            elif name == "labels":
+                self.err(key_node, f"{where}: '{present[0]}: labels' is not supported by "
+                         "pinflow: name the host with `machine`")
+            else:
+                self.err(key_node, f"{where}: unknown key '{name}' in '{present[0]}' "
+                         "(pinflow reads: machine, distribute)")
+        return machine
+
+    def placement(self, options: dict[str, Any], found: dict[str, tuple[Node, Node]],
+                  where: str, dynamic: bool) -> None:
+        """The node's ``machine``: its own, else its dora ``deploy``'s, else the top level's
+        ``deploy``; a dynamic node runs on the launcher's host."""
+        deployed = self.deploy(found, where)
+        own = options.get("machine")
+        if own is not None and deployed is not None and own != deployed:
+            self.err(found["machine"][1], f"{where}: 'machine' ({own}) and deploy's machine "
+                     f"({deployed}) differ; give one")
+        machine = own or deployed or (None if dynamic else self.top_machine)
+        if machine is not None:
+            options["machine"] = machine
+        if dynamic and machine is not None:
+            self.err(found["path"][1], f"{where}: a dynamic node joins on the launcher's host; "
+                     f"remove its machine ({machine})")
 
     def args(self, value: Node, where: str) -> tuple[str, ...]:
         if isinstance(value, SequenceNode):
@@ -302,7 +420,15 @@ class _Checker:
             return None
         text = source.value
         node_id = output_id = period = None
-        if text.startswith("pinflow/"):
+        if options.get("queue_policy") == QueuePolicy.BACKPRESSURE:
+            options["queue_size"] = max(10 * options.get("queue_size", InputSpec.queue_size),
+                                        _BACKPRESSURE_MIN)
+        if text.startswith("dora/") and not text.startswith("dora/timer/"):
+            self.err(source, f"{iw}: dora's built-in source '{text}' is not supported by "
+                     f"pinflow (logs are in the run's output and log files); timers are "
+                     f"{_TIMER_FORMS}")
+            return None
+        if text.startswith(BUILTIN_SOURCES):
             period = _timer_period(text)
             if period is None:
                 self.err(source, f"{iw}: invalid timer source '{text}'; use {_TIMER_FORMS}")
@@ -376,15 +502,31 @@ class _Checker:
 
 def _timer_period(source: str) -> float | None:
     """Period in seconds of a timer source, or None when the syntax is not a valid timer."""
-    if not source.startswith(TIMER_PREFIX):
+    prefix = next((p for p in TIMER_PREFIXES if source.startswith(p)), None)
+    if prefix is None:
         return None
-    unit, _, number = source[len(TIMER_PREFIX):].partition("/")
+    unit, _, number = source[len(prefix):].partition("/")
     if unit == "hz" and _HZ_RE.fullmatch(number):
         hz = float(number)
         return 1.0 / hz if hz > 0 and math.isfinite(hz) else None
-    if unit == "millis" and _MILLIS_RE.fullmatch(number) and int(number) > 0:
-        return int(number) / 1000
+    if unit in _TIMER_UNITS and _WHOLE_RE.fullmatch(number) and int(number) > 0:
+        return int(number) * _TIMER_UNITS[unit]
     return None
+
+
+def _interpreter_bin() -> str:
+    """The folder of the interpreter pinflow runs on: a virtual environment's console
+    scripts are there even when it is not on PATH (``.venv/bin/pinflow run ...``)."""
+    return os.path.dirname(sys.executable)
+
+
+def _find_program(name: str) -> str | None:
+    """``name`` looked up like a shell would, in the interpreter's folder first, then PATH
+    (only bare names: a path with a folder names a file relative to the YAML)."""
+    if os.sep in name:
+        return None
+    search = os.pathsep.join([_interpreter_bin(), os.environ.get("PATH", os.defpath)])
+    return shutil.which(name, path=search)
 
 
 def load(path: str | Path) -> DataflowSpec:
@@ -419,7 +561,7 @@ def loads(text: str, path: str | Path) -> DataflowSpec:
     if checker.problems:
         raise SpecError(_by_line(label, checker.problems))
     return DataflowSpec(path=absolute, nodes=nodes, notes=tuple(_by_line(label, checker.notes)),
-                        **checker.top)
+                        unbuilt=tuple(_by_line(label, checker.unbuilt)), **checker.top)
 
 
 def _by_line(label: str, found: list[tuple[int, str]]) -> list[str]:

@@ -5,7 +5,10 @@ Each field the YAML can set is declared once, on its dataclass field, with
 levels at the bottom collect them; the loader (:mod:`pinflow.spec.loader`), the JSON form the
 launcher hands to a node, and the README tables (:mod:`pinflow.spec.reference`) are derived
 from them. Adding a YAML key is one ``key(...)`` field here, or one ``ignored(...)`` /
-``rejected(...)`` entry in its level for a key that fills no field.
+``rejected(...)`` / ``mapped(...)`` entry in its level for a key that fills no field of its
+own. dora's keys are declared here too (README "Coming from dora"): the ones that mean
+something to pinflow map onto its fields, the informational ones are ignored with a note,
+the ones pinflow cannot honour are refused with a message that says what to write instead.
 """
 
 from __future__ import annotations
@@ -29,11 +32,21 @@ from pinflow.spec.schema import (
     Restart,
     Seconds,
     Structured,
+    Text,
+    ignored,
     key,
+    mapped,
+    rejected,
 )
 from pinflow.spec.units import ID_PATTERN
 
 TIMER_PREFIX = "pinflow/timer/"
+DORA_TIMER_PREFIX = "dora/timer/"
+TIMER_PREFIXES = (TIMER_PREFIX, DORA_TIMER_PREFIX)
+BUILTIN_SOURCES = ("pinflow/", "dora/")
+"""Sources that name no node: timers (and, for dora, its other built-in sources)."""
+DYNAMIC_PATH = "dynamic"
+"""``path: dynamic``: a node ``pinflow run`` does not start; it joins with ``Node("id")``."""
 GATEWAY_ID = "_wire"
 """Consumer id under which a host's gateway reads outputs that feed other machines."""
 _ID_TYPE = f"string `{ID_PATTERN.pattern}`"
@@ -80,7 +93,9 @@ class InputSpec(_Json):
     source: str = key(Structured("`node/output` or timer"), "What the input reads.")
     queue_size: int = key(Count(1), "Messages buffered for this input.", default=10)
     queue_policy: QueuePolicy = key(
-        OneOf(QueuePolicy), "What overflow drops; drops are counted in `node.stats()`.",
+        OneOf(QueuePolicy), "What overflow drops; drops are counted in `node.stats()` and "
+        "logged by the node (at most a line a second per input). `backpressure` (dora's) is "
+        "`drop_oldest` from a queue of max(10 * `queue_size`, 100).",
         default=QueuePolicy.DROP_OLDEST)
     source_node: str | None = None
     source_output: str | None = None
@@ -131,11 +146,25 @@ class NodeSpec(_Json):
     """Everything needed to start one node process and wire its inputs and outputs."""
 
     id: str = key(Structured(_ID_TYPE), "Unique node id.")
-    path: Path | None = key(Structured("file"), "Python file, relative to the YAML's folder.",
-                            default=None, default_text="one of `path`/`module`")
+    name: str | None = key(Text(), "A readable name, for people reading the YAML (dora's key; "
+                           "pinflow does not use it).", default=None)
+    description: str | None = key(Text(), "What the node does, for people reading the YAML "
+                                  "(dora's key; pinflow does not use it).", default=None)
+    path: Path | None = key(
+        Structured("file, program or `dynamic`"), "A Python file relative to the YAML's "
+        "folder (run by pinflow's interpreter; an executable non-`.py` file is run itself), "
+        "else a program on `PATH` or in the interpreter's own `bin` folder, run itself (a "
+        "console script such as `pyarrow-sender`); `dynamic`: not started by `pinflow run`, "
+        "the node joins the running dataflow from a process you start with `Node(\"id\")`.",
+        default=None, default_text="one of `path`/`module`")
     module: str | None = key(
         ModuleName(), "Module run like `python -m` (e.g. `pinflow.nodes.camera`).",
         default=None, default_text="one of `path`/`module`")
+    build: str | None = key(
+        Structured("string"), "Commands that make the node runnable (e.g. `pip install -e "
+        "nodes/sender`), one per line, run by `pinflow build FILE` and `pinflow run --build` "
+        "in the YAML's folder, with the node's `env`, without a shell; `pip` is the "
+        "interpreter's own (`python -m pip`).", default=None)
     args: tuple[str, ...] = key(
         Structured("string or list"),
         "Command-line arguments (a string is split like a shell would).", default=())
@@ -164,6 +193,10 @@ class NodeSpec(_Json):
         HostName(), "Run the node on the host that runs `pinflow daemon --machine NAME` (see "
         "[Several machines](#several-machines)).", default=None,
         default_text="the launcher's host")
+    dynamic: bool = False
+    """``path: dynamic``: the launcher does not start it; a process started by hand joins."""
+    executable: bool = False
+    """``path`` is run itself (a console script or another program), not by the interpreter."""
 
     def output(self, output_id: str) -> OutputSpec:
         """The declared output ``output_id``; KeyError if the node has none by that name."""
@@ -187,8 +220,14 @@ class DataflowSpec:
     memory_limit: int | None = key(
         Bytes(1, example="'2 GiB'"), "`memory_limit` of every node that sets none itself (see "
         "[Supervision](#supervision)).", default=None)
+    env: dict[str, str] = key(
+        Structured("mapping"), "Environment variables of every node (dora's key); a node's "
+        "own `env` wins.", default_factory=dict, hash=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
     """``FILE:LINE: text`` for every key that was accepted but ignored."""
+    unbuilt: tuple[str, ...] = field(default=(), compare=False)
+    """``FILE:LINE: text`` for every node whose ``path`` does not exist yet but whose
+    ``build:`` may make it: ``pinflow run`` refuses them unless it builds first."""
 
     def node(self, node_id: str) -> NodeSpec:
         """The node ``node_id``; KeyError if absent."""
@@ -226,11 +265,87 @@ class DataflowSpec:
         return here, max((inp.queue_size for _, inp in elsewhere), default=None)
 
 
+_TYPES = "a dora type annotation; pinflow does not check message types"
+_WATCHES = "pinflow watches its nodes itself (exits, `memory_limit`, liveness)"
+_RESTART_KEYS = ("dora's restart keys are spelled differently in pinflow: `restart: never | "
+                 "on-failure | always`, `max_restarts` (0 means no restart, not unlimited) "
+                 "and `restart_backoff` (seconds, doubling)")
+_GIT = ("nodes fetched from git are not supported by pinflow: clone the repository yourself "
+        "(or in a `build:` step) and point `path:` at the node")
+_AS_MESSAGE = ("sending a node's output lines or logs as messages is not supported by "
+               "pinflow: they go to the run's output and to the node's log file")
+_OPERATORS = ("dora operators are not supported by pinflow: run the operator's code as a "
+              "node of its own, with `path:` or `module:`")
+_DEPLOY = ("dora's placement: its `machine` becomes the node's `machine` (`distribute` is "
+           "ignored; `working_dir` and `labels` are refused)")
+
 # The YAML levels, in README order. A key that fills no field (accepted for compatibility and
-# ignored, or refused with a message of its own) is declared here with ignored()/rejected().
-TOP = Level("Top level", DataflowSpec)
-NODE = Level("Node", NodeSpec)
-INPUT = Level("Inputs", InputSpec)
+# ignored, refused with a message of its own, or read into another field) is declared here
+# with ignored()/rejected()/mapped().
+TOP = Level(
+    "Top level", DataflowSpec,
+    mapped("deploy", "mapping", f"{_DEPLOY}; the default of every node without one."),
+    mapped("_unstable_deploy", "mapping", "dora 0.3's spelling of `deploy`."),
+    ignored("debug", "dora's debug options do not apply to pinflow (see `pinflow top`)"),
+    ignored("_unstable_debug", "dora's debug options do not apply to pinflow (see "
+            "`pinflow top`)"),
+    ignored("communication", "pinflow always talks zenoh over the run's unix sockets (and "
+            "the wire endpoints of `pinflow run` between machines)"),
+    ignored("health_check_interval", _WATCHES),
+    ignored("strict_types", _TYPES),
+    ignored("type_rules", _TYPES),
+    rejected("exit_when_nodes_finish", "exit_when_nodes_finish is not supported by pinflow: "
+             "a run ends when every node it started has exited, or at --stop-after or "
+             "Ctrl-C (timers never close)"),
+)
+NODE = Level(
+    "Node", NodeSpec,
+    mapped("deploy", "mapping", f"{_DEPLOY}."),
+    mapped("_unstable_deploy", "mapping", "dora 0.3's spelling of `deploy`."),
+    ignored("output_types", _TYPES),
+    ignored("input_types", _TYPES),
+    ignored("output_metadata", "a dora metadata annotation; pinflow does not check metadata"),
+    ignored("pattern", "dora's communication patterns are not checked by pinflow"),
+    ignored("output_framing", "pinflow frames every message itself"),
+    ignored("shared_memory_pool_size", "pinflow sizes a pool per output (`slots` and "
+            "`slot_bytes` under `outputs:`)"),
+    ignored("min_log_level", "a node shows Python logging at INFO and above "
+            "(PINFLOW_LOG_LEVEL=debug for more) and every line it prints"),
+    ignored("max_log_size", "pinflow keeps one log file per node and run under --log-dir"),
+    ignored("max_rotated_files", "pinflow keeps one log file per node and run under "
+            "--log-dir"),
+    ignored("health_check_timeout", _WATCHES),
+    ignored("finish_grace_secs", "the grace period after STOP is `pinflow run --grace`, for "
+            "every node"),
+    ignored("path_sha256", "pinflow does not download nodes"),
+    rejected("operators", _OPERATORS),
+    rejected("operator", _OPERATORS),
+    rejected("custom", "dora's `custom:` is not supported by pinflow: move its `source`, "
+             "`args`, `envs`, `inputs` and `outputs` onto the node as `path:`, `args:`, "
+             "`env:`, `inputs:` and `outputs:`"),
+    rejected("ros2", "dora's ROS 2 bridge nodes are not supported by pinflow"),
+    rejected("git", _GIT),
+    rejected("branch", _GIT),
+    rejected("tag", _GIT),
+    rejected("rev", _GIT),
+    rejected("hub", "dora hub nodes are not supported by pinflow: install the node's package "
+             "(or do it in a `build:` step) and name its program in `path:`"),
+    rejected("send_stdout_as", _AS_MESSAGE),
+    rejected("send_logs_as", _AS_MESSAGE),
+    rejected("params", "dora node parameters are not supported by pinflow: pass them with "
+             "`args:` or `env:`"),
+    rejected("restart_policy", _RESTART_KEYS),
+    rejected("restart_delay", _RESTART_KEYS),
+    rejected("max_restart_delay", _RESTART_KEYS),
+    rejected("restart_window", _RESTART_KEYS),
+    rejected("cpu_affinity", "cpu_affinity is not supported by pinflow: pin the process "
+             "from the node (os.sched_setaffinity)"),
+)
+INPUT = Level(
+    "Inputs", InputSpec,
+    rejected("input_timeout", "dora's input_timeout (close an input after N s of silence) is "
+             "not supported by pinflow; remove it (an input closes when its producer exits)"),
+)
 OUTPUT = Level("Outputs", OutputSpec)
 LEVELS = (TOP, NODE, INPUT, OUTPUT)
 

@@ -7,8 +7,9 @@ the declaration; everything else is derived from it by :class:`Level`: the allow
 (and ``unknown key`` suggestions), the generic checks in :mod:`pinflow.spec.loader`, the
 JSON form (:mod:`pinflow.spec.model`) and the README tables
 (:mod:`pinflow.spec.reference`). Keys the YAML may carry without a dataclass field are
-declared with :func:`ignored` (accepted, reported as a note) or :func:`rejected` (an error
-with a message of their own).
+declared with :func:`ignored` (accepted, reported as a note), :func:`rejected` (an error
+with a message of their own) or :func:`mapped` (read by the loader into another field, like
+dora's ``deploy: {machine: ...}`` into ``machine``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class QueuePolicy(Choice):
 
     DROP_OLDEST = "drop_oldest"
     DROP_NEWEST = "drop_newest"
+    BACKPRESSURE = "backpressure"
+    """dora's: drop_oldest from a queue of ``max(10 * queue_size, 100)`` messages."""
 
 
 class OnFull(Choice):
@@ -219,9 +222,29 @@ class ModuleName(Kind):
     type_text = "dotted name"
 
     def read(self, node: Node) -> Any:
-        if yamlnode.is_str(node) and all(part.isidentifier() for part in node.value.split(".")):
+        if (yamlnode.is_str(node) and not _looks_like_file(node.value)
+                and all(part.isidentifier() for part in node.value.split("."))):
             return node.value
         return INVALID
+
+    def hint(self, node: Node) -> str:
+        if yamlnode.is_str(node) and _looks_like_file(node.value):
+            return ("; dora's `module:` (a module definition file) is not supported by "
+                    "pinflow, whose `module:` is a Python module name; a Python file goes "
+                    "in `path:`")
+        return ""
+
+
+def _looks_like_file(text: str) -> bool:
+    return "/" in text or text.endswith((".yml", ".yaml", ".py"))
+
+
+class Text(Kind):
+    expected = "a string"
+    type_text = "string"
+
+    def read(self, node: Node) -> Any:
+        return node.value if yamlnode.is_str(node) else INVALID
 
 
 SLOTS = Count(1, MAX_SLOTS)
@@ -291,6 +314,12 @@ def rejected(name: str, message: str) -> Key:
     return Key(name, Structured("—"), doc=message, rejected=message)
 
 
+def mapped(name: str, type_text: str, doc: str) -> Key:
+    """A key without a field of its own: the loader reads it into another field (``doc``
+    says which)."""
+    return Key(name, Structured(type_text), doc=doc, default_text="none")
+
+
 class Level:
     """The keys of one YAML mapping (top level, node, input, output): the declared fields of
     ``spec`` in their order, then ``extra`` keys without a field."""
@@ -318,3 +347,9 @@ class Level:
     def allowed(self) -> frozenset[str]:
         """Keys a file may carry at this level (ignored ones included, rejected ones not)."""
         return frozenset(name for name, k in self.keys.items() if k.rejected is None)
+
+    @property
+    def listed(self) -> frozenset[str]:
+        """The keys an ``unknown key`` message lists: pinflow's own (those with a field);
+        other frameworks' keys accepted for compatibility only feed its did-you-mean."""
+        return frozenset(name for name, k in self.keys.items() if k.attr is not None)

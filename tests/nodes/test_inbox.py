@@ -52,7 +52,7 @@ def _push(inbox: Inbox, name: str, value: int, built: list[int]) -> None:
 def _drain(inbox: Inbox) -> list[tuple[str, str, object]]:
     seen = []
     while (event := inbox.next(timeout=0)) is not None:
-        seen.append((event["type"], event["id"], event["value"]))
+        seen.append((event["type"], event["id"], event.get("value")))
     return seen
 
 
@@ -79,8 +79,9 @@ def test_messages_leave_in_arrival_order_and_input_closed_after_its_queued_messa
                              ("INPUT_CLOSED", "a", None)]
     assert not inbox.ended, "input b is still open"
     inbox.close(["b"])
-    assert _drain(inbox) == [("INPUT_CLOSED", "b", None)]
-    assert inbox.ended and inbox.next(timeout=0) is None
+    assert inbox.has_event()
+    assert _drain(inbox) == [("INPUT_CLOSED", "b", None), ("STOP", "ALL_INPUTS_CLOSED", None)]
+    assert inbox.ended and inbox.next(timeout=0) is None and not inbox.has_event()
 
 
 def test_stop_overtakes_queued_messages_and_is_the_last_event():

@@ -17,11 +17,14 @@ from pinflow.spec.model import NODE, NodeSpec
 from pinflow.spec.schema import Level, OnFull, QueuePolicy, Restart, ignored, rejected
 
 
-def test_allowed_keys_are_the_declared_fields() -> None:
+def test_allowed_keys_are_the_declared_fields_and_extra_keys() -> None:
     for level in model.LEVELS:
         declared = {f.name for f in dataclasses.fields(level.spec) if "pinflow.yaml" in f.metadata}
-        assert level.allowed == declared, level.title
+        extra = {k.name for k in level.keys.values() if k.attr is None and k.rejected is None}
+        assert level.listed == declared, level.title
+        assert level.allowed == declared | extra, level.title
     assert "line" not in model.NODE_KEYS and "name" not in model.INPUT_KEYS
+    assert "dynamic" not in model.NODE_KEYS, "derived from `path: dynamic`, not a YAML key"
 
 
 def test_defaults_come_from_the_declarations() -> None:
@@ -66,51 +69,49 @@ def test_top_level_memory_limit_must_be_at_least_one_byte() -> None:
     assert spec.memory_limit == 1 << 30 and spec.node("a").memory_limit == 1 << 30
 
 
-@pytest.fixture
-def with_dora_keys(monkeypatch: pytest.MonkeyPatch) -> Level:
-    """The node level as a later issue will extend it: one key accepted and ignored, one
-    refused with its own message. Each is one declaration."""
-    level = Level("Node", NodeSpec,
-                  ignored("build", "pinflow does not build nodes; run the build step yourself"),
-                  rejected("operators", "operators are not supported; make each operator a "
-                           "node with 'path' or 'module'"))
-    monkeypatch.setattr("pinflow.spec.loader.NODE", level)
-    return level
-
-
-def test_an_ignored_key_loads_with_a_note(with_dora_keys: Level) -> None:
-    spec = loads("nodes:\n  - id: a\n    module: m\n    build: cargo build\n", "x.yml")
+def test_an_ignored_key_loads_with_a_note_that_says_what_it_is() -> None:
+    """Before: `output_types` was an unknown key, with "did you mean 'outputs'?"."""
+    spec = loads("nodes:\n  - id: a\n    module: m\n    outputs: [o]\n"
+                 "    output_types: {o: std/core/v1/Int64}\n", "x.yml")
     assert spec.node("a").module == "m"
-    assert spec.notes == ("x.yml:4: node 'a': 'build' is ignored: pinflow does not build "
-                          "nodes; run the build step yourself",)
-    assert "build" in with_dora_keys.allowed and "operators" not in with_dora_keys.allowed
+    assert spec.notes == ("x.yml:5: node 'a': 'output_types' is ignored: a dora type "
+                          "annotation; pinflow does not check message types",)
+    assert "output_types" in NODE.allowed and "operators" not in NODE.allowed
 
 
-def test_a_rejected_key_is_refused_with_its_own_message(with_dora_keys: Level) -> None:
+def test_a_rejected_key_is_refused_with_its_own_message() -> None:
     with pytest.raises(SpecError) as info:
         loads("nodes:\n  - id: a\n    module: m\n    operators: []\n", "x.yml")
     assert info.value.messages == [
-        "x.yml:4: node 'a': operators are not supported; make each operator a node with "
-        "'path' or 'module'"]
+        "x.yml:4: node 'a': dora operators are not supported by pinflow: run the operator's "
+        "code as a node of its own, with `path:` or `module:`"]
 
 
-def test_unknown_keys_list_ignored_keys_but_not_rejected_ones(with_dora_keys: Level) -> None:
+def test_unknown_keys_list_pinflow_s_keys_and_suggest_any_accepted_one() -> None:
     with pytest.raises(SpecError) as info:
-        loads("nodes:\n  - {id: a, module: m, biuld: x}\n", "x.yml")
+        loads("nodes:\n  - {id: a, module: m, outptu_types: x}\n", "x.yml")
     (message,) = info.value.messages
-    assert "build" in message.split("(allowed: ")[1] and "operators" not in message
-    assert message.endswith("did you mean 'build'?")
+    listing = message.split("(allowed: ")[1].split(")")[0]
+    assert "build" in listing and "output_types" not in listing and "operators" not in message
+    assert message.endswith("did you mean 'output_types'?")
+
+
+def test_a_level_with_an_extra_key_declared_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="declared twice"):
+        Level("Node", NodeSpec, ignored("build", "x"))
+    with pytest.raises(ValueError, match="declared twice"):
+        Level("Node", NodeSpec, rejected("path", "x"))
 
 
 def test_validate_prints_notes_on_stderr_and_still_succeeds(
-        with_dora_keys: Level, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dataflow = tmp_path / "flow.yml"
-    dataflow.write_text("nodes:\n  - id: a\n    module: m\n    build: make\n")
+    dataflow.write_text("nodes:\n  - id: a\n    module: m\n    input_types: {}\n")
     assert cli.main(["validate", str(dataflow)]) == 0
     out, err = capsys.readouterr()
     assert out == f"{dataflow}: ok (1 node(s))\n"
-    assert err == (f"pinflow: note: {dataflow}:4: node 'a': 'build' is ignored: pinflow does "
-                   "not build nodes; run the build step yourself\n")
+    assert err == (f"pinflow: note: {dataflow}:4: node 'a': 'input_types' is ignored: a dora "
+                   "type annotation; pinflow does not check message types\n")
 
 
 def test_a_clean_file_has_no_notes() -> None:

@@ -21,12 +21,11 @@ def test_readme_tables_are_generated_from_the_declarations() -> None:
 
 def test_the_readme_table_shows_ignored_keys_but_not_rejected_ones() -> None:
     level = Level("Node", NodeSpec,
-                  ignored("build", "pinflow does not build nodes; run the build step yourself"),
-                  rejected("operators", "operators are not supported"))
+                  ignored("colour", "pinflow does not paint nodes; ignore it"),
+                  rejected("flavour", "flavours are not supported"))
     table = reference.table(level)
-    assert ("| `build` | any | — | Ignored: pinflow does not build nodes; run the build step "
-            "yourself |") in table
-    assert "operators" not in table
+    assert "| `colour` | any | — | Ignored: pinflow does not paint nodes; ignore it |" in table
+    assert "flavour" not in table
 
 
 def test_reference_check_and_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,5 @@
-"""A producer bound by its own work (like a network receive): it never waits in next()."""
+"""A producer bound by its own work (like decoding): it never waits in next() and keeps a
+core busy."""
 
 import time
 
@@ -11,7 +12,9 @@ def main() -> None:
     node = Node()
     count = 0
     while node.next(timeout=0) is None and not node.ended:
-        time.sleep(0.2)  # stands for a slow network read, outside the node's event loop
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:  # stands for 0.2 s of work, outside the event loop
+            pass
         node.send_output("out", np.array([count], dtype=np.int64))
         count += 1
 

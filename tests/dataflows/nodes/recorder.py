@@ -17,6 +17,7 @@ def main() -> None:
         entry = {"type": event["type"], "id": event["id"]}
         if event["type"] == "INPUT":
             entry["value"] = event["value"].to_pylist()
+            entry["sent_ns"] = event["sent_ns"]
             runs.update([event["metadata"].get("run")] if "run" in event["metadata"] else [])
             time.sleep(delay)
         seen.append(entry)
