@@ -14,11 +14,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +132,71 @@ def pinflow(tmp_path: Path) -> Callable[..., Run]:
         return _run(resolved, tmp_path, timeout, env)
 
     return run
+
+
+class BackgroundRun:
+    """A ``pinflow run`` left running while a test works beside it.
+
+    It runs in its own process group; its output is read on a thread (so the launcher never
+    blocks on a full pipe) into ``lines``. Leaving the ``with`` block stops it the way a user
+    would, SIGINT, so it removes its own files; SIGKILL only if that does not end it.
+    """
+
+    def __init__(self, flow: Path, tmp_path: Path, *, stop_after: float,
+                 env: dict[str, str] | None = None) -> None:
+        self.results = tmp_path / "results"
+        self.results.mkdir(exist_ok=True)
+        self.env = {**os.environ, "PINFLOW_TEST_RESULTS": str(self.results), **(env or {})}
+        self.lines: list[str] = []
+        self.run_id = ""
+        self._started = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pinflow", "run", str(flow), "--stop-after",
+             str(stop_after), "--log-dir", str(tmp_path / "logs")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+            env=self.env, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            match = re.search(r"run (\w+) started", line)
+            if match and not self._started.is_set():
+                self.run_id = match.group(1)
+                self._started.set()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_started(self, timeout: float = 60) -> str:
+        """The run's id, once the launcher says every node is up."""
+        assert self._started.wait(timeout), f"the run did not start:\n{self.output}"
+        return self.run_id
+
+    def wait(self, timeout: float) -> int:
+        """The launcher's exit status, once it ended by itself."""
+        returncode = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return returncode
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._reader.join(timeout=5)
+
+    def __enter__(self) -> BackgroundRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def assert_no_orphans(pids: list[int]) -> None:

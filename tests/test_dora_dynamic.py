@@ -8,35 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from conftest import DATAFLOWS, assert_no_orphans
+from conftest import DATAFLOWS, BackgroundRun, assert_no_orphans
 
 DORA = DATAFLOWS / "dora"
-
-
-def _start(tmp_path: Path, stop_after: float) -> tuple[subprocess.Popen[str], threading.Event,
-                                                       list[str], Path]:
-    results = tmp_path / "results"
-    results.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pinflow", "run", str(DORA / "dynamic.yml"), "--stop-after",
-         str(stop_after), "--log-dir", str(tmp_path / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-        env={**os.environ, "PINFLOW_TEST_RESULTS": str(results)}, start_new_session=True)
-    started, lines = threading.Event(), []
-
-    def watch() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if " started: " in line:
-                started.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    return proc, started, lines, results
 
 
 def _viewer(results: Path, *args: str, want: int = 10, tag: str | None = None
@@ -58,9 +35,9 @@ def _wait_file(path: Path, timeout: float = 30.0) -> None:
 
 
 def test_a_dynamic_node_joins_leaves_and_joins_again_and_wrong_ids_are_explained(tmp_path):
-    proc, started, lines, results = _start(tmp_path, stop_after=12)
-    try:
-        assert started.wait(30), "".join(lines)
+    with BackgroundRun(DORA / "dynamic.yml", tmp_path, stop_after=12) as run:
+        run.wait_started(30)
+        results = run.results
         first = _viewer(results, want=10, tag="first")
         assert first.wait(timeout=30) == 0, first.communicate()[0]
         # A second visit stays until STOP; while it is there, a third cannot join.
@@ -71,12 +48,8 @@ def test_a_dynamic_node_joins_leaves_and_joins_again_and_wrong_ids_are_explained
         for wrong in ("nope", "sender"):
             assert _viewer(results, wrong).wait(timeout=30) == 2
         assert second.wait(timeout=40) == 0, second.communicate()[0]
-        assert proc.wait(timeout=40) == 0, "".join(lines)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-    output = "".join(lines)
+        assert run.wait(timeout=40) == 0, run.output
+    output = run.output
 
     def result(name: str) -> dict:
         return json.loads((results / f"{name}.json").read_text())

@@ -5,15 +5,9 @@ memory: nothing a peer sends crashes a node, and forged or repeated control mess
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 
 import pytest
-from conftest import DATAFLOWS
+from conftest import DATAFLOWS, BackgroundRun
 
 
 def _no_tracebacks(run) -> None:
@@ -82,38 +76,13 @@ def test_statistics_no_reader_can_use_are_dropped_by_launcher_top_and_stats(pinf
     """Reports nested 100,000 deep, not JSON, or of the wrong shape (nodes/stats_forger.py)
     are logged and dropped by each reader: the launcher keeps diagnosing from the real
     reports, and `top` and `stats` show the real ones; nothing raises in a zenoh callback."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pinflow", "run", str(DATAFLOWS / "hostile_stats.yml"),
-         "--stop-after", "8", "--log-dir", str(tmp_path / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-        env={**os.environ, "PINFLOW_TEST_RESULTS": str(tmp_path / "results")},
-        start_new_session=True)
-    (tmp_path / "results").mkdir()
-    lines: list[str] = []
-    started = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if " started: " in line:
-                started.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(30), "".join(lines)
-        run_id = re.search(r"run (\w+) started", "".join(lines)).group(1)
+    with BackgroundRun(DATAFLOWS / "hostile_stats.yml", tmp_path, stop_after=8) as run:
+        run_id = run.wait_started(30)
         top = pinflow("top", "--once", timeout=30)
         stats = pinflow("stats", "--json", "--run", run_id, timeout=30)
-        proc.wait(timeout=40)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        reader.join(timeout=5)
-    output = "".join(lines)
-    assert proc.returncode == 0, output
+        returncode = run.wait(timeout=40)
+    output = run.output
+    assert returncode == 0, output
     assert "callback error" not in output and "Traceback" not in output, output
     assert f"launcher: dropped malformed message on pinflow/{run_id}/stats/" in output, output
     assert "backlog: node 'recorder' input 'numbers'" in output, output

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import DATAFLOWS, leftover_guard
+from conftest import DATAFLOWS, BackgroundRun, leftover_guard
 
 from pinflow.errors import PinnedBudgetExceeded
 from pinflow.transport import budget, cleanup
@@ -54,45 +51,16 @@ class LiveRun:
 def live_run(flow: str, tmp_path: Path, *, env: dict[str, str] | None = None,
              stop_after: float = 60) -> Iterator[LiveRun]:
     """Start ``flow`` and yield once its pool exists; SIGINT (or SIGKILL) it on the way out."""
-    env = {**os.environ, "PINFLOW_TEST_RESULTS": str(tmp_path / "results"), **(env or {})}
-    (tmp_path / "results").mkdir(exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pinflow", "run", str(DATAFLOWS / flow), "--stop-after",
-         str(stop_after), "--log-dir", str(tmp_path / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=env,
-        start_new_session=True)
-    lines: list[str] = []
-    started = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if " started: " in line:
-                started.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(60), "".join(lines)
-        run_id = re.search(r"run (\w+) started", "".join(lines)).group(1)
-        shm = Path(env.get(SHM_DIR_ENV) or shm_dir())
-        tmp = Path(env.get("TMPDIR") or os.environ["TMPDIR"])
-        run = LiveRun(proc, run_id, shm, tmp / f"pinflow-{os.getuid()}" / run_id, lines)
+    with BackgroundRun(DATAFLOWS / flow, tmp_path, stop_after=stop_after, env=env) as bg:
+        run_id = bg.wait_started(60)
+        shm = Path(bg.env.get(SHM_DIR_ENV) or shm_dir())
+        tmp = Path(bg.env.get("TMPDIR") or os.environ["TMPDIR"])
+        run = LiveRun(bg.proc, run_id, shm, tmp / f"pinflow-{os.getuid()}" / run_id, bg.lines)
         deadline = time.monotonic() + 30
         while not list(shm.glob(f"pinflow-{run_id}.producer.frames.*")):
             assert time.monotonic() < deadline, "the producer's pool never appeared"
             time.sleep(0.05)
         yield run
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        reader.join(timeout=5)
 
 
 def kill_launcher(run: LiveRun) -> None:

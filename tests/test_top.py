@@ -10,17 +10,12 @@ import contextlib
 import fcntl
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DATAFLOWS
+from conftest import DATAFLOWS, BackgroundRun
 
 from pinflow.errors import DescriptorError
 from pinflow.protocol.stats import STATS_REPORT
@@ -36,45 +31,13 @@ def running_camera_flow(tmp_path: Path) -> Iterator[str]:
     text = (DATAFLOWS / "camera_small.yml").read_text()
     assert "--frames 30" in text
     flow.write_text(text.replace("--frames 30", "--frames 0"))  # 0: until STOP
-    results = tmp_path / "results"
-    results.mkdir(exist_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pinflow", "run", str(flow), "--stop-after", "15",
-         "--log-dir", str(tmp_path / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-        env={**os.environ, "PINFLOW_TEST_RESULTS": str(results)}, start_new_session=True,
-    )
-    lines: list[str] = []
-    run_ids: list[str] = []
-    started = threading.Event()
-
-    def read() -> None:  # drains the pipe so the launcher never blocks on a full one
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            match = re.search(r"run (\w+) started", line)
-            if match:
-                run_ids.append(match.group(1))
-                started.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        assert started.wait(20), f"the run did not start:\n{''.join(lines)}"
+    with BackgroundRun(flow, tmp_path, stop_after=15) as run:  # SIGINT removes its files
+        run_id = run.wait_started(20)
         deadline = time.monotonic() + 5
-        while run_ids[0] not in top.live_runs():
-            assert time.monotonic() < deadline, f"run {run_ids[0]} never looked alive"
+        while run_id not in top.live_runs():
+            assert time.monotonic() < deadline, f"run {run_id} never looked alive"
             time.sleep(0.1)
-        yield run_ids[0]
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # a graceful stop removes the run's files
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        reader.join(timeout=5)
+        yield run_id
 
 
 def _complete(snapshot: dict, run_id: str) -> bool:

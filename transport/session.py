@@ -58,6 +58,7 @@ def make_run_dir(run_id: str) -> Path:
     a symlink, or another user's (anyone may create it first in a shared /tmp).
     """
     parent = runs_dir()
+    check_endpoint_path(parent)
     fix = "remove it, or point TMPDIR at a private folder"
     try:
         with contextlib.suppress(FileExistsError):  # judged below, whatever it is
@@ -82,8 +83,24 @@ def make_run_dir(run_id: str) -> Path:
     return path
 
 
+ENDPOINT_SEPARATORS = "?#"
+"""zenoh reads an endpoint as ``proto/address?metadata#config``: a socket path holding one
+of these is cut there, and the session fails with an unrelated-looking lock error."""
+
+
+def check_endpoint_path(path: Path | str) -> None:
+    """``LaunchError`` naming the fix when zenoh could not use a socket under ``path``."""
+    bad = sorted({c for c in str(path) if c in ENDPOINT_SEPARATORS})
+    if bad:
+        shown = " and ".join(repr(c) for c in bad)
+        raise LaunchError(
+            f"the runs' socket folder {path} holds {shown}, which zenoh reads as an endpoint "
+            f"separator; point TMPDIR at a folder whose path has no '?' or '#'")
+
+
 def unix_endpoint(path: Path | str) -> str:
     """zenoh endpoint string for a unix stream socket at ``path``."""
+    check_endpoint_path(path)
     return f"unixsock-stream/{path}"
 
 
