@@ -501,7 +501,8 @@ class Bridge:
                  f"{e.dropped} dropped (link too slow)"
                  for e in self.exporters for n, o in [e.source]]
         lines += [f"wire: imported {n}/{o}: {i.received} received and republished on this "
-                  f"host, {i.dropped} dropped (gateway queue or pool full)"
+                  f"host, {i.dropped} dropped (gateway queue, pool full or "
+                  f"cut off mid-message)"
                   for i in self.importers for n, o in [i.source]]
         return lines
 
