@@ -107,11 +107,14 @@ class _Worker:
                 log.exception("gateway: message not forwarded")
             del item
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> bool:
+        """Let the thread finish what is queued; False if it is still busy after
+        ``timeout`` (then its state belongs to it, not to the caller)."""
         with self._cond:
             self._closed = True
             self._cond.notify()
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def _parts(total: int) -> range:
@@ -346,8 +349,8 @@ class Importer:
 
     def close(self) -> None:
         self._subscriber.undeclare()
-        self._worker.close()
-        self._abandon()
+        if self._worker.close():  # a worker still landing a message owns its loan
+            self._abandon()
         self.channel.close(drain_timeout=2.0, send_eos=False)
 
 
