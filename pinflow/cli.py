@@ -118,7 +118,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     frames = args.frames or (90 if args.quick else 300)
     max_frames = 0 if args.no_max_fps else (60 if args.quick else 150)
     arms, skipped = (args.arms, {}) if args.arms else bench_arms.default_arms()
-    measured = report.run(frames, max_frames, arms, skipped, progress=_progress)
+    measured = report.run(frames, max_frames, arms, skipped, progress=_progress,
+                          sizes=args.sizes)
     print(table.render(measured))
     if args.json:
         args.json.write_text(json.dumps(measured, indent=2))
@@ -165,6 +166,16 @@ def _wire_options(parser: argparse.ArgumentParser, peer: str) -> None:
                              "(repeatable)")
     parser.add_argument("--connect", action="append", default=[], metavar="ENDPOINT",
                         help=f"wire endpoint of {peer} to connect to (repeatable)")
+
+
+def _frame_sizes(text: str) -> list[int]:
+    """An argparse type: ``pinflow bench --sizes``."""
+    from pinflow.tools.bench.frames import parse_sizes
+
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _at_least(low: float, kind: type) -> Callable[[str], Any]:
@@ -230,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"which transports, of {' '.join(bench_arms.NAMES)} (default: all; "
                         f"cross only where network namespaces can be created, i.e. as root "
                         f"with iproute2)")
+    p.add_argument("--sizes", type=_frame_sizes, metavar="SIZES",
+                   help="then measure the floor, copy and inplace arms at each of these frame "
+                        "sizes, e.g. 4KiB,64KiB,1MiB,8MiB,32MiB (multiples of 4 KiB): p50 and "
+                        "max fps per size")
     p.add_argument("--no-max-fps", action="store_true",
                    help="skip the unthrottled run that measures the max sustainable fps")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")

@@ -17,14 +17,14 @@ from conftest import REPO
 from test_leftovers import live_run
 
 from pinflow.tools import netns
-from pinflow.tools.bench import arms, flows, measure, report, sampler, table
+from pinflow.tools.bench import arms, flows, frames, measure, report, runner, sampler, table
 
 REPORT_KEYS = ["schema", "machine", "device", "no_gpu_reason", "frames", "frame_bytes", "fps",
-               "arms", "h2d_bandwidth", "skipped"]
+               "arms", "h2d_bandwidth", "skipped", "sweep"]
 ARM_KEYS = ["arm", "label", "frames", "delivered", "dropped", "p50_ms", "p99_ms", "max_ms",
             "producer_cpu_pct", "consumer_cpu_pct", "producer_rss_mib", "consumer_rss_mib",
             "pinned_mib", "max_fps", "h2d_ms_p50", "device", "error", "delivered_fps",
-            "gateway_cpu_pct", "latencies_ms"]
+            "gateway_cpu_pct", "latencies_ms", "startup_max_ms", "p50_vs_floor", "frame_bytes"]
 SOAK_KEYS = ["schema", "duration_s", "device", "no_gpu_reason", "frames", "delivered", "error",
              "producer_rss_mib", "consumer_rss_mib", "pinned_mib", "flat", "accounting", "lost"]
 ACCOUNTING_KEYS = ["frames", "sent", "dropped_pool_full", "not_produced", "ticks_missed",
@@ -38,18 +38,21 @@ def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):
     assert run.returncode == 0, run.output
     first = run.stdout.splitlines()[0]
     assert first.startswith(("NO GPU: measuring the CPU path", "GPU:"))
-    for label in ("pinflow pinned", "pinflow shared memory", "zenoh bytes",
-                  "zenoh shm + caller-side pinning"):
+    for label in ("the floor", "pinflow pinned", "pinflow shared memory", "send_output",
+                  "written in place", "zenoh bytes", "zenoh shm + caller-side pinning"):
         assert label in run.stdout
     report = json.loads(out.read_text())
     assert list(report) == REPORT_KEYS, "--json keeps schema 1: every key, in its order"
     assert report["schema"] == 1 and report["frame_bytes"] == 8_294_400
+    assert report["sweep"] == [], "no --sizes: no sweep"
     reason = netns.available()
     assert [a["arm"] for a in report["arms"]] == (
-        ["pinned", "shm", "zbytes", "zshm"] + (["cross"] if reason is None else []))
+        ["floor", "pinned", "shm", "copy", "inplace", "zbytes", "zshm"]
+        + (["ztcp", "cross"] if reason is None else []))
     if reason is not None:
-        assert report["skipped"] == {"cross": reason}
+        assert report["skipped"] == {"ztcp": reason, "cross": reason}
         assert f"cross-host arm skipped: {reason}" in run.stdout
+    floor = report["arms"][0]
     for arm in report["arms"]:
         assert list(arm) == ARM_KEYS
         assert arm["label"] == arms.ARMS[arm["arm"]].label
@@ -58,8 +61,71 @@ def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):
         assert arm["delivered"] > 0 and arm["p50_ms"] > 0 and arm["delivered_fps"] > 0
         assert len(arm["latencies_ms"]) == arm["delivered"]
         assert (arm["gateway_cpu_pct"] is None) == (arm["arm"] != "cross")
-    pinned = report["arms"][0]
+        assert arm["p50_vs_floor"] == pytest.approx(arm["p50_ms"] / floor["p50_ms"])
+        assert arm["startup_max_ms"] == max(arm["latencies_ms"])  # all 15 are start-up
+        assert arm["frame_bytes"] == 8_294_400
+    assert floor["consumer_cpu_pct"] is None, "the floor is one process"
+    pinned = report["arms"][1]
     assert pinned["pinned_mib"] > 0, "the pinned arm's pool shows up as pinned bytes"
+    assert "x floor" in run.stdout.splitlines()[2]
+
+
+def test_size_sweep_measures_the_floor_copy_and_loan_arms_at_each_size(pinflow, tmp_path):
+    out = tmp_path / "bench.json"
+    run = pinflow("bench", "--arms", "floor", "--frames", "8", "--no-max-fps",
+                  "--sizes", "4KiB,1MiB", "--json", str(out), timeout=240)
+    assert run.returncode == 0, run.output
+    sweep = json.loads(out.read_text())["sweep"]
+    assert [(row["frame_bytes"], row["arm"]) for row in sweep] == [
+        (size, arm) for size in (4096, 2**20) for arm in ("floor", "copy", "inplace")]
+    for row in sweep:
+        assert list(row) == ARM_KEYS and row["error"] is None, row["error"]
+        assert row["delivered"] > 0 and row["p50_ms"] > 0
+        floor = next(r for r in sweep if r["arm"] == "floor"
+                     and r["frame_bytes"] == row["frame_bytes"])
+        assert row["p50_vs_floor"] == pytest.approx(row["p50_ms"] / floor["p50_ms"])
+    assert "size sweep" in run.stdout and "1,048,576" in run.stdout
+
+
+@pytest.mark.parametrize("sizes", ["1000", "4KiB,6KiB", "lots"])
+def test_sizes_that_are_not_whole_rows_are_refused_before_measuring(pinflow, sizes):
+    run = pinflow("bench", "--sizes", sizes, timeout=30)
+    assert run.returncode == 2, run.output
+    assert "argument --sizes" in run.stderr and "running" not in run.stderr
+
+
+def test_frame_shapes_of_the_sweep():
+    assert frames.shape_for(frames.FRAME_BYTES) == (1080, 1920, 4)
+    assert frames.shape_for(32 * MIB) == (8192, 1024, 4)
+    assert frames.parse_sizes(frames.DEFAULT_SIZES) == [4096, 65536, MIB, 8 * MIB, 32 * MIB]
+    with pytest.raises(ValueError, match="multiple of 4 KiB"):
+        frames.shape_for(4097)
+
+
+def test_frames_are_rendered_before_timing_and_the_in_place_arm_writes_only_the_stamp():
+    from pinflow.nodes import framing
+
+    prepared = frames.prepared(frames.shape_for(64 * 1024))
+    assert len(prepared) == frames.DISTINCT
+    assert all(framing.verify(frame)[1] for frame in prepared), "copied frames verify"
+    slot = prepared[2].copy()
+    frames.stamp_only(slot, 7)
+    assert (slot.reshape(-1)[framing.STAMP_BYTES:]
+            == prepared[2].reshape(-1)[framing.STAMP_BYTES:]).all()
+    assert frames.touch_pages(slot) >= 0
+
+
+def test_startup_latency_is_the_worst_of_the_first_hundred_frames(monkeypatch, tmp_path):
+    """The start-up column reads the first STARTUP_FRAMES latencies only: a later spike is
+    the max column's, not start-up's."""
+    lat = [50.0] + [1.0] * 99 + [900.0]
+    start = time.time_ns()
+    records = [{"frame": i, "sent_ns": start, "usable_ns": start + int(ms * 1e6),
+                "h2d_ns": None, "device": "cpu"} for i, ms in enumerate(lat)]
+    run = runner.ArmRun(records, {}, [], sampler.Sampler([], {}), None, 1.0)
+    monkeypatch.setattr(measure, "run_arm", lambda *args, **kw: run)
+    result = measure.measure_arm("zbytes", len(lat), 0, "cpu", tmp_path)
+    assert result.startup_max_ms == 50.0 and result.max_ms == 900.0
 
 
 def test_soak_reports_memory_at_start_and_end(pinflow, tmp_path):
@@ -90,8 +156,10 @@ def test_cross_host_arm_measures_both_hosts_and_cleans_up():
         return {line.split()[0] for line in out.splitlines() if line.strip()}
 
     before = namespaces()
-    measured = report.run(frames=30, max_frames=0, arms=["cross"])
-    (arm,) = measured["arms"]
+    measured = report.run(frames=30, max_frames=0, arms=["ztcp", "cross"])
+    bare, arm = measured["arms"]
+    assert bare["error"] is None, bare["error"]
+    assert bare["delivered"] > 0 and bare["producer_cpu_pct"] > 0 and bare["consumer_cpu_pct"] > 0
     assert arm["error"] is None, arm["error"]
     assert arm["delivered"] + arm["dropped"] == 30 and arm["delivered"] > 0
     assert arm["p50_ms"] > 0 and arm["delivered_fps"] > 0
@@ -100,16 +168,19 @@ def test_cross_host_arm_measures_both_hosts_and_cleans_up():
     assert arm["gateway_cpu_pct"] > 0, "the gateways' work is measured, not hidden"
     text = table.render(measured)
     assert "pinflow across hosts" in text and "cross: the wire gateways" in text
+    assert "cross vs ztcp (same frames over the same kind of veth): p50 " in text
     assert namespaces() == before  # (no /dev/shm leftovers: conftest checks)
 
 
 def test_cross_arm_asked_for_where_unavailable_reports_why(monkeypatch, tmp_path):
     monkeypatch.setattr(netns, "available", lambda: "no namespaces here (test)")
-    assert arms.default_arms() == (["pinned", "shm", "zbytes", "zshm"],
-                                   {"cross": "no namespaces here (test)"})
-    arm = measure.measure_arm("cross", 10, 0, "cpu", tmp_path)
-    assert arm.error == "cross-host arm unavailable: no namespaces here (test)"
-    assert arm.delivered == 0 and arm.dropped == 10
+    why = "no namespaces here (test)"
+    assert arms.default_arms() == (["floor", "pinned", "shm", "copy", "inplace", "zbytes",
+                                    "zshm"], {"ztcp": why, "cross": why})
+    for name in ("ztcp", "cross"):
+        arm = measure.measure_arm(name, 10, 0, "cpu", tmp_path)
+        assert arm.error == f"cross-host arm unavailable: {why}"
+        assert arm.delivered == 0 and arm.dropped == 10
 
 
 def test_the_arms_table_is_the_one_the_command_offers(pinflow):
@@ -142,11 +213,13 @@ def test_dataflow_paths_reach_the_probe_word_for_word(tmp_path):
     for arm in (a for a in arms.ARMS.values() if a.baseline is None):
         path = flows.write_dataflow(tmp_path / f"{arm.name}.yml", arm, 10, 30.0, out, "cuda")
         loaded = spec.load(path)
-        camera, probe = loaded.nodes
-        assert probe.args == ("--out", str(out))
-        assert camera.outputs[0].pinned is arm.pinned
+        sender, probe = loaded.nodes
+        assert probe.args == ("--out", str(out), "--verify-every",
+                              "0" if arm.how == "inplace" else "30")
+        assert sender.outputs[0].pinned is arm.pinned
+        assert ("--how", arm.how) == sender.args[:2]
         (image,) = probe.inputs
-        assert image.device == "cuda" and image.source == "camera/image"
+        assert image.device == "cuda" and image.source == "sender/image"
         assert (probe.machine == flows.CROSS_MACHINE) is arm.cross_host
 
 
@@ -159,7 +232,7 @@ def test_pinned_bytes_are_the_arms_own_beside_another_run(pinflow, tmp_path):
                       str(out), timeout=180)
     assert run.returncode == 0, run.output
     (arm,) = json.loads(out.read_text())["arms"]
-    own = 4 * flows.FRAME_BYTES / MIB  # 4 slots; the pool's header page adds 4 KiB
+    own = 4 * frames.FRAME_BYTES / MIB  # 4 slots; the pool's header page adds 4 KiB
     assert own <= arm["pinned_mib"] < own + 1, arm["pinned_mib"]
 
 
@@ -229,24 +302,25 @@ def test_counts_and_durations_that_measure_nothing_are_refused(pinflow, args):
 def test_the_table_puts_every_figure_under_its_column():
     arm = {key: None for key in ARM_KEYS} | {
         "arm": "pinned", "label": arms.ARMS["pinned"].label, "delivered": 300, "dropped": 0,
-        "p50_ms": 3.26, "p99_ms": 61.24, "max_ms": 1234.5, "producer_rss_mib": 123.4,
-        "consumer_rss_mib": 109.0, "pinned_mib": 31.6, "max_fps": 999.0}
+        "p50_ms": 3.26, "p50_vs_floor": 2.5, "startup_max_ms": 40.04, "p99_ms": 61.24,
+        "max_ms": 1234.5, "producer_rss_mib": 123.4, "consumer_rss_mib": 109.0,
+        "pinned_mib": 31.6, "max_fps": 999.0}
     failed = arm | {"arm": "zbytes", "label": arms.ARMS["zbytes"].label, "error": "timed out"}
     text = table.render({
         "schema": 1, "machine": {"cpu_count": 2, "platform": "Linux", "python": "3.11",
                                  "ram_gib": 23.5},
         "device": "cpu", "no_gpu_reason": "no GPU (test)", "frames": 300,
-        "frame_bytes": flows.FRAME_BYTES, "fps": 30, "arms": [arm, failed],
+        "frame_bytes": frames.FRAME_BYTES, "fps": 30, "arms": [arm, failed],
         "h2d_bandwidth": None, "skipped": {"cross": "no root (test)"}})
     lines = text.splitlines()
     head, rule, row, error_row = lines[2:6]
     assert len(rule) == len(head) == len(row) and error_row.endswith("   ERROR timed out")
-    for column, value in [("p50 ms", "3.3"), ("p99 ms", "61.2"), ("max ms", "1234.5"),
+    for column, value in [("p50 ms", "3.26"), ("x floor", "2.50"), ("p99 ms", "61.2"),
+                          ("max ms", "1234.5"), ("start ms", "40.0"),
                           ("deliv", "300"), ("prod CPU%", "-"), ("pinned", "32"),
                           ("max fps", "999"), ("H2D ms", "-")]:
         end = head.index(column) + len(column)  # right-aligned under its header
         assert row[:end].endswith(" " + value), (column, row)
-    assert "p50 latency relative to pinflow pinned: zbytes 1.00x" in lines
     assert "cross-host arm skipped: no root (test)" in lines
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import zenoh
 
-from pinflow.errors import DescriptorError, PinflowError, SlotNotLent
-from pinflow.protocol import messages
+from pinflow.errors import DescriptorError, PayloadError, PinflowError, SlotNotLent
+from pinflow.protocol import messages, wire
 from pinflow.protocol.keys import (
     RUN_STATES,
     TOKEN_KINDS,
@@ -38,6 +38,7 @@ from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consume
 from pinflow.transport.codec import Encoded, check_layout
 from pinflow.transport.liveness import NodeLock, PeerWatch
 from pinflow.transport.malformed import Malformed
+from pinflow.transport.pool import Loan
 from pinflow.transport.receiver import SlotReceiver
 
 log = logging.getLogger("pinflow.bridge")
@@ -54,11 +55,17 @@ def _header(sample: zenoh.Sample) -> messages.Header:
 
 
 class _Worker:
-    """A bounded drop-oldest queue drained by one thread, so zenoh callbacks never block
-    on a slow link or a full pool."""
+    """A bounded drop-oldest queue of messages drained by one thread, so zenoh callbacks never
+    block on a slow link or a full pool.
+
+    An item may be one part of a message (``starts`` marks a message's first part; its other
+    parts follow it in the queue): ``size`` bounds the messages waiting, and dropping one
+    drops all of its parts queued behind it. Parts of the message the thread is handling are
+    never dropped here. ``keep`` items (end of stream) never displace or get displaced."""
 
     def __init__(self, name: str, size: int, handle: Callable[[Any], None]) -> None:
-        self._items: collections.deque[Any] = collections.deque()
+        self._items: collections.deque[tuple[bool, bool, Any]] = collections.deque()
+        """(starts, keep, item)."""
         self._size = max(1, size)
         self._cond = threading.Condition()
         self._handle = handle
@@ -67,16 +74,24 @@ class _Worker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def push(self, item: Any, *, keep: bool = False) -> None:
-        """Queue ``item``; ``keep`` items (end of stream) never displace or get displaced."""
+    def push(self, item: Any, *, starts: bool = True, keep: bool = False) -> None:
         with self._cond:
-            if not keep:
-                while sum(1 for i in self._items if i[0] != "eos") >= self._size:
-                    oldest = next(i for i in self._items if i[0] != "eos")
-                    self._items.remove(oldest)
-                    self.dropped += 1
-            self._items.append(item)
+            if starts and not keep:
+                while sum(1 for s, k, _ in self._items if s and not k) >= self._size:
+                    self._drop_oldest()
+            self._items.append((starts, keep, item))
             self._cond.notify()
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest waiting message and the parts that follow it (caller locks)."""
+        first = next(i for i, (s, k, _) in enumerate(self._items) if s and not k)
+        end = first + 1
+        while end < len(self._items) and not self._items[end][0]:
+            end += 1
+        del self._items[first]  # deque: remove one at a time from the same position
+        for _ in range(end - first - 1):
+            del self._items[first]
+        self.dropped += 1
 
     def _run(self) -> None:
         while True:
@@ -85,18 +100,26 @@ class _Worker:
                     self._cond.wait()
                 if not self._items:
                     return
-                item = self._items.popleft()
+                item = self._items.popleft()[2]
             try:
                 self._handle(item)
             except Exception:  # one bad message must not end the gateway
                 log.exception("gateway: message not forwarded")
             del item
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> bool:
+        """Let the thread finish what is queued; False if it is still busy after
+        ``timeout`` (then its state belongs to it, not to the caller)."""
         with self._cond:
             self._closed = True
             self._cond.notify()
         self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def _parts(total: int) -> range:
+    """Offsets of the parts of a ``total``-byte message (one part if it is empty)."""
+    return range(0, max(total, 1), wire.PART_BYTES)
 
 
 class Exporter:
@@ -140,13 +163,19 @@ class Exporter:
     def _send(self, item: tuple[str, messages.Header, np.ndarray | None]) -> None:
         kind, header, holder = item
         if kind == "eos":
-            self._publisher.put(b"", attachment=header.encode())
+            self._publisher.put(b"", attachment=wire.first(header, 0))
             return
         assert holder is not None
         wire_header = messages.Header.new("inline", header.seq, header.sent_ns,
                                          layout=header.layout, metadata=header.metadata)
-        # The one copy on this side; the slot goes back to the producer right after it.
-        self._publisher.put(holder.tobytes(), attachment=wire_header.encode())
+        total = holder.nbytes
+        # Part by part: each part's copy out of the slot (the only copy on this side) overlaps
+        # the link carrying the one before. The slot goes back once the last part is copied.
+        for offset in _parts(total):
+            attachment = (wire.first(wire_header, total) if offset == 0
+                          else wire.later(header.seq, offset, total))
+            self._publisher.put(holder[offset:offset + wire.PART_BYTES].tobytes(),
+                                attachment=attachment)
         self.sent += 1
 
     @property
@@ -159,6 +188,15 @@ class Exporter:
         self._publisher.undeclare()
 
 
+class _Landing:
+    """A message being landed part by part in a loaned slot (messages of several parts)."""
+
+    def __init__(self, header: messages.Header, total: int, loan: Loan | None) -> None:
+        self.header, self.total, self.loan = header, total, loan
+        """``loan`` None: the pool was full; the parts are read and dropped."""
+        self.next_offset = 0
+
+
 class Importer:
     """Lands one remote output's bytes in a host-local pool, republished under the
     producer's own key for the consumers on this host."""
@@ -169,7 +207,10 @@ class Importer:
         self._bridge = bridge
         self.received = 0
         self.dropped_full = 0
+        self.incomplete = 0
+        """Messages whose parts stopped coming (a link lost mid-message): never published."""
         self._pinned = output.pinned
+        self._landing: _Landing | None = None
         options = PoolOptions.for_output(
             output, consumer_queue_sizes=[size for _, size in consumers],
             pinned_budget=pinned_budget)
@@ -184,24 +225,61 @@ class Importer:
             bridge.wire_keys.data(node_id, output.id), self._on_data)
 
     def _on_data(self, sample: zenoh.Sample) -> None:
+        """Check the part and queue it as it came: its bytes are read on the worker, so this
+        zenoh thread goes straight back to receiving the next part."""
         try:
-            header = _header(sample)
-            if header.kind == "shm":
+            if sample.attachment is None:
+                raise DescriptorError("wire part without attachment")
+            part, header = wire.decode(sample.attachment.to_bytes())
+            if header is not None and header.kind == "shm":
                 raise DescriptorError("a descriptor arrived over the wire")
         except DescriptorError as exc:
             self._bridge.malformed.refuse(sample.key_expr, exc)
             return
-        if header.kind == "eos":
-            self._worker.push(("eos", header, None), keep=True)
+        if header is not None and header.kind == "eos":
+            self._worker.push(("eos", part, header, None), keep=True)
         else:
-            self._worker.push(("data", header, sample.payload.to_bytes()))
+            self._worker.push(("part", part, header, sample.payload),
+                              starts=header is not None)
 
-    def _land(self, item: tuple[str, messages.Header, bytes | None]) -> None:
-        kind, header, payload = item
+    def _land(self, item: tuple[str, wire.Part, messages.Header | None, Any]) -> None:
+        kind, part, header, payload = item
         if kind == "eos":
+            self._abandon()
             self.channel.close(send_eos=True)
             return
-        assert payload is not None and header.layout is not None
+        if header is not None:
+            self._abandon()
+            if part.total <= wire.PART_BYTES:
+                self._land_whole(header, payload.to_bytes())
+                return
+            self._landing = self._start(header, part.total)
+            if self._landing is None:
+                return
+        landing = self._landing
+        if landing is None or part.seq != landing.header.seq or (
+                part.offset != landing.next_offset or part.total != landing.total):
+            self._abandon()  # a part of a message whose start was lost or refused
+            return
+        size = len(payload)
+        end = part.offset + size
+        if end > part.total or (end < part.total and size != wire.PART_BYTES):
+            self._landing = None
+            self._refuse(landing, DescriptorError(
+                f"wire part of {size} bytes at offset {part.offset} does not fit its "
+                f"{part.total}-byte message"))
+            return
+        if landing.loan is not None:  # else the pool was full: the message is dropped
+            np.copyto(landing.loan.array[part.offset:end],
+                      np.frombuffer(payload.to_bytes(), np.uint8))
+        landing.next_offset = end
+        if end == part.total:
+            self._landing = None
+            self._finish(landing)
+
+    def _land_whole(self, header: messages.Header, payload: bytes) -> None:
+        """A message that came in one part: sent on as any message (inline if it is small)."""
+        assert header.layout is not None
         try:
             check_layout(header.layout, payload)
             sent = self.channel.send(Encoded(header.layout, memoryview(payload)),
@@ -213,6 +291,53 @@ class Importer:
         except PinflowError as exc:  # pool exhausted or closed: count it, keep going
             sent = False
             log.warning("gateway: %s/%s message not delivered here: %s", *self.source, exc)
+        self._count(sent)
+
+    def _start(self, header: messages.Header, total: int) -> _Landing | None:
+        """A slot for a message of several parts (None: refused as malformed)."""
+        try:
+            loan = self.channel.loan(total, pinned=self._pinned)
+        except PayloadError as exc:  # larger than this output's slots may be
+            self._bridge.malformed.refuse("/".join(self.source), exc)
+            return None
+        except PinflowError as exc:  # pool exhausted or closed: count it, keep going
+            log.warning("gateway: %s/%s message not delivered here: %s", *self.source, exc)
+            loan = None
+        return _Landing(header, total, loan)
+
+    def _finish(self, landing: _Landing) -> None:
+        """Every part is in the slot: check it as a whole and publish it."""
+        if landing.loan is None:
+            self._count(False)
+            return
+        header = landing.header
+        try:
+            # The loan is this gateway's own until published: nobody else writes it.
+            check_layout(header.layout, landing.loan.array)
+            self.channel.publish(landing.loan, header.layout, header.metadata,
+                                 origin=(header.seq, header.sent_ns))
+        except (DescriptorError, PinflowError) as exc:
+            self._refuse(landing, exc)
+            return
+        self._count(True)
+
+    def _refuse(self, landing: _Landing, exc: Exception) -> None:
+        if landing.loan is not None:
+            self.channel.cancel(landing.loan)
+        self._bridge.malformed.refuse("/".join(self.source), exc)
+
+    def _abandon(self) -> None:
+        """Give up the message being landed (its remaining parts never came)."""
+        landing, self._landing = self._landing, None
+        if landing is None:
+            return
+        if landing.loan is not None:
+            self.channel.cancel(landing.loan)
+        self.incomplete += 1
+        log.warning("gateway: %s/%s message %d arrived incomplete (%d of %d bytes); dropped",
+                    *self.source, landing.header.seq, landing.next_offset, landing.total)
+
+    def _count(self, sent: bool) -> None:
         if sent:
             self.received += 1
         else:
@@ -220,11 +345,12 @@ class Importer:
 
     @property
     def dropped(self) -> int:
-        return self._worker.dropped + self.dropped_full
+        return self._worker.dropped + self.dropped_full + self.incomplete
 
     def close(self) -> None:
         self._subscriber.undeclare()
-        self._worker.close()
+        if self._worker.close():  # a worker still landing a message owns its loan
+            self._abandon()
         self.channel.close(drain_timeout=2.0, send_eos=False)
 
 
@@ -378,7 +504,8 @@ class Bridge:
                  f"{e.dropped} dropped (link too slow)"
                  for e in self.exporters for n, o in [e.source]]
         lines += [f"wire: imported {n}/{o}: {i.received} received and republished on this "
-                  f"host, {i.dropped} dropped (gateway queue or pool full)"
+                  f"host, {i.dropped} dropped (gateway queue, pool full or "
+                  f"cut off mid-message)"
                   for i in self.importers for n, o in [i.source]]
         return lines
 

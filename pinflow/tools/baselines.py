@@ -1,15 +1,23 @@
-"""The baselines ``pinflow bench`` compares against, as plain zenoh programs.
+"""The baselines ``pinflow bench`` compares against: a plain copy, and plain zenoh programs.
 
-``python -m pinflow.tools.baselines producer|consumer --mode bytes|shm ...``
+``python -m pinflow.tools.baselines producer|consumer --mode memcpy|bytes|shm|tcp ...``
 
+- ``memcpy`` (producer only): one copy of the frame into a buffer of the same process, then
+  one byte read per page: the floor every transport is measured against.
 - ``bytes``: the frame travels inside the zenoh message, zenoh's own defaults otherwise
   (zenoh may move large payloads through its own shared memory on the way).
 - ``shm``: the producer writes each frame into zenoh shared memory (``ShmProvider``); the
   consumer copies it into its own reused, pinned staging buffer and from there to the
   device: caller-side pinning, the workaround dora's maintainers asked to compare against.
+- ``tcp``: ``bytes`` over a TCP endpoint with the config of pinflow's wire between hosts
+  (:func:`pinflow.transport.wire.wire_config`): the consumer listens, the producer connects.
+  The bench runs it between the cross-host arm's network namespaces: the reference for what
+  pinflow's gateways add to a frame that crosses hosts.
 
 zenoh-python cannot expose zenoh shared memory as a buffer, so both sides pay copies that
-pinflow avoids; that is the point of the comparison. Sessions use only a unix socket.
+pinflow avoids; that is the point of the comparison. ``bytes`` and ``shm`` use only a unix
+socket. Every mode times what :mod:`pinflow.tools.bench.frames` says: from just before a
+ready frame is handed over until the consumer read one byte per page of it.
 """
 
 from __future__ import annotations
@@ -18,18 +26,24 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import zenoh
 
-from pinflow.nodes import framing
+from pinflow.tools.bench import frames
 from pinflow.transport.session import loopback_config
+from pinflow.transport.wire import wire_config
 
 KEY = "pinflow-bench/frames"
+MODES = ("memcpy", "bytes", "shm", "tcp")
 
 
 def _session(args: argparse.Namespace, *, listen: bool) -> zenoh.Session:
+    if args.mode == "tcp":
+        endpoint = [args.endpoint]
+        return zenoh.open(wire_config(listen=endpoint if listen else [],
+                                      connect=[] if listen else endpoint))
     endpoint = [f"unixsock-stream/{args.socket}"]
     config = loopback_config(listen=endpoint if listen else [],
                              connect=[] if listen else endpoint,
@@ -37,27 +51,59 @@ def _session(args: argparse.Namespace, *, listen: bool) -> zenoh.Session:
     return zenoh.open(config)
 
 
+class _Pace:
+    """Frame ``k`` is due at ``start + k / fps``; fps 0 means as fast as it goes."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self.start = time.monotonic()
+
+    def wait(self, index: int) -> None:
+        if self.period:
+            time.sleep(max(0.0, self.start + index * self.period - time.monotonic()))
+
+
+def _record(out: TextIO, index: int, sent_ns: int, h2d_ns: int | None = None,
+            device: str = "cpu", pinned: bool = False) -> None:
+    out.write(json.dumps({"frame": index, "sent_ns": sent_ns, "usable_ns": time.time_ns(),
+                          "h2d_ns": h2d_ns, "device": device, "pinned": pinned}) + "\n")
+
+
+def memcpy(args: argparse.Namespace) -> None:
+    """The floor: one copy into this process's own (already touched) buffer, then the read
+    every consumer makes."""
+    sources = frames.prepared(frames.shape_for(args.frame_bytes))
+    target = np.zeros_like(sources[0])
+    pace = _Pace(args.fps)
+    with open(args.out, "w", encoding="utf-8") as out:
+        for index in range(args.frames):
+            pace.wait(index)
+            sent_ns = time.time_ns()
+            np.copyto(target, sources[index % len(sources)])
+            frames.touch_pages(target)
+            _record(out, index, sent_ns)
+
+
 def producer(args: argparse.Namespace) -> None:
-    height, width = args.height, args.width
-    nbytes = height * width * 4
-    frame = np.empty((height, width, 4), dtype=np.uint8)
-    background = framing.make_background(height, width)
-    session = _session(args, listen=True)
+    sources = frames.prepared(frames.shape_for(args.frame_bytes))
+    nbytes = sources[0].nbytes
+    session = _session(args, listen=args.mode != "tcp")
     publisher = session.declare_publisher(KEY, congestion_control=zenoh.CongestionControl.BLOCK)
     provider = None
     if args.mode == "shm":
         from zenoh import shm
 
         provider = shm.ShmProvider.default_backend(nbytes * 4)
-    time.sleep(args.warmup)  # let the consumer connect: zenoh drops puts nobody listens to
-    period = 1.0 / args.fps if args.fps > 0 else 0.0
-    start = time.monotonic()
+    # zenoh drops puts that no subscriber matches: wait until the consumer's is known.
+    deadline = time.monotonic() + args.warmup
+    while not publisher.matching_status.matching and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pace = _Pace(args.fps)
     for index in range(args.frames):
-        if period:
-            time.sleep(max(0.0, start + index * period - time.monotonic()))
-        capture_ns = time.time_ns()
-        framing.render(index, frame, background)
-        header = json.dumps({"frame": index, "capture_ns": capture_ns}).encode()
+        pace.wait(index)
+        sent_ns = time.time_ns()
+        frame = sources[index % len(sources)]
+        header = json.dumps({"frame": index, "sent_ns": sent_ns}).encode()
         if provider is not None:
             from zenoh import shm
 
@@ -72,11 +118,11 @@ def producer(args: argparse.Namespace) -> None:
 
 
 class _Consumer:
-    """Receives frames and makes each usable on the device, like latency_probe does."""
+    """Receives frames and makes each usable on the device, like the bench's probe does."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.shape = (args.height, args.width, 4)
+        self.shape = frames.shape_for(args.frame_bytes)
         self.cuda = args.device.startswith("cuda")
         self.out = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 (closed in run)
         self.done = False
@@ -112,16 +158,14 @@ class _Consumer:
         else:
             if self.staging is not None:
                 np.copyto(self.staging, host)
+                host = self.staging
+            frames.touch_pages(host)
             device = "cpu"
-        usable_ns = time.time_ns()
-        self.out.write(json.dumps({
-            "frame": header["frame"], "capture_ns": header["capture_ns"],
-            "usable_ns": usable_ns, "h2d_ns": h2d_ns, "device": device,
-            "pinned": self.staging is not None and self.cuda,
-        }) + "\n")
+        _record(self.out, header["frame"], header["sent_ns"], h2d_ns, device,
+                self.staging is not None and self.cuda)
 
     def run(self) -> None:
-        session = _session(self.args, listen=False)
+        session = _session(self.args, listen=self.args.mode == "tcp")
         subscriber = session.declare_subscriber(KEY, self.on_sample)
         deadline = time.monotonic() + self.args.timeout
         while not self.done and time.monotonic() < deadline:
@@ -134,20 +178,32 @@ class _Consumer:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("role", choices=["producer", "consumer"])
-    parser.add_argument("--mode", choices=["bytes", "shm"], required=True)
-    parser.add_argument("--socket", type=Path, required=True, help="unix socket path")
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--socket", type=Path, help="unix socket path (bytes, shm)")
+    parser.add_argument("--endpoint", help="tcp/ADDR:PORT the consumer listens on (tcp)")
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--fps", type=float, default=30.0, help="0 = as fast as possible")
-    parser.add_argument("--width", type=int, default=1920)
-    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--frame-bytes", type=int, default=frames.FRAME_BYTES,
+                        help="frame size: 1080p RGBA by default, else a multiple of 4 KiB")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (consumer)")
-    parser.add_argument("--out", type=Path, help="JSON-lines latency records (consumer)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="producer wait (s)")
+    parser.add_argument("--out", type=Path, help="JSON-lines latency records (consumer, memcpy)")
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="most the producer waits for the consumer's subscriber (s)")
     parser.add_argument("--timeout", type=float, default=120.0, help="consumer limit (s)")
     args = parser.parse_args(argv)
-    if args.role == "producer":
+    if args.mode == "tcp" and not args.endpoint:
+        parser.error("--mode tcp needs --endpoint tcp/ADDR:PORT")
+    if args.mode in ("bytes", "shm") and args.socket is None:
+        parser.error(f"--mode {args.mode} needs --socket PATH")
+    if args.mode == "memcpy":
+        if args.role != "producer" or args.out is None:
+            parser.error("--mode memcpy runs as the producer alone and needs --out")
+        memcpy(args)
+    elif args.role == "producer":
         producer(args)
     else:
+        if args.out is None:
+            parser.error("the consumer needs --out")
         _Consumer(args).run()
 
 

@@ -22,7 +22,7 @@ import pytest
 import zenoh
 
 from pinflow import spec as spec_module
-from pinflow.protocol import messages
+from pinflow.protocol import messages, wire
 from pinflow.protocol.keys import RunKeys, WireKeys
 from pinflow.protocol.messages import TensorLayout
 from pinflow.runtime.bridge import Bridge
@@ -228,7 +228,7 @@ def test_tokens_and_statistics_are_mirrored_between_the_hosts(hosts: Hosts, capl
     assert not zenoh_callback_errors(caplog)
 
 
-def test_a_descriptor_arriving_over_the_wire_is_refused_and_counted(hosts: Hosts):
+def test_a_descriptor_arriving_over_the_wire_is_refused_and_counted(hosts: Hosts, caplog):
     """Descriptors name memory of one host: one on the wire is forged or a bug."""
     forged = messages.Header.new("shm", 1, 2, layout=TensorLayout("|u1", [4]),
                                  slot=messages.SlotRef("pinflow-x.producer.frames.0a", 0,
@@ -237,9 +237,10 @@ def test_a_descriptor_arriving_over_the_wire_is_refused_and_counted(hosts: Hosts
     deadline = time.monotonic() + 10
     while hosts.bridge_b.malformed.count == 0:
         assert time.monotonic() < deadline, "the importer never saw the forged descriptor"
-        hosts.wire_a.put(key, b"", attachment=forged.encode())
+        hosts.wire_a.put(key, b"", attachment=wire.first(forged, 0))
         time.sleep(0.1)
     assert hosts.arrived.empty(), "nothing was republished on B"
+    assert any("a descriptor arrived over the wire" in r.getMessage() for r in caplog.records)
 
 
 def test_the_end_of_a_stream_crosses_and_is_signed_again_for_the_receiving_host(hosts: Hosts):
@@ -258,3 +259,96 @@ def test_the_end_of_a_stream_crosses_and_is_signed_again_for_the_receiving_host(
         if incoming.end:
             break
     assert incoming.source == ("producer", "frames")
+
+
+def _wire_put(hosts: Hosts, payload: bytes, attachment: bytes) -> None:
+    hosts.wire_a.put(WireKeys(hosts.run).data("producer", "frames"), payload,
+                     attachment=attachment)
+
+
+def _put_message(hosts: Hosts, seq: int, payload: bytes, *, parts: int | None = None) -> None:
+    """Put ``payload`` on the wire as the producer's gateway would, part by part; ``parts``
+    stops after that many (a link lost mid-message)."""
+    total = len(payload)
+    header = messages.Header.new("inline", seq, time.time_ns(),
+                                 layout=TensorLayout("|u1", [total]), metadata={"i": seq})
+    offsets = list(range(0, max(total, 1), wire.PART_BYTES))[:parts]
+    for offset in offsets:
+        attachment = (wire.first(header, total) if offset == 0
+                      else wire.later(seq, offset, total))
+        _wire_put(hosts, payload[offset:offset + wire.PART_BYTES], attachment)
+
+
+def _wait_for_route(hosts: Hosts) -> int:
+    """Put small messages until one lands on B (the wire's routes take a moment); returns the
+    next sequence number to use."""
+    deadline = time.monotonic() + 15
+    seq = 0
+    while hosts.arrived.empty():
+        assert time.monotonic() < deadline, "no message crossed the wire"
+        _put_message(hosts, seq, bytes(16))
+        seq += 1
+        time.sleep(0.05)
+    time.sleep(0.2)
+    while not hosts.arrived.empty():
+        hosts.arrived.get()
+    return seq
+
+
+def _big(seq: int) -> bytes:
+    """A message of three parts, the last one short, every byte telling where it is."""
+    size = 2 * wire.PART_BYTES + 4099
+    return ((np.arange(size, dtype=np.uint64) * 7 + seq) % 251).astype(np.uint8).tobytes()
+
+
+def _landed(hosts: Hosts) -> tuple[Incoming, bytes]:
+    incoming = hosts.arrived.get(timeout=10)
+    assert incoming.holder is not None
+    payload = incoming.holder.tobytes()
+    incoming.holder = None  # the slot goes back
+    return incoming, payload
+
+
+def test_a_message_larger_than_a_part_lands_whole_in_one_slot(hosts: Hosts):
+    """Frames cross in parts of at most PART_BYTES (so both gateways work while the link
+    carries); the receiving host sees one message with the producer's sequence number."""
+    frame = np.frombuffer(_big(3), np.uint8).reshape(-1, 1)
+    deadline = time.monotonic() + 15
+    while hosts.arrived.empty():
+        assert time.monotonic() < deadline, "no frame crossed the wire"
+        assert hosts.producer.send(codec.encode(frame), {"big": True})
+        time.sleep(0.1)
+    header, payload = _landed(hosts)
+    assert header.segment is not None, "in a slot of B's pool"
+    assert header.layout == TensorLayout("|u1", [frame.shape[0], 1])
+    assert header.metadata == {"big": True} and payload == frame.tobytes()
+    assert hosts.bridge_b.importers[0].incomplete == 0
+
+
+def test_a_message_whose_last_parts_never_come_is_dropped_and_counted(hosts: Hosts):
+    seq = _wait_for_route(hosts)
+    importer = hosts.bridge_b.importers[0]
+    dropped = importer.dropped
+    _put_message(hosts, seq, _big(seq), parts=2)  # the link went before part 3
+    _put_message(hosts, seq + 1, _big(seq + 1))
+    header, payload = _landed(hosts)
+    assert (header.seq, payload) == (seq + 1, _big(seq + 1)), "the next message is intact"
+    assert importer.incomplete == 1 and importer.dropped == dropped + 1
+    assert hosts.arrived.empty(), "nothing of the cut message was republished"
+    # Its slot went back to the pool: slots keep coming for many more whole messages.
+    for n in range(seq + 2, seq + 10):
+        _put_message(hosts, n, _big(n))
+        assert _landed(hosts)[0].seq == n
+
+
+def test_a_part_that_does_not_fit_its_message_is_refused_and_its_slot_returned(hosts: Hosts):
+    seq = _wait_for_route(hosts)
+    total = 2 * wire.PART_BYTES + 10
+    header = messages.Header.new("inline", seq, 0, layout=TensorLayout("|u1", [total]))
+    before = hosts.bridge_b.malformed.count
+    _wire_put(hosts, bytes(wire.PART_BYTES), wire.first(header, total))
+    _wire_put(hosts, bytes(wire.PART_BYTES + 1), wire.later(seq, wire.PART_BYTES, total))
+    _until(lambda: hosts.bridge_b.malformed.count == before + 1)
+    for n in range(seq + 1, seq + 8):
+        _put_message(hosts, n, _big(n))
+        assert _landed(hosts)[0].seq == n

@@ -18,31 +18,50 @@ class Arm:
     """The arm's row in the table and its ``label`` in the JSON report."""
     baseline: str | None = None
     """None: a pinflow dataflow; else the ``--mode`` of :mod:`pinflow.tools.baselines`."""
+    how: str = "loan"
+    """pinflow arms: how the sender hands a frame over (:data:`~.sender.HOWS`)."""
     pinned: bool = False
-    """pinflow arms: a ``pinned: true`` pool and the camera's loan API."""
+    """pinflow arms: a ``pinned: true`` pool, loaned with ``pinned=True``."""
     cross_host: bool = False
-    """pinflow arms: the consumer on a ``pinflow daemon`` in another network namespace."""
+    """Producer and consumer in two network namespaces joined by a veth cable."""
 
+
+FLOOR = "floor"
+"""The arm every p50 is divided by."""
+SWEEP = ("floor", "copy", "inplace")
+"""The arms ``--sizes`` measures at each size."""
 
 ARMS: dict[str, Arm] = {arm.name: arm for arm in (
-    # pinflow, pinned=True loan API, device delivery (`device: cuda`)
-    Arm("pinned", "pinflow pinned (loan API, device delivery)", pinned=True),
-    # pinflow, unpinned shared memory, same consumer
-    Arm("shm", "pinflow shared memory (unpinned)"),
+    # one memcpy of the frame in one process, then one byte read per page: the floor
+    Arm(FLOOR, "one memcpy of the frame in one process (the floor)", baseline="memcpy"),
+    # pinflow, pinned=True loan with one copy into it, device delivery (`device: cuda`)
+    Arm("pinned", "pinflow pinned (loan + one copy, device delivery)", pinned=True),
+    # pinflow, the same loan into an unpinned pool, same consumer
+    Arm("shm", "pinflow shared memory (loan + one copy, unpinned)"),
+    # pinflow, send_output: one copy into a slot, the API most nodes use
+    Arm("copy", "pinflow send_output (one copy in)", how="copy"),
+    # pinflow, a loan of which only the 16-byte stamp is written: the per-message overhead
+    Arm("inplace", "pinflow loan written in place (16 bytes)", how="inplace"),
     # plain zenoh, payload inside the message, zenoh defaults
     Arm("zbytes", "zenoh bytes (zenoh defaults)", baseline="bytes"),
     # zenoh shared memory; the consumer copies into its own reused pinned buffer, then to the
     # device: the workaround users have today
     Arm("zshm", "zenoh shm + caller-side pinning", baseline="shm"),
-    # the shm flow split over two hosts, network namespaces joined by a veth cable (needs root
-    # and iproute2): every frame crosses the wire as bytes, what a second machine costs
-    Arm("cross", "pinflow across hosts (veth between network namespaces)", cross_host=True),
+    # plain zenoh bytes over TCP between the cross arm's namespaces, the wire's zenoh config:
+    # what the cross arm is measured against
+    Arm("ztcp", "zenoh bytes over TCP (veth, the wire's config)", baseline="tcp",
+        cross_host=True),
+    # the copy flow split over two hosts, network namespaces joined by a veth cable (needs
+    # root and iproute2): every frame crosses the wire as bytes, what a second machine costs
+    Arm("cross", "pinflow across hosts (veth between network namespaces)", how="copy",
+        cross_host=True),
 )}
 NAMES = tuple(ARMS)
 
 
 def unavailable(arm: Arm) -> str | None:
-    """Why ``arm`` cannot run on this machine, or None."""
+    """Why ``arm`` cannot run on this machine (network namespaces for the two that cross a
+    veth), or None."""
     if not arm.cross_host:
         return None
     from pinflow.tools import netns

@@ -1,4 +1,4 @@
-"""The dataflow a pinflow arm runs: camera -> latency probe, built as data and written with
+"""The dataflow a pinflow arm runs: sender -> probe, built as data and written with
 ``yaml.safe_dump``, so any work-folder path (spaces, ``: ``, ``#``) reaches the probe intact
 and the file is always valid YAML."""
 
@@ -10,36 +10,41 @@ from typing import Any
 import yaml
 
 from pinflow.tools.bench.arms import Arm
+from pinflow.tools.bench.frames import FRAME_BYTES
 
-FRAME_BYTES = 1920 * 1080 * 4
 CROSS_MACHINE = "far"
 """The ``machine:`` of the cross arm's consumer, served by a daemon in namespace b."""
+SLOTS = 4
 
 
-def dataflow(arm: Arm, frames: int, fps: float, out: Path, device: str) -> dict[str, Any]:
-    """``fps`` 0 drives the camera as fast as a 1 kHz timer goes (the max-fps run); the
+def dataflow(arm: Arm, frames: int, fps: float, out: Path, device: str,
+             frame_bytes: int = FRAME_BYTES) -> dict[str, Any]:
+    """``fps`` 0: the sender has no timer and sends as fast as it can (the max-fps run); the
     probe writes one JSON line per frame to ``out``."""
-    rate = f"pinflow/timer/hz/{fps:g}" if fps > 0 else "pinflow/timer/hz/1000"
-    camera = {
-        "id": "camera",
-        "module": "pinflow.nodes.camera",
-        "args": ["--frames", str(frames), "--pinned" if arm.pinned else "--no-pinned"],
-        "inputs": {"tick": {"source": rate, "queue_size": 1}},
-        "outputs": [{"id": "image", "pinned": arm.pinned, "slots": 4,
-                     "slot_bytes": FRAME_BYTES}],
+    sender: dict[str, Any] = {
+        "id": "sender",
+        "module": "pinflow.tools.bench.sender",
+        "args": ["--how", arm.how, "--frames", str(frames), "--fps", f"{fps:g}",
+                 "--frame-bytes", str(frame_bytes), "--pinned" if arm.pinned else "--no-pinned"],
     }
-    image: dict[str, Any] = {"source": "camera/image", "queue_size": 2}
+    if fps > 0:
+        sender["inputs"] = {"tick": {"source": f"pinflow/timer/hz/{fps:g}", "queue_size": 1}}
+    sender["outputs"] = [{"id": "image", "pinned": arm.pinned, "slots": SLOTS,
+                          "slot_bytes": frame_bytes}]
+    image: dict[str, Any] = {"source": "sender/image", "queue_size": 2}
     if device != "cpu":
         image["device"] = device
-    probe: dict[str, Any] = {"id": "probe", "module": "pinflow.nodes.latency_probe"}
+    probe: dict[str, Any] = {"id": "probe", "module": "pinflow.tools.bench.probe"}
     if arm.cross_host:
         probe["machine"] = CROSS_MACHINE
-    probe |= {"args": ["--out", str(out)], "inputs": {"image": image}}
-    return {"nodes": [camera, probe]}
+    # A frame written in place carries no checksum: nothing to verify.
+    verify = "0" if arm.how == "inplace" else "30"
+    probe |= {"args": ["--out", str(out), "--verify-every", verify], "inputs": {"image": image}}
+    return {"nodes": [sender, probe]}
 
 
-def write_dataflow(path: Path, arm: Arm, frames: int, fps: float, out: Path,
-                   device: str) -> Path:
-    path.write_text(yaml.safe_dump(dataflow(arm, frames, fps, out, device), sort_keys=False),
-                    encoding="utf-8")
+def write_dataflow(path: Path, arm: Arm, frames: int, fps: float, out: Path, device: str,
+                   frame_bytes: int = FRAME_BYTES) -> Path:
+    path.write_text(yaml.safe_dump(dataflow(arm, frames, fps, out, device, frame_bytes),
+                                   sort_keys=False), encoding="utf-8")
     return path

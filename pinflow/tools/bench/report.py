@@ -1,6 +1,6 @@
 """The whole benchmark as one report: the machine, the device measured, every arm's figures
-and the H2D bandwidth. ``--json`` writes it as it is (``schema: 1``: keys are only ever
-added, and bump the schema if one changes)."""
+the H2D bandwidth, and the size sweep. ``--json`` writes it as it is (``schema: 1``: keys are
+only ever added, and bump the schema if one changes)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import psutil
 
-from pinflow.tools.bench.arms import ARMS
-from pinflow.tools.bench.flows import FRAME_BYTES
-from pinflow.tools.bench.measure import measure_arm
+from pinflow.tools.bench.arms import ARMS, SWEEP, unavailable
+from pinflow.tools.bench.frames import FRAME_BYTES
+from pinflow.tools.bench.measure import ArmResult, compare_to_floor, measure_arm
 from pinflow.transport import torch_cuda
 
 SCHEMA = 1
@@ -46,26 +46,40 @@ def measure_h2d_bandwidth(nbytes: int = FRAME_BYTES, rounds: int = 100) -> dict[
 
 
 def run(frames: int, max_frames: int, arms: list[str], skipped: dict[str, str] | None = None,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        progress: Callable[[str], None] | None = None, sizes: list[int] | None = None
+        ) -> dict[str, Any]:
     """Measure ``arms`` (``frames`` at 30 Hz each, then ``max_frames`` unthrottled; 0 skips
-    that); ``skipped`` (arm -> why, see :func:`~.arms.default_arms`) goes in the report so the
-    table can say what it left out; ``progress`` hears which arm starts."""
+    that), then the :data:`~.arms.SWEEP` arms at each of ``sizes`` (bytes); ``skipped`` (arm
+    -> why, see :func:`~.arms.default_arms`) goes in the report so the table can say what it
+    left out; ``progress`` hears which arm starts."""
     device, reason = target_device()
+    say = progress or (lambda _text: None)
     with tempfile.TemporaryDirectory(prefix="pinflow-bench-") as tmp:
         results = []
         for arm in arms:
-            if progress is not None:
-                progress(f"running {arm}: {ARMS[arm].label} ...")
+            say(f"running {arm}: {ARMS[arm].label} ...")
             results.append(measure_arm(arm, frames, max_frames, device, Path(tmp)))
+        compare_to_floor(results)
+        sweep: list[ArmResult] = []
+        for size in sizes or []:
+            at_size = []
+            for arm in SWEEP:
+                if unavailable(ARMS[arm]) is None:
+                    say(f"running {arm} at {size:,} B ...")
+                    at_size.append(measure_arm(arm, frames, max_frames, device, Path(tmp),
+                                               frame_bytes=size))
+            compare_to_floor(at_size)
+            sweep += at_size
     return {
         "schema": SCHEMA, "machine": machine(), "device": device, "no_gpu_reason": reason,
         "frames": frames, "frame_bytes": FRAME_BYTES, "fps": FPS,
         "arms": [asdict(r) for r in results],
         "h2d_bandwidth": measure_h2d_bandwidth() if device == "cuda" else None,
         "skipped": dict(skipped or {}),
+        "sweep": [asdict(r) for r in sweep],
     }
 
 
 def failed(report: dict[str, Any]) -> bool:
     """An arm failed: the command exits 1."""
-    return any(arm["error"] for arm in report["arms"])
+    return any(arm["error"] for arm in [*report["arms"], *report["sweep"]])

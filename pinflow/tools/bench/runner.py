@@ -17,12 +17,14 @@ from pinflow.errors import PinflowError
 from pinflow.tools import netns
 from pinflow.tools.bench.arms import Arm
 from pinflow.tools.bench.flows import CROSS_MACHINE, write_dataflow
+from pinflow.tools.bench.frames import FRAME_BYTES
 from pinflow.tools.bench.sampler import Sampler, remove_orphan_zenoh_files
 from pinflow.tools.daemon_process import DaemonProcess
 from pinflow.transport.cleanup import clean_dead_runs
 
 CROSS_PORT = 7447
-PINFLOW_ROLES = {"pinflow.nodes.camera": "producer", "pinflow.nodes.latency_probe": "consumer"}
+PINFLOW_ROLES = {"pinflow.tools.bench.sender": "producer",
+                 "pinflow.tools.bench.probe": "consumer"}
 GATEWAY_ROLES = {"-m pinflow run ": "gateway", "-m pinflow daemon ": "gateway"}
 """The cross arm's wire gateways live in the launcher and the daemon."""
 BASELINE_ROLES = {"baselines producer": "producer", "baselines consumer": "consumer"}
@@ -42,36 +44,52 @@ class ArmRun:
     wall_s: float
 
 
-def run_arm(arm: Arm, frames: int, fps: float, device: str, work: Path) -> ArmRun:
+def run_arm(arm: Arm, frames: int, fps: float, device: str, work: Path,
+            frame_bytes: int = FRAME_BYTES) -> ArmRun:
     """``fps`` 0: as fast as it goes (the max-fps run)."""
     with contextlib.ExitStack() as stack:
-        return _run_arm_in(stack, arm, frames, fps, device, work)
+        return _run_arm_in(stack, arm, frames, fps, device, work, frame_bytes)
 
 
 def _run_arm_in(stack: contextlib.ExitStack, arm: Arm, frames: int, fps: float, device: str,
-                work: Path) -> ArmRun:
-    tag = f"{arm.name}-{'max' if fps <= 0 else int(fps)}"
+                work: Path, frame_bytes: int) -> ArmRun:
+    tag = f"{arm.name}-{frame_bytes}-{'max' if fps <= 0 else int(fps)}"
     out = work / f"{tag}.jsonl"
     roots: list[int] = []
     if arm.baseline is None:
-        spec = write_dataflow(work / f"{tag}.yml", arm, frames, fps, out, device)
+        spec = write_dataflow(work / f"{tag}.yml", arm, frames, fps, out, device, frame_bytes)
         commands = [[sys.executable, "-m", "pinflow", "run", str(spec),
                      "--log-dir", str(work / "logs")]]
         roles = dict(PINFLOW_ROLES)
         if arm.cross_host:
             try:
-                prefix, endpoint, daemon = _cross_host(stack, work, tag)
+                pair = stack.enter_context(netns.namespace_pair())
+                endpoint = f"tcp/{pair.addr_b}:{CROSS_PORT}"
+                daemon = _daemon(stack, pair, endpoint, work, tag)
             except PinflowError as exc:  # no namespaces, or the daemon did not start
                 return ArmRun([], {}, [], Sampler([], {}), str(exc), 0.0)
-            commands = [[*prefix, *commands[0], "--connect", endpoint]]
+            commands = [[*pair.exec_prefix(pair.a), *commands[0], "--connect", endpoint]]
             roots.append(daemon)  # the consumer is the daemon's child
             roles |= GATEWAY_ROLES
     else:
-        common = ["--mode", arm.baseline, "--socket", str(work / f"{tag}.sock"),
-                  "--frames", str(frames), "--fps", str(fps)]
         base = [sys.executable, "-m", "pinflow.tools.baselines"]
-        commands = [[*base, "consumer", *common, "--device", device, "--out", str(out)],
-                    [*base, "producer", *common]]
+        common = ["--mode", arm.baseline, "--frames", str(frames), "--fps", str(fps),
+                  "--frame-bytes", str(frame_bytes)]
+        consumer = [*base, "consumer", *common, "--device", device, "--out", str(out)]
+        producer = [*base, "producer", *common]
+        if arm.baseline == "memcpy":
+            commands = [[*producer, "--out", str(out)]]
+        elif arm.cross_host:
+            try:
+                pair = stack.enter_context(netns.namespace_pair())
+            except PinflowError as exc:
+                return ArmRun([], {}, [], Sampler([], {}), str(exc), 0.0)
+            endpoint = ["--endpoint", f"tcp/{pair.addr_b}:{CROSS_PORT}"]
+            commands = [[*pair.exec_prefix(pair.b), *consumer, *endpoint],
+                        [*pair.exec_prefix(pair.a), *producer, *endpoint]]
+        else:
+            socket = ["--socket", str(work / f"{tag}.sock")]
+            commands = [[*consumer, *socket], [*producer, *socket]]
         roles = dict(BASELINE_ROLES)
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for cmd in commands]
@@ -111,17 +129,14 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _cross_host(stack: contextlib.ExitStack, work: Path, tag: str) -> tuple[
-        list[str], str, int]:
-    """Namespaces a and b with ``pinflow daemon --machine far`` listening in b; returns the
-    launcher's command prefix (run it in a), the endpoint to --connect and the daemon's pid.
-    ``stack`` stops the daemon and then removes the namespaces."""
-    pair = stack.enter_context(netns.namespace_pair())
-    endpoint = f"tcp/{pair.addr_b}:{CROSS_PORT}"
+def _daemon(stack: contextlib.ExitStack, pair: netns.NamespacePair, endpoint: str, work: Path,
+            tag: str) -> int:
+    """``pinflow daemon --machine far`` listening on ``endpoint`` in namespace b; its pid.
+    ``stack`` stops it before the namespaces go."""
     daemon = DaemonProcess(CROSS_MACHINE, endpoint, log=work / f"{tag}-daemon.log",
                            log_dir=work / "logs", prefix=pair.exec_prefix(pair.b))
     stack.callback(_stop_daemon, daemon)
-    return pair.exec_prefix(pair.a), endpoint, daemon.process.pid
+    return daemon.process.pid
 
 
 def _stop_daemon(daemon: DaemonProcess) -> None:

@@ -13,7 +13,7 @@ from pinflow.tools.bench.report import FPS, SCHEMA, target_device
 from pinflow.tools.bench.runner import run_arm
 
 MIB = 2**20
-_CAMERA_SUMMARY = re.compile(r"camera: summary frames=(\d+) sent=(\d+) dropped_pool_full=(\d+) "
+_SENDER_SUMMARY = re.compile(r"sender: summary frames=(\d+) sent=(\d+) dropped_pool_full=(\d+) "
                              r"ticks_missed=(\d+)")
 WARMUP_S = 5.0
 """Memory is compared from this long after the first frame (at most a quarter of the run):
@@ -22,17 +22,17 @@ FLAT_MIB, FLAT_SHARE = 8.0, 0.05
 """Growth allowed from start to end: this many MiB or this share of the start, the larger."""
 
 
-def account(frames: int, camera: dict[str, int], probe: dict[str, int], delivered: int
+def account(frames: int, sender: dict[str, int], probe: dict[str, int], delivered: int
             ) -> dict[str, int]:
     """Where every frame of a soak went. ``lost`` is what nothing counted: it must be 0."""
-    sent = camera.get("sent", 0)
+    sent = sender.get("sent", 0)
     dropped_queue = probe.get("dropped", 0)
     return {
         "frames": frames,
         "sent": sent,
-        "dropped_pool_full": camera.get("dropped_pool_full", 0),
-        "not_produced": frames - camera.get("frames", 0),
-        "ticks_missed": camera.get("ticks_missed", 0),
+        "dropped_pool_full": sender.get("dropped_pool_full", 0),
+        "not_produced": frames - sender.get("frames", 0),
+        "ticks_missed": sender.get("ticks_missed", 0),
         "dropped_consumer_queue": dropped_queue,
         "malformed": probe.get("malformed", 0),
         "delivered": delivered,
@@ -40,9 +40,9 @@ def account(frames: int, camera: dict[str, int], probe: dict[str, int], delivere
     }
 
 
-def camera_summary(output: str) -> dict[str, int] | None:
-    """The camera's closing counts, from the run's output; None if it printed none."""
-    match = _CAMERA_SUMMARY.search(output)
+def sender_summary(output: str) -> dict[str, int] | None:
+    """The sender's closing counts, from the run's output; None if it printed none."""
+    match = _SENDER_SUMMARY.search(output)
     if not match:
         return None
     return dict(zip(("frames", "sent", "dropped_pool_full", "ticks_missed"),
@@ -56,10 +56,10 @@ def soak(duration: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pinflow-soak-") as tmp:
         run = run_arm(ARMS["pinned"], frames, float(FPS), device, Path(tmp))
     records, sampler, error = run.records, run.sampler, run.error
-    camera = camera_summary(run.outputs[0] if run.outputs else "")
-    if camera is None and error is None:
-        error = "the camera printed no summary"
-    start = records[0]["capture_ns"] / 1e9 + min(WARMUP_S, duration / 4) if records else 0.0
+    sender = sender_summary(run.outputs[0] if run.outputs else "")
+    if sender is None and error is None:
+        error = "the sender printed no summary"
+    start = records[0]["sent_ns"] / 1e9 + min(WARMUP_S, duration / 4) if records else 0.0
     end = records[-1]["usable_ns"] / 1e9 if records else 0.0
     window = [rss for t, rss in sampler.rss_history if start <= t <= end] or [{}]
     rows = {}
@@ -70,7 +70,7 @@ def soak(duration: float) -> dict[str, Any]:
                           "end": sampler.pinned_last / MIB}
     flat = all(r["end"] - r["start"] <= max(FLAT_MIB, FLAT_SHARE * r["start"])
                for r in rows.values())
-    frames_row = account(frames, camera or {}, run.probe_summary, len(records))
+    frames_row = account(frames, sender or {}, run.probe_summary, len(records))
     return {"schema": SCHEMA, "duration_s": run.wall_s, "device": device,
             "no_gpu_reason": reason, "frames": frames, "delivered": len(records),
             "error": error, **rows, "flat": flat, "accounting": frames_row,
@@ -90,7 +90,7 @@ def render_soak(result: dict[str, Any]) -> str:
         lines.append(f"  {key:<18} start {row['start']:8.1f}  end {row['end']:8.1f}")
     a = result["accounting"]
     lines.append(f"  frames: {a['sent']} sent, {a['delivered']} delivered; dropped: "
-                 f"{a['dropped_pool_full']} pool full (camera), {a['dropped_consumer_queue']} "
+                 f"{a['dropped_pool_full']} pool full (sender), {a['dropped_consumer_queue']} "
                  f"consumer queue; {a['not_produced']} not produced; {a['malformed']} malformed; "
                  f"{a['ticks_missed']} timer ticks missed")
     lines.append("  lost (counted nowhere): 0" if a["lost"] == 0

@@ -22,9 +22,11 @@ class Column:
 
 
 COLUMNS = (
-    Column("p50 ms", "p50_ms", ".1f", 8),
+    Column("p50 ms", "p50_ms", ".2f", 8),
+    Column("x floor", "p50_vs_floor", ".2f", 8),
     Column("p99 ms", "p99_ms", ".1f", 8),
     Column("max ms", "max_ms", ".1f", 8),
+    Column("start ms", "startup_max_ms", ".1f", 9),
     Column("deliv", "delivered", "d", 7),
     Column("drop", "dropped", "d", 6),
     Column("frames/s", "delivered_fps", ".1f", 9),
@@ -38,8 +40,15 @@ COLUMNS = (
 )
 LABEL_HEAD = "transport"
 LABEL_MIN_WIDTH = 44
-UNITS = ("RSS in MiB (max over the run); CPU in % of one core; pinned in MiB; "
-         "frames/s: delivery rate of the 30 Hz run.")
+SWEEP_COLUMNS = (
+    Column("p50 ms", "p50_ms", ".2f", 8),
+    Column("x floor", "p50_vs_floor", ".2f", 8),
+    Column("p99 ms", "p99_ms", ".2f", 8),
+    Column("max fps", "max_fps", ".0f", 8),
+)
+UNITS = ("x floor: p50 over the floor arm's p50 in this run; start ms: worst latency of the "
+         "first 100 frames; RSS in MiB (max over the run); CPU in % of one core; pinned in "
+         "MiB; frames/s: delivery rate of the 30 Hz run.")
 
 
 def cell(value: float | None, fmt: str) -> str:
@@ -58,7 +67,31 @@ def render(report: dict[str, Any]) -> str:
         lines.append(row + (f"   ERROR {arm['error']}" if arm["error"] else ""))
     lines += _notes(report)
     lines.append(UNITS)
+    if report.get("sweep"):
+        lines += ["", *_sweep(report["sweep"])]
     return "\n".join(lines)
+
+
+def _sweep(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per frame size, the sweep's arms side by side (p50, ratio, p99, max fps)."""
+    arms = list(dict.fromkeys(row["arm"] for row in rows))
+    width = sum(c.width for c in SWEEP_COLUMNS)
+    head = f"{'size sweep':<14}" + "".join(f"{arm:^{width}}" for arm in arms)
+    sub = f"{'frame bytes':<14}" + "".join(f"{c.head:>{c.width}}" for _ in arms
+                                           for c in SWEEP_COLUMNS)
+    lines = [head, sub, "-" * len(sub)]
+    for size in dict.fromkeys(row["frame_bytes"] for row in rows):
+        by_arm = {row["arm"]: row for row in rows if row["frame_bytes"] == size}
+        line = f"{size:<14,}"
+        for arm in arms:
+            row = by_arm.get(arm, {})
+            line += "".join(f"{cell(row.get(c.key), c.fmt):>{c.width}}" for c in SWEEP_COLUMNS)
+        errors = [f"{arm}: {row['error']}" for arm, row in by_arm.items() if row["error"]]
+        lines.append(line + (f"   ERROR {'; '.join(errors)}" if errors else ""))
+    lines.append("size sweep: the same run at each frame size (frames of 1024-pixel RGBA rows); "
+                 "floor = one memcpy, copy = send_output, inplace = a loan with 16 bytes "
+                 "written.")
+    return lines
 
 
 def _device_line(report: dict[str, Any]) -> str:
@@ -74,14 +107,17 @@ def _run_line(report: dict[str, Any]) -> str:
 
 
 def _notes(report: dict[str, Any]) -> list[str]:
-    """Lines under the table: latency ratios, bandwidth, gateways, what was skipped."""
+    """Lines under the table: the cross-host goals, bandwidth, gateways, what was skipped."""
     arms = report["arms"]
     notes = []
-    base = next((a for a in arms if a["arm"] == "pinned" and a["p50_ms"]), None)
-    if base:
-        ratios = [f"{a['arm']} {a['p50_ms'] / base['p50_ms']:.2f}x" for a in arms
-                  if a["p50_ms"] and a is not base]
-        notes.append("p50 latency relative to pinflow pinned: " + ", ".join(ratios))
+    by_name = {a["arm"]: a for a in arms}
+    cross, bare = by_name.get("cross"), by_name.get("ztcp")
+    if cross and bare and cross["p50_ms"] and bare["p50_ms"]:
+        notes.append("cross vs ztcp (same frames over the same kind of veth): " + ", ".join(
+            part for part in (
+                f"p50 {cross['p50_ms'] / bare['p50_ms']:.2f}x",
+                _ratio("max fps", cross["max_fps"], bare["max_fps"]),
+                _cpu_vs(cross, bare)) if part))
     bw = report.get("h2d_bandwidth")
     if bw:
         notes.append(f"H2D bandwidth: pinned {bw['pinned_gbps']:.1f} GB/s, pageable "
@@ -93,3 +129,16 @@ def _notes(report: dict[str, Any]) -> list[str]:
     for arm, why in report.get("skipped", {}).items():
         notes.append(f"{'cross-host' if arm == 'cross' else arm} arm skipped: {why}")
     return notes
+
+
+def _ratio(name: str, mine: float | None, theirs: float | None) -> str | None:
+    return f"{name} {mine / theirs:.2f}x" if mine and theirs else None
+
+
+def _cpu_vs(cross: dict[str, Any], bare: dict[str, Any]) -> str | None:
+    """The gateways' CPU against what the bare put's two processes use in all."""
+    gateways = cross.get("gateway_cpu_pct")
+    ends = [bare.get("producer_cpu_pct"), bare.get("consumer_cpu_pct")]
+    if gateways is None or None in ends:
+        return None
+    return f"gateway CPU {gateways:.0f}% vs {sum(ends):.0f}% (ztcp sender + receiver)"

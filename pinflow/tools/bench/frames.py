@@ -1,0 +1,79 @@
+"""The frames every arm sends and the one read every consumer makes, written once so that
+all arms time the same thing.
+
+A frame is an (H, W, 4) uint8 RGBA test pattern (:mod:`pinflow.nodes.framing`): 1080p for
+the main table, ``(N / 4096, 1024, 4)`` for a size of the sweep. Producers render a few
+distinct frames before timing starts and cycle through them, so a latency never includes
+drawing a frame: it runs from just before the producer hands a ready frame over to the
+transport until the consumer holds a view of it and has read one byte of every page
+(:func:`touch_pages`), which is also what the memcpy floor does to its copy.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+
+import numpy as np
+
+from pinflow.nodes import framing
+from pinflow.spec import units
+
+PAGE = mmap.PAGESIZE
+FULL_HD = (1080, 1920, 4)
+FRAME_BYTES = FULL_HD[0] * FULL_HD[1] * FULL_HD[2]
+"""1080p RGBA: 8,294,400 bytes."""
+SWEEP_ROW_BYTES = 4096
+"""A sweep frame is rows of 1024 RGBA pixels, so its size must be a multiple of this."""
+DEFAULT_SIZES = "4KiB,64KiB,1MiB,8MiB,32MiB"
+"""What ``--sizes`` is usually given (README)."""
+DISTINCT = 4
+"""Distinct frames a producer cycles through: enough for a consumer to tell a frame from its
+neighbours, few enough to stay cheap at 32 MiB."""
+
+
+def shape_for(nbytes: int) -> tuple[int, int, int]:
+    """The frame shape of ``nbytes``: 1080p for :data:`FRAME_BYTES`, else 1024-pixel rows."""
+    if nbytes == FRAME_BYTES:
+        return FULL_HD
+    if nbytes < SWEEP_ROW_BYTES or nbytes % SWEEP_ROW_BYTES:
+        raise ValueError(f"a frame of {nbytes} bytes is not a whole number of "
+                         f"{SWEEP_ROW_BYTES}-byte rows (1024 RGBA pixels); use a multiple of "
+                         "4 KiB")
+    return (nbytes // SWEEP_ROW_BYTES, SWEEP_ROW_BYTES // 4, 4)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``--sizes``: comma-separated byte counts (``4KiB,64KiB,1MiB``), each a frame size
+    :func:`shape_for` accepts; ValueError naming the first that is not."""
+    sizes = []
+    for part in text.split(","):
+        size = units.parse_size(part.strip())
+        shape_for(size)
+        sizes.append(size)
+    return list(dict.fromkeys(sizes))
+
+
+def prepared(shape: tuple[int, int, int], count: int = DISTINCT) -> list[np.ndarray]:
+    """``count`` stamped pattern frames (indices 0..count-1), rendered now, not while timed."""
+    background = framing.make_background(shape[0], shape[1])
+    frames = []
+    for index in range(count):
+        frame = np.empty(shape, dtype=np.uint8)
+        framing.render(index, frame, background)
+        frames.append(frame)
+    return frames
+
+
+def stamp_only(frame: np.ndarray, index: int) -> None:
+    """Write the frame's 16 stamp bytes and nothing else (the in-place loan arm): the index,
+    and no checksum, so the rest of the slot is whatever an earlier frame left there."""
+    frame.reshape(-1)[:framing.STAMP_BYTES] = np.frombuffer(
+        struct.pack("<qq", index, 0), dtype=np.uint8)
+
+
+def touch_pages(array: np.ndarray) -> int:
+    """Read one byte of every page ``array`` spans: a consumer that really looks at the
+    frame, not only at its descriptor. Returns their sum (a value nobody can skip)."""
+    flat = array.reshape(-1)
+    return int(flat[::PAGE].sum(dtype=np.uint64))
