@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pinflow.protocol.messages import Layout
+from pinflow.protocol.messages import Layout, TensorLayout
 from pinflow.transport import codec
 
 INPUT = "INPUT"
@@ -45,11 +45,36 @@ class Event(dict):
     _holder: np.ndarray | None = None
     _device_tensor: Any = None
     _to_device: Callable[[str, Any], Any] | None = None
+    _unbuilt_value = False
+    """``value`` is made on first use: building a pyarrow array costs more than the rest of
+    a delivery, and ``to_numpy()``/``to_torch()`` do not need one. The dict behaves as if it
+    held it all along (every way of reading the dict builds it first)."""
+
+    def _build_value(self) -> Any:
+        self._unbuilt_value = False
+        value = codec.decode_value(self._layout, self._holder)  # type: ignore[arg-type]
+        dict.__setitem__(self, "value", value)
+        return value
+
+    def __missing__(self, key: str) -> Any:
+        if key == "value" and self._unbuilt_value:
+            return self._build_value()
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "value" and self._unbuilt_value:
+            return self._build_value()
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return (key == "value" and self._unbuilt_value) or dict.__contains__(self, key)
 
     def to_numpy(self) -> np.ndarray:
         """A numpy array with the sender's dtype and shape (zero-copy for tensors and bytes)."""
         if self._layout is None or self._holder is None:
             raise ValueError(f"{self.get('type')} event has no payload (or it was released)")
+        if self._unbuilt_value:
+            return codec.tensor_view(self._layout, self._holder)
         return codec.decode_numpy(self._layout, self._holder, self["value"])
 
     def to_bytes(self) -> bytes:
@@ -93,10 +118,11 @@ class Event(dict):
         Views you took before (numpy arrays, tensors) stay valid: the memory is handed back to
         the producer only once the last of them is gone too.
         """
+        unbuilt, self._unbuilt_value = self._unbuilt_value, False
         self._layout = None
         self._holder = None
         self._device_tensor = None
-        if "value" in self:
+        if unbuilt or "value" in self:
             self["value"] = None
 
     def __enter__(self) -> Event:
@@ -104,6 +130,26 @@ class Event(dict):
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _building_value_first(name: str) -> Any:
+    """``dict.<name>`` for an Event, with ``value`` built first if it is not yet."""
+    method = getattr(dict, name)
+
+    def with_value(self: Event, *args: Any, **kwargs: Any) -> Any:
+        if self._unbuilt_value:
+            self._build_value()
+        return method(self, *args, **kwargs)
+
+    with_value.__name__ = with_value.__qualname__ = name
+    with_value.__doc__ = method.__doc__
+    return with_value
+
+
+for _name in ("__iter__", "__len__", "__reversed__", "__repr__", "__eq__", "__ne__", "__or__",
+              "__ror__", "__ior__", "__setitem__", "__delitem__", "__reduce_ex__", "keys",
+              "values", "items", "copy", "pop", "popitem", "setdefault", "update", "clear"):
+    setattr(Event, _name, _building_value_first(_name))
 
 
 def _same_device(have: str, want: str) -> bool:
@@ -127,21 +173,24 @@ def payload_event(name: str, layout: Layout, holder: np.ndarray, *, metadata: di
     ``to_device(target, stream)`` copies the payload to a CUDA device; for an input with a
     ``device`` that copy is made now, on the stream current while the event is taken.
     """
-    event = make_event(INPUT, name, value=codec.decode_value(layout, holder), metadata=metadata,
-                       seq=seq, sent_ns=sent_ns, pinned=pinned, device=device or "cpu")
+    if type(layout) is TensorLayout:
+        event = Event(kind=KIND, type=INPUT, id=name, metadata=metadata, seq=seq,
+                      sent_ns=sent_ns, pinned=pinned, device=device or "cpu")
+        event._unbuilt_value = True  # ``value`` is made on first use
+    else:
+        event = Event(kind=KIND, type=INPUT, id=name, value=codec.decode_value(layout, holder),
+                      metadata=metadata, seq=seq, sent_ns=sent_ns, pinned=pinned,
+                      device=device or "cpu")
     event._layout, event._holder, event._to_device = layout, holder, to_device
     if device is not None:
         event._device_tensor = to_device(device, None)
     return event
 
 
-@dataclass
-class Pending:
-    """A received message waiting in an input queue, decoded only when delivered."""
-
-    arrival: int
-    build: Callable[[], Event]
-    discard: Callable[[], None] = lambda: None
+Pending = tuple[int, Callable[[str], "Event"], str]
+"""A received message waiting in an input queue: ``(arrival, build, input name)``; it is
+decoded only when delivered (``build(name)``), and dropping it (overflow, STOP) drops what it
+holds, so its slot goes back."""
 
 
 @dataclass
@@ -158,20 +207,24 @@ class InputQueue:
     closed: bool = False       # no more messages will be queued
     close_queued: bool = False  # INPUT_CLOSED is waiting behind the queued messages
     close_delivered: bool = False
+    peak: int = 0
+    """The most items queued since the stats last looked: messages are queued when the
+    node's thread reads its links, in ``next()``, so between two calls the queue only
+    shrinks; its fill is judged at its highest."""
 
     def push(self, item: Pending) -> None:
-        """Queue ``item`` (caller holds the node's lock)."""
+        """Queue ``item`` (caller holds the node's lock); a dropped one is simply let go."""
         if self.closed:
-            item.discard()
             return
         self.received += 1
         if len(self.items) >= self.size:
             self.dropped += 1
             if self.policy == "drop_newest":
-                item.discard()
                 return
-            self.items.popleft().discard()
+            self.items.popleft()
         self.items.append(item)
+        if len(self.items) > self.peak:
+            self.peak = len(self.items)
 
     def close(self) -> None:
         if not self.closed:
@@ -179,8 +232,7 @@ class InputQueue:
             self.close_queued = True
 
     def drain(self) -> None:
-        while self.items:
-            self.items.popleft().discard()
+        self.items.clear()
 
 
 def timer_value() -> pa.Array:

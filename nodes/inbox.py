@@ -1,11 +1,14 @@
 """A node's incoming side: bounded per-input queues, STOP, and the order of delivery.
 
-Network callbacks and timers push; the node's thread takes. Events leave in arrival order
-across inputs; STOP overtakes everything (queued messages are dropped, releasing their
-slots) and is the last event: nothing arriving after it is delivered; INPUT_CLOSED comes
-after the messages its input still had queued. Once every input is closed and its
-INPUT_CLOSED delivered, a STOP with id ``ALL_INPUTS_CLOSED`` ends the stream (dora's
-sequence), so cleanup under ``elif event["type"] == "STOP"`` runs either way.
+The thread that calls ``next()`` pumps the node's links (``feed``: messages are read and
+queued on that thread, no hand-off) and sleeps in the links' ``wait`` until something comes;
+timers and zenoh callbacks (STOP, closed inputs) push from their own threads and wake it.
+Events leave in arrival order across inputs; STOP overtakes everything (queued messages are
+dropped, releasing their slots) and is the last event: nothing arriving after it is
+delivered; INPUT_CLOSED comes after the messages its input still had queued. Once every
+input is closed and its INPUT_CLOSED delivered, a STOP with id ``ALL_INPUTS_CLOSED`` ends
+the stream (dora's sequence), so cleanup under ``elif event["type"] == "STOP"`` runs either
+way.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from pinflow.nodes import events
 from pinflow.nodes.events import Event, InputQueue, Pending
@@ -21,11 +25,37 @@ from pinflow.protocol.stats import QueueStats
 from pinflow.spec import InputSpec
 
 
+class Waiter(Protocol):
+    """Where the reading thread sleeps between events (the node's links)."""
+
+    def wait(self, timeout: float | None) -> None:
+        """Return when woken, when something may have arrived, or after ``timeout``."""
+
+    def wake(self) -> None:
+        """Make ``wait`` return (any thread; never blocks)."""
+
+
+class _EventWaiter:
+    """The waiter of an inbox fed only by other threads' pushes."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def wait(self, timeout: float | None) -> None:
+        self._event.wait(timeout)
+        self._event.clear()
+
+    def wake(self) -> None:
+        self._event.set()
+
+
 class Inbox:
-    """Thread-safe; ``cond`` is also the lock for the node state that wakes ``next()``."""
+    """Thread-safe; ``cond`` is also the lock for the node state that ``Node`` waits on."""
 
     def __init__(self, inputs: Iterable[InputSpec]) -> None:
-        self.cond = threading.Condition()
+        self._lock = threading.RLock()
+        self.cond = threading.Condition(self._lock)
+        """Also guards the node state ``Node`` waits on; the hot paths take ``_lock``."""
         self._arrivals = itertools.count()
         self._queues = {i.name: InputQueue(i.name, i.queue_size, i.queue_policy)
                         for i in inputs}
@@ -34,30 +64,52 @@ class Inbox:
         self._stop_delivered = False
         self._latencies: dict[str, list[float]] = {}
         self._waiting_s = 0.0
+        self._pump: Callable[[], None] = lambda: None
+        self._waiter: Waiter = _EventWaiter()
+        self._reader = threading.Lock()
+        """One thread takes at a time (``next`` called from several threads queues them)."""
+        self._sleeping = False
+
+    def feed(self, pump: Callable[[], None], waiter: Waiter) -> None:
+        """``pump()`` reads what arrived into the queues (on the thread that takes);
+        ``waiter`` is where that thread sleeps meanwhile."""
+        self._pump, self._waiter = pump, waiter
 
     # -- producers of events (any thread) ---------------------------------------------------
     def push(self, names: Iterable[str], build: Callable[[str], Event]) -> None:
         """Queue one message for each input in ``names``; ``build(name)`` makes its event
         when delivered (decoding is deferred so dropped messages cost nothing)."""
-        with self.cond:
+        with self._lock:
             if self._stop_reason is not None:
                 return  # the stream is ending: dropping the message releases its slot
             for name in names:
-                self._queues[name].push(Pending(next(self._arrivals),
-                                                lambda name=name: build(name)))
-            self.cond.notify_all()
+                self._queues[name].push((next(self._arrivals), build, name))
+            if self._sleeping:
+                self._waiter.wake()
+
+    def count_dropped(self, names: Iterable[str], count: int) -> None:
+        """``count`` messages for ``names`` were dropped before they reached this node (its
+        producer's link backlog was full): counted as received and dropped."""
+        with self.cond:
+            for name in names:
+                self._queues[name].received += count
+                self._queues[name].dropped += count
 
     def close(self, names: Iterable[str]) -> None:
         with self.cond:
             for name in names:
                 self._queues[name].close()
             self.cond.notify_all()
+            if self._sleeping:
+                self._waiter.wake()
 
     def stop(self, reason: str) -> None:
         with self.cond:
             if self._stop_reason is None:
                 self._stop_reason = reason
             self.cond.notify_all()
+            if self._sleeping:
+                self._waiter.wake()
 
     @property
     def stopping(self) -> bool:
@@ -68,25 +120,41 @@ class Inbox:
         """The next event; a message is built (decoded, copied to a device) after the lock
         is released, so network callbacks never wait for that work."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.cond:
+        if not self._reader.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return None
+        lock = self._lock
+        try:
             while True:
-                taken = self._take()
-                if taken is not None or self._ended():
-                    break
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
+                self._pump()
+                with lock:
+                    taken = self._take()
+                    if taken is not None or self._ended():
+                        break
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    self._sleeping = True
                 waited = time.monotonic()
-                self.cond.wait(left)
-                self._waiting_s += time.monotonic() - waited
-        if not isinstance(taken, tuple):
-            return taken
-        name, pending = taken
-        event = pending.build()
-        if event.get("sent_ns"):
-            latency_ms = (time.time_ns() - event["sent_ns"]) / 1e6
-            with self.cond:
-                self._latencies.setdefault(name, []).append(latency_ms)
+                try:
+                    self._waiter.wait(left)
+                finally:
+                    with lock:
+                        self._sleeping = False
+                        self._waiting_s += time.monotonic() - waited
+        finally:
+            self._reader.release()
+        if type(taken) is not tuple:
+            return taken  # type: ignore[return-value]
+        _, build, name = taken
+        event = build(name)
+        sent_ns = dict.get(event, "sent_ns")  # not Event.get: no need to build the value
+        if sent_ns:
+            latency_ms = (time.time_ns() - sent_ns) / 1e6
+            with lock:
+                latencies = self._latencies.get(name)
+                if latencies is None:
+                    latencies = self._latencies[name] = []
+                latencies.append(latency_ms)
         return event
 
     @property
@@ -102,9 +170,9 @@ class Inbox:
         node without inputs, or with a timer, which never closes, waits for a real STOP)."""
         return bool(self._queues) and all(q.close_delivered for q in self._queues.values())
 
-    def _take(self) -> Event | tuple[str, Pending] | None:
+    def _take(self) -> Event | Pending | None:
         """Pop the oldest deliverable event (caller holds the lock); STOP goes first and
-        ends the stream. A message comes back unbuilt, with its input's name."""
+        ends the stream. A message comes back unbuilt (``(arrival, build, input name)``)."""
         if self._stop_delivered:
             return None
         if self._stop_reason is not None and not self._stop_delivered:
@@ -114,11 +182,11 @@ class Inbox:
             return events.make_event(events.STOP, self._stop_reason)
         best: InputQueue | None = None
         for queue in self._queues.values():
-            if queue.items and (best is None or best.items[0].arrival > queue.items[0].arrival):
+            if queue.items and (best is None or best.items[0][0] > queue.items[0][0]):
                 best = queue
         if best is not None:
             best.delivered += 1
-            return best.name, best.items.popleft()
+            return best.items.popleft()
         for queue in self._queues.values():
             if queue.close_queued:
                 queue.close_queued = False
@@ -133,7 +201,16 @@ class Inbox:
     # -- a look without taking (dora's is_empty, recv_async's wake-up) -----------------------
     def has_event(self) -> bool:
         """``next(0)`` would return an event now (a message, an INPUT_CLOSED or a STOP);
-        takes nothing."""
+        takes nothing (what the links brought is queued first, unless another thread is
+        reading them right now)."""
+        if self._reader.acquire(blocking=False):
+            try:
+                self._pump()
+            finally:
+                self._reader.release()
+        return self._has_event()
+
+    def _has_event(self) -> bool:
         with self.cond:
             if self._stop_delivered:
                 return False
@@ -141,6 +218,37 @@ class Inbox:
                 return True
             return any(q.items or q.close_queued for q in self._queues.values()) or (
                 self._all_closed())
+
+    def wait_for_event(self, timeout: float | None, given_up: threading.Event) -> None:
+        """Block until an event is waiting, the stream ended, ``given_up`` is set (then call
+        :meth:`wake`) or ``timeout`` passed; reads the links meanwhile, takes nothing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._reader.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return
+        try:
+            while True:
+                self._pump()
+                with self._lock:
+                    if given_up.is_set() or self._stop_delivered or self._has_event():
+                        return
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return
+                    self._sleeping = True
+                try:
+                    self._waiter.wait(left)
+                finally:
+                    with self._lock:
+                        self._sleeping = False
+        finally:
+            self._reader.release()
+
+    def wake(self) -> None:
+        """Make a thread sleeping in ``next`` or ``wait_for_event`` look again."""
+        with self._lock:
+            self.cond.notify_all()
+            if self._sleeping:
+                self._waiter.wake()
 
     # -- statistics -------------------------------------------------------------------------
     def take_latencies(self) -> dict[str, list[float]]:
@@ -154,6 +262,16 @@ class Inbox:
         with self.cond:
             taken, self._waiting_s = self._waiting_s, 0.0
         return taken
+
+    def occupancy(self) -> dict[str, float]:
+        """How full each input queue was at its fullest since the last call (0..1): sampled
+        often, so kept cheap."""
+        with self._lock:
+            fills = {}
+            for name, queue in self._queues.items():
+                fills[name] = max(queue.peak, len(queue.items)) / queue.size
+                queue.peak = len(queue.items)
+            return fills
 
     def snapshot(self) -> dict[str, QueueStats]:
         with self.cond:

@@ -1,10 +1,11 @@
 """``Node``: a dataflow node's view of the run — events in, outputs out.
 
 Created inside a process started by ``pinflow run`` (or, for a ``path: dynamic`` node, in a
-process started by hand while the dataflow runs). Construction joins the run's zenoh mesh,
-declares one subscriber per upstream output and one publisher per output, then waits until
-the launcher says every node is ready, so no message sent afterwards is lost to a subscriber
-that did not exist yet.
+process started by hand while the dataflow runs). Construction joins the run's zenoh mesh
+(liveliness, run state, statistics), starts listening for its producers' links (the same-host
+data plane, ``transport/links.py``), then waits until the launcher says every node is ready,
+so no message sent afterwards is lost to a consumer that was not listening yet. Messages are
+read from the links by the thread that calls ``next()``.
 
 dora's Python API is here under dora's names (``next``, ``try_recv``, ``drain``,
 ``is_empty``, ``recv_async``, ``send_output``, ``send_output_raw``, ``log_*``,
@@ -18,12 +19,13 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -33,9 +35,7 @@ import zenoh
 
 from pinflow.errors import (
     ClosedError,
-    DescriptorError,
     NodeEnvironmentError,
-    SlotNotLent,
     StreamEnded,
     UnknownOutputError,
 )
@@ -51,17 +51,18 @@ from pinflow.nodes.stats import StatsPublisher
 from pinflow.nodes.timers import GridTimer
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys, last_part
-from pinflow.protocol.messages import ArrowLayout
+from pinflow.protocol.messages import TensorLayout
 from pinflow.protocol.stats import NodeStats, OutputStats, PoolReport, Reporter
 from pinflow.protocol.wiring import ENV_VAR, Wiring
 from pinflow.spec import InputSpec, NodeSpec
 from pinflow.transport import codec, dynamic
 from pinflow.transport.auth import ConsumerKeys, ProducerKeys
 from pinflow.transport.channel import OutputChannel, PoolOptions, resync_consumer
+from pinflow.transport.inbound import Inbound, Incoming
 from pinflow.transport.liveness import LauncherWatch, NodeLock, PeerWatch
 from pinflow.transport.malformed import Malformed
+from pinflow.transport.pool import Loan
 from pinflow.transport.receiver import SlotReceiver
-from pinflow.transport.segment import Segment
 from pinflow.transport.session import open_session
 
 log = logging.getLogger("pinflow.node")
@@ -113,6 +114,47 @@ class _RestartCount(int):
 
 
 
+@functools.lru_cache(maxsize=64)
+def _tensor_layout(dtype: Any, shape: tuple[int, ...] | int) -> tuple[TensorLayout, int]:
+    """``codec.tensor_layout`` for ``output_buffer`` arguments (a producer loans the same
+    shape over and over: checked once)."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return codec.tensor_layout(dtype, dims)
+
+
+class _LoanBlock:
+    """``with node.output_buffer(...) as array``: loan on entry, publish on a clean exit,
+    give the slot back unsent on an exception."""
+
+    __slots__ = ("_channel", "_layout", "_loan", "_metadata", "_nbytes", "_pinned", "_to_wire")
+
+    def __init__(self, channel: OutputChannel, layout: TensorLayout, nbytes: int,
+                 metadata: dict[str, Any] | None, pinned: bool,
+                 to_wire: Callable[[Any], Any]) -> None:
+        self._channel, self._layout, self._nbytes = channel, layout, nbytes
+        self._metadata, self._pinned, self._to_wire = metadata, pinned, to_wire
+        self._loan: Loan | None = None
+
+    def __enter__(self) -> np.ndarray | None:
+        loan = self._loan = self._channel.loan(self._nbytes, pinned=self._pinned)
+        if loan is None:
+            return None
+        layout = self._layout
+        if layout.dt == "|u1" and len(layout.sh) == 1:
+            return loan.array
+        return loan.array.view(np.dtype(layout.dt)).reshape(layout.sh)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        loan, self._loan = self._loan, None
+        if loan is None:
+            return
+        if exc_type is not None:
+            self._channel.cancel(loan)
+            return
+        # converted now, not on entry: the block may fill ``metadata``
+        self._channel.publish(loan, self._layout, self._to_wire(self._metadata))
+
+
 class Node:
     """A running node. Iterate it for events; call :meth:`send_output` to publish.
 
@@ -144,7 +186,10 @@ class Node:
         self._lock = self._inbox.cond  # also guards the peer and run state below
         self._closed = False
         self._alive_peers: set[str] = set()
+        self._alive_now: frozenset[str] = frozenset()
         self._gone_peers: set[str] = set()
+        self._gone_producers: list[tuple[str, bool]] = []
+        """Producers reported gone (and whether to close their inputs), for ``_pump``."""
         """Peers the launcher declared gone for good: nobody waits for them to join."""
         self._state: set[str] = set()
         self._timer_stop = threading.Event()
@@ -177,10 +222,27 @@ class Node:
                                       writable_mappings=self._devices.writable_mappings)
         self._receiver.on_map.append(self._devices.mapped)
         self._receiver.on_unmap.append(self._devices.forget)
+        self._inputs_of: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
+        """(producer, output) -> the inputs it feeds."""
+        for spec in self._spec.inputs:
+            if not spec.is_timer:
+                self._inputs_of[(spec.source_node, spec.source_output)].append(spec.name)
+        try:
+            self._inbound = Inbound(self._keys, self._spec.id, self._consumer_keys,
+                                    self._receiver, self._malformed, self._inputs_of)
+        except BaseException:
+            self._peers.close()
+            self._receiver.close()
+            self._devices.close()
+            self._session.close()
+            self._alive_lock.release()
+            raise
+        self._inbox.feed(self._pump, self._inbound)
         try:
             self._join()
         except BaseException:
             self._peers.close()
+            self._inbound.close()
             self._receiver.close()
             self._devices.close()
             self._session.close()
@@ -257,20 +319,6 @@ class Node:
     # -- set-up ---------------------------------------------------------------------------
     def _join(self) -> None:
         session, keys = self._session, self._keys
-        by_source: dict[tuple[str, str], list[InputSpec]] = collections.defaultdict(list)
-        for spec in self._spec.inputs:
-            if spec.is_timer:
-                continue
-            by_source[(spec.source_node, spec.source_output)].append(spec)
-        for (node_id, output_id), specs in by_source.items():
-            names = [s.name for s in specs]
-            self._declared.append(
-                session.declare_subscriber(
-                    keys.data(node_id, output_id),
-                    lambda sample, names=names, src=(node_id, output_id): self._on_data(
-                        src, names, sample),
-                )
-            )
         for output in self._spec.outputs:
             consumers = self._wiring.consumers.get(output.id, [])
             options = PoolOptions.for_output(
@@ -311,6 +359,9 @@ class Node:
                 f"node {self.id!r}: the launcher did not start the run within "
                 f"{self._wiring.startup_timeout_s:.0f} s"
             )
+        # Producers linked to us and announced their pools while they joined: map them now,
+        # so the first frames do not pay for it.
+        self._pump()
         for spec in self._spec.inputs:
             if spec.timer_period_s is not None:
                 GridTimer(spec.name, spec.timer_period_s,
@@ -322,6 +373,7 @@ class Node:
             Reporter(node=self.id, run=self.run_id, pid=os.getpid(),
                      restarts=self._wiring.restarts, machine=self._spec.machine),
             self._counters, self._inbox.take_latencies, self._inbox.take_waiting,
+            occupancy=self._inbox.occupancy,
         )
 
     def _peers_joined(self) -> bool:
@@ -333,9 +385,14 @@ class Node:
         return "running" in self._state or self._inbox.stopping
 
     def _wait_for(self, predicate: Any, timeout: float, *, required: bool) -> bool:
+        """Wait for ``predicate`` (zenoh callbacks notify), meanwhile accepting producers'
+        links and mapping the pools they announce."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            while not predicate():
+        while True:
+            self._pump()
+            with self._lock:
+                if predicate():
+                    return True
                 left = deadline - time.monotonic()
                 if left <= 0:
                     if not required:
@@ -343,54 +400,36 @@ class Node:
                                     sorted(self._wiring.peers() - self._alive_peers
                                            - self._gone_peers))
                     return False
-                self._lock.wait(min(left, 0.1))
-        return True
+                self._lock.wait(min(left, 0.02))
 
-    # -- zenoh callbacks (zenoh threads; keep short) --------------------------------------
-    def _on_data(self, source: tuple[str, str], names: list[str], sample: zenoh.Sample
-                 ) -> None:
-        """Decode and check everything a peer sent before queueing it: whatever it sent,
-        a refusal is counted and logged here, and nothing reaches ``next()`` that could
-        fail to build an event."""
-        try:
-            attachment = sample.attachment
-            if attachment is None:
-                raise DescriptorError("message without header")
-            header = messages.decode(attachment.to_bytes())
-            if header.kind == "eos":
-                data_key = self._keys.data(*source)
-                if not self._consumer_keys.eos_is_genuine(source[0], data_key, header.seq,
-                                                          header.auth):
-                    raise DescriptorError(
-                        f"end of stream not signed by {source[0]!r}; ignored (the input "
-                        "closes when the producer really ends or is gone)")
+    # -- links (the thread that calls next()) ---------------------------------------------
+    def _pump(self) -> None:
+        """Queue what the links brought: everything in it was checked when it was read
+        (refusals are counted and logged there), so nothing queued can fail to build.
+        Producers reported gone before this read are settled after it."""
+        gone = None
+        if self._gone_producers:
+            with self._lock:
+                gone, self._gone_producers = self._gone_producers, []
+        for incoming in self._inbound.receive():
+            names = self._inputs_of[incoming.source]
+            if incoming.dropped:
+                self._inbox.count_dropped(names, incoming.dropped)
+            if incoming.end:
                 self._inbox.close(names)
-                return
-            pinned, segment = False, None
-            if header.kind == "shm":
-                holder, mapping = self._receiver.read(source, header.slot)
-                pinned, segment = mapping.pinned, mapping.segment
-                if isinstance(header.layout, ArrowLayout):
-                    # Arrow IPC is parsed, not viewed: check and keep a private copy, so the
-                    # producer cannot change it afterwards; the slot goes back right away.
-                    holder, pinned, segment = holder.copy(), False, None
-            else:
-                holder = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8)
-            codec.check_layout(header.layout, holder)
-        except SlotNotLent:
-            return  # lost with a broken link, not malformed: the receiver counted it
-        except Exception as exc:  # DescriptorError, or whatever else a peer's bytes caused
-            self._malformed.refuse(sample.key_expr, exc)
-            return
-        # The closure owns the holder: dropping the pending message (overflow, STOP) or the
-        # event built from it is what releases a shared slot.
-        self._inbox.push(names, lambda name: self._input_event(name, header, holder, pinned,
-                                                                segment))
+                if incoming.run_stopping:  # the link outran the launcher's STOP over zenoh
+                    self._inbox.stop("MANUAL")
+            elif incoming.holder is not None:
+                # The pending message owns the holder: dropping it (overflow, STOP) or the
+                # event built from it is what releases a shared slot.
+                self._inbox.push(names, functools.partial(self._input_event, incoming))
+        if gone:
+            self._settle_gone_producers(gone)
 
-    def _input_event(self, name: str, header: messages.Header, holder: np.ndarray,
-                     pinned: bool, segment: Segment | None) -> Event:
-        layout = header.layout
-        assert layout is not None
+    def _input_event(self, incoming: Incoming, name: str) -> Event:
+        layout, holder = incoming.layout, incoming.holder
+        segment, pinned = incoming.segment, incoming.pinned
+        assert layout is not None and holder is not None
 
         def to_device(target: str, stream: Any) -> Any:
             return self._devices.delivery(target).deliver(
@@ -398,11 +437,12 @@ class Node:
 
         return events.payload_event(
             name, layout, holder,
-            metadata=wire_metadata.from_wire(header.metadata or {}, header.sent_ns),
-            seq=header.seq,
-            sent_ns=header.sent_ns, pinned=pinned, device=self._devices.by_input.get(name),
+            metadata=wire_metadata.from_wire(incoming.metadata or {}, incoming.sent_ns),
+            seq=incoming.seq, sent_ns=incoming.sent_ns, pinned=pinned,
+            device=self._devices.by_input.get(name),
             to_device=to_device)
 
+    # -- zenoh callbacks (zenoh threads; keep short) --------------------------------------
     def _on_alive(self, sample: zenoh.Sample) -> None:
         """A peer's token came or went. Gone only means unreachable: the peer watch reports
         it gone (``_peer_gone``) once its process really died, never after a mere pause."""
@@ -411,12 +451,16 @@ class Node:
             # Settle a pending loss first: if the old process died, its slots are taken
             # back before anything is addressed to its successor.
             self._peers.back(node_id)
+            for channel in self._outputs.values():
+                channel.reach(node_id)  # link it now: its first message does not pay for it
             with self._lock:
                 self._alive_peers.add(node_id)
+                self._alive_now = frozenset(self._alive_peers)
                 self._lock.notify_all()
             return
         with self._lock:
             self._alive_peers.discard(node_id)
+            self._alive_now = frozenset(self._alive_peers)
             self._lock.notify_all()
         if node_id != self.id:  # zenoh may echo our own token's loss after a lease expiry
             self._peers.lost(node_id)
@@ -442,15 +486,23 @@ class Node:
                              args=(self._session, self._keys, node_id, channels, lost_at),
                              name=f"pinflow-resync-{node_id}").start()
 
-    def _alive_snapshot(self) -> set[str]:
-        with self._lock:
-            return set(self._alive_peers)
+    def _alive_snapshot(self) -> frozenset[str]:
+        """The peers whose token we see (kept as one immutable set: every message asks)."""
+        return self._alive_now
 
     def _close_inputs_from(self, node_id: str, *, for_good: bool = False) -> None:
+        """Noted here, done by the reading thread after it read the links once more: what
+        the producer wrote before it went is still in them and must not be overtaken."""
         with self._lock:
-            if for_good or node_id not in self._alive_peers:
+            close = for_good or node_id not in self._alive_peers
+            self._gone_producers.append((node_id, close))
+        self._inbox.wake()
+
+    def _settle_gone_producers(self, gone: list[tuple[str, bool]]) -> None:
+        for node_id, close in gone:
+            if close:
                 self._inbox.close(s.name for s in self._spec.inputs if s.source_node == node_id)
-        self._receiver.producer_gone(node_id)
+            self._receiver.producer_gone(node_id)
 
     def _on_gone(self, sample: zenoh.Sample) -> None:
         """The launcher will not restart this node again: close the inputs it fed."""
@@ -506,7 +558,8 @@ class Node:
         return self._inbox.ended
 
     def __iter__(self) -> Iterator[Event]:
-        while (event := self.next()) is not None:
+        take = self._inbox.next
+        while (event := take()) is not None:
             yield event
 
     # -- receiving, dora's other ways (all built on next() and ended) ----------------------
@@ -553,19 +606,10 @@ class Node:
                 return Event(kind=events.KIND, type=events.ERROR, error=RECV_TIMEOUT_ERROR)
             given_up = threading.Event()
             try:
-                await loop.run_in_executor(None, self._wait_for_event, left, given_up)
+                await loop.run_in_executor(None, self._inbox.wait_for_event, left, given_up)
             finally:
                 given_up.set()
-                with self._inbox.cond:
-                    self._inbox.cond.notify_all()
-
-    def _wait_for_event(self, timeout: float | None, given_up: threading.Event) -> None:
-        """Block (on a helper thread) until an event is waiting, the stream ended, the
-        waiter gave up or ``timeout`` passed; takes nothing."""
-        with self._inbox.cond:
-            self._inbox.cond.wait_for(
-                lambda: given_up.is_set() or self._inbox.has_event() or self._inbox.ended,
-                timeout)
+                self._inbox.wake()
 
     def merge_external_events(self, subscription: Any) -> None:
         """Not supported: dora merges only a ROS 2 subscription (``dora.Ros2Subscription``)
@@ -612,10 +656,9 @@ class Node:
         return SampleHandler(self.output_buffer(output_id, data_length, np.uint8,
                                                 metadata=metadata))
 
-    @contextlib.contextmanager
     def output_buffer(self, output_id: str, shape: tuple[int, ...] | int,
                       dtype: Any = np.uint8, *, metadata: dict[str, Any] | None = None,
-                      pinned: bool = False) -> Iterator[np.ndarray | None]:
+                      pinned: bool = False) -> contextlib.AbstractContextManager[Any]:
         """Loan a shared-memory slot as a writable array; it is sent when the block exits.
 
         ``with node.output_buffer("image", (1080, 1920, 4)) as frame: decode_into(frame)``
@@ -625,20 +668,12 @@ class Node:
         the pool is full and the output says ``on_full: drop``.
         """
         channel = self._channel(output_id)
-        dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-        layout, nbytes = codec.tensor_layout(dtype, dims)
-        loan = channel.loan(nbytes, pinned=pinned)
-        if loan is None:
-            yield None
-            return
-        array = loan.array.view(np.dtype(layout.dt)).reshape(layout.sh)
         try:
-            yield array
-        except BaseException:
-            channel.cancel(loan)
-            raise
-        del array
-        channel.publish(loan, layout, self._wire_metadata(output_id, metadata))
+            layout, nbytes = _tensor_layout(dtype, shape)
+        except TypeError:  # unhashable (a list shape): not cached
+            layout, nbytes = _tensor_layout.__wrapped__(dtype, shape)
+        return _LoanBlock(channel, layout, nbytes, metadata, pinned,
+                          functools.partial(self._wire_metadata, output_id))
 
     def _channel(self, output_id: str) -> OutputChannel:
         if self._closed:
@@ -662,6 +697,7 @@ class Node:
     def _counters(self) -> NodeStats:
         outputs = {}
         for output_id, channel in self._outputs.items():
+            channel.settle()  # releases consumers sent since the producer last needed a slot
             pool = channel.pool
             outputs[output_id] = OutputStats(
                 **msgspec.structs.asdict(channel.stats),
@@ -733,12 +769,16 @@ class Node:
             # for it to come back, and close their inputs only if the launcher says it is
             # gone for good.
             send_eos = self._wiring.restart_policy == "never"
+            with self._lock:
+                run_stopping = "stop" in self._state
             for channel in self._outputs.values():
-                channel.close(self._wiring.drain_timeout_s, send_eos=send_eos)
+                channel.close(self._wiring.drain_timeout_s, send_eos=send_eos,
+                              run_stopping=run_stopping)
             for declared in reversed(self._declared):
                 declared.undeclare()
             self._peers.close()
             self._launcher.close()
+            self._inbound.close()
             self._receiver.close()  # unregisters segments from CUDA before unmapping
             self._devices.close()
         finally:

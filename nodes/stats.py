@@ -44,18 +44,23 @@ def _rate(now: int, before: int, seconds: float) -> float:
 class StatsPublisher:
     """Samples queue occupancy at 10 Hz and publishes one report per second.
 
-    ``snapshot()`` returns the node's counters (``Node`` counters, typed); ``take_latencies()``
-    returns and clears the latencies (ms) recorded per input since the last call;
-    ``take_waiting()`` returns and clears the seconds spent blocked in ``next()``.
+    ``snapshot()`` returns the node's counters (``Node`` counters, typed), taken once per
+    report; ``occupancy()`` the fill (0..1) of each input queue, sampled at 10 Hz (it must be
+    cheap: it runs in every node all the time); ``take_latencies()`` returns and clears the
+    latencies (ms) recorded per input since the last call; ``take_waiting()`` returns and
+    clears the seconds spent blocked in ``next()``.
     """
 
     def __init__(self, publish: Callable[[bytes], None], identity: Reporter,
                  snapshot: Callable[[], NodeStats],
                  take_latencies: Callable[[], dict[str, list[float]]],
-                 take_waiting: Callable[[], float], interval: float = INTERVAL_S) -> None:
+                 take_waiting: Callable[[], float], interval: float = INTERVAL_S, *,
+                 occupancy: Callable[[], dict[str, float]] | None = None) -> None:
         self._publish, self._identity = publish, identity
         self._snapshot, self._take_latencies, self._take_waiting = (
             snapshot, take_latencies, take_waiting)
+        self._occupancy = occupancy or (lambda: {
+            name: queue.queued / queue.size for name, queue in snapshot().inputs.items()})
         self._interval = interval
         self.on_sample: list[Callable[[NodeStats], None]] = []
         """Called with every sample (ten a second), on the stats thread."""
@@ -71,14 +76,16 @@ class StatsPublisher:
         occupancy: dict[str, list[float]] = {}
         while not self._stop.wait(_SAMPLE_S):
             try:
-                current = self._snapshot()
-                for hook in self.on_sample:
-                    hook(current)
-                for name, queue in current.inputs.items():
-                    occupancy.setdefault(name, []).append(queue.queued / queue.size)
+                if self.on_sample:
+                    sampled = self._snapshot()
+                    for hook in self.on_sample:
+                        hook(sampled)
+                for name, fill in self._occupancy().items():
+                    occupancy.setdefault(name, []).append(fill)
                 elapsed = time.monotonic() - started
                 if elapsed < self._interval:
                     continue
+                current = self._snapshot()
                 report = self.build(current, previous, occupancy, elapsed)
                 self._publish(STATS_REPORT.encode(report))
                 previous, started, occupancy = current, time.monotonic(), {}

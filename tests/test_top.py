@@ -134,7 +134,8 @@ REPORT = {
         "in_rate": 1234.5, "handled_rate": 0.01, "drop_rate": 2.0,
         "latency_p50_ms": 0.123, "latency_p99_ms": 2345.6}},
     "outputs": {"frames": {
-        "sent_inline": 0, "sent_shm": 9, "dropped_full": 4, "pools_created": 1,
+        "sent_inline": 0, "sent_shm": 9, "dropped_full": 4, "dropped_link": 0,
+        "unreachable": 0, "pools_created": 1,
         "pool": {"slots": 4, "slot_bytes": 1920 * 1080 * 4, "free": 1, "in_use": 3,
                  "loaned": 0, "acquired_total": 9, "exhausted_waits": 5, "timeouts": 1,
                  "held_by": {"n": 3}, "pinned": False, "segment": "pinflow-x.y.z.1"},

@@ -8,8 +8,11 @@ node of its host a random secret, and gives each producer, for each of its consu
 Releases are signed with the key of the consumer that held the slot, end-of-stream messages
 carry one MAC per consumer; another node of the run knows neither key, and MACs seen on the
 mesh do not help it forge new ones (each names one segment, slot and generation, or one
-stream's end). What this cannot stop: a process of the same user that reads a node's
-environment (``/proc/<pid>/environ``) or writes the shared memory directly.
+stream's end). A same-host link (``transport/links.py``) is proven once, both ways, by the
+same key: its first frame carries the producer's MAC over a fresh nonce, the first frame back
+the consumer's; everything after that on the connection comes from the process that made the
+MAC. What this cannot stop: a process of the same user that reads a node's environment
+(``/proc/<pid>/environ``) or writes the shared memory directly.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def _held_parts(held_key: str, nonce: str) -> tuple[bytes, ...]:
     return b"held", held_key.encode(), nonce.encode()
 
 
+def _link_parts(what: bytes, producer: str, output: str, consumer: str,
+                nonce: bytes) -> tuple[bytes, ...]:
+    """A same-host link's handshake (``transport/links.py``): ``what`` is ``hello`` (the
+    producer speaks) or ``welcome`` (the consumer answers), over the producer's nonce."""
+    return what, producer.encode(), output.encode(), consumer.encode(), nonce.hex().encode()
+
+
 class ConsumerKeys:
     """A consumer's side: signs its releases, checks that an end of stream is genuine."""
 
@@ -66,6 +76,18 @@ class ConsumerKeys:
     def sign_held(self, producer: str, held_key: str, nonce: str, body: bytes) -> bytes:
         """MAC of an answer to ``producer``'s held-slots query (``nonce`` is the query's)."""
         return mac(self._key(producer), *_held_parts(held_key, nonce), body)
+
+    def hello_is_genuine(self, producer: str, output: str, nonce: bytes, signature: bytes
+                         ) -> bool:
+        """A link's first frame comes from ``producer`` and is meant for this consumer."""
+        expected = mac(self._key(producer), *_link_parts(b"hello", producer, output,
+                                                         self.node_id, nonce))
+        return hmac.compare_digest(signature, expected)
+
+    def sign_welcome(self, producer: str, output: str, nonce: bytes) -> bytes:
+        """This consumer's answer on a link from ``producer`` (over the producer's nonce)."""
+        return mac(self._key(producer), *_link_parts(b"welcome", producer, output,
+                                                     self.node_id, nonce))
 
     def eos_is_genuine(self, producer: str, data_key: str, seq: int,
                        macs: dict[str, str]) -> bool:
@@ -99,6 +121,21 @@ class ProducerKeys:
         if key is None or len(signature) != MAC_BYTES:
             return False
         return hmac.compare_digest(signature, mac(key, *_held_parts(held_key, nonce), body))
+
+    def sign_hello(self, producer: str, output: str, consumer: str, nonce: bytes) -> bytes:
+        """The first frame of a link to ``consumer``: only this producer can make it."""
+        return mac(self._keys[consumer], *_link_parts(b"hello", producer, output, consumer,
+                                                      nonce))
+
+    def welcome_is_genuine(self, producer: str, output: str, consumer: str, nonce: bytes,
+                           signature: bytes) -> bool:
+        """The answer on our link really comes from ``consumer``: only then do its releases
+        count."""
+        key = self._keys.get(consumer)
+        if key is None:
+            return False
+        expected = mac(key, *_link_parts(b"welcome", producer, output, consumer, nonce))
+        return hmac.compare_digest(signature, expected)
 
     def sign_eos(self, data_key: str, seq: int) -> dict[str, str]:
         """One MAC per consumer: each checks its own, none can make another's."""

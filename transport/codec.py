@@ -22,6 +22,7 @@ The header's decoder already checked its types; what is left is what only the by
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ ALLOWED_DTYPES = frozenset(np.dtype(name).str for name in (
 """Tensor dtypes carried raw, in the machine's byte order: each has an Arrow type and a torch
 dtype, so every receiver can decode it."""
 ARROW = ArrowLayout()
+_ITEMSIZE = {dt: np.dtype(dt).itemsize for dt in ALLOWED_DTYPES}
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,10 @@ def check_layout(layout: Layout | None, payload: np.ndarray | bytes) -> None:
     """Check a received layout against the bytes that came with it: ``DescriptorError``
     unless every value built from them later will decode. An Arrow IPC stream is opened and
     fully validated here, so check private bytes (not a slot another process may rewrite)."""
+    if type(layout) is TensorLayout:
+        itemsize = _ITEMSIZE.get(layout.dt)
+        if itemsize is not None and itemsize * math.prod(layout.sh) == len(payload):
+            return  # the usual case: a tensor whose bytes all arrived
     if layout is None:
         raise DescriptorError("message carries a payload but no layout")
     if isinstance(layout, ArrowLayout):
@@ -154,7 +160,7 @@ def check_layout(layout: Layout | None, payload: np.ndarray | bytes) -> None:
             f"payload dtype {layout.dt!r} is not one a receiver decodes "
             f"({', '.join(sorted(ALLOWED_DTYPES))})")
     nbytes = payload.nbytes if isinstance(payload, np.ndarray) else len(payload)
-    expected = np.dtype(layout.dt).itemsize * math.prod(layout.sh)
+    expected = _dtype(layout.dt).itemsize * math.prod(layout.sh)
     if expected != nbytes:
         raise DescriptorError(
             f"layout {_short(layout)} needs {expected} bytes but {nbytes} arrived")
@@ -187,16 +193,31 @@ def decode_value(layout: Layout, holder: np.ndarray) -> pa.Array:
     if isinstance(layout, ArrowLayout):
         reader = pa.ipc.open_stream(pa.py_buffer(holder))
         return reader.read_next_batch().column(0)
-    dtype = np.dtype(layout.dt)
+    dtype = _dtype(layout.dt)
     if dtype.kind == "b":
         return pa.array(holder.view(dtype))
-    arrow_type = pa.from_numpy_dtype(dtype)
     length = holder.nbytes // dtype.itemsize
-    return pa.Array.from_buffers(arrow_type, length, [None, pa.py_buffer(holder)])
+    return pa.Array.from_buffers(_arrow_type(layout.dt), length, [None, pa.py_buffer(holder)])
 
 
 def decode_numpy(layout: Layout, holder: np.ndarray, value: pa.Array) -> np.ndarray:
     """numpy view with the sender's dtype and shape (a copy only for non-tensor Arrow data)."""
     if isinstance(layout, ArrowLayout):
         return value.to_numpy(zero_copy_only=False)
-    return holder.view(np.dtype(layout.dt)).reshape(layout.sh)
+    return holder.view(_dtype(layout.dt)).reshape(layout.sh)
+
+
+def tensor_view(layout: TensorLayout, holder: np.ndarray) -> np.ndarray:
+    """The received tensor in the sender's dtype and shape, over ``holder`` (no copy)."""
+    return holder.view(_dtype(layout.dt)).reshape(layout.sh)
+
+
+@functools.cache
+def _dtype(dt: str) -> np.dtype:
+    """The numpy dtype of a layout's dtype string (one of ``ALLOWED_DTYPES``: checked first)."""
+    return np.dtype(dt)
+
+
+@functools.cache
+def _arrow_type(dt: str) -> pa.DataType:
+    return pa.from_numpy_dtype(_dtype(dt))

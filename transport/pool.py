@@ -21,10 +21,12 @@ import logging
 import struct
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
 from pinflow.errors import ClosedError, DescriptorError, PayloadError
+from pinflow.protocol.frames import Slot
 from pinflow.protocol.messages import SlotRef
 from pinflow.protocol.stats import PoolStats
 from pinflow.transport.segment import PAGE, Segment
@@ -108,7 +110,11 @@ class SlotPool:
             self.locked = self.segment.mlock()
             if not self.locked:
                 log.debug("pool %s: mlock refused (RLIMIT_MEMLOCK); pages stay prefaulted", name)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        """Wakes ``acquire`` when a slot frees up; hot paths take ``_lock`` itself."""
+        self._buffer: Any = self.segment.buffer
+        self._writable: Any = self.segment.whole(writable=True)
         self._generations = [0] * slots
         self._published_at = [0.0] * slots  # monotonic time of each slot's last publish
         # Most recently freed slot is handed out first: its pages are the warmest.
@@ -125,22 +131,15 @@ class SlotPool:
         return PAGE + index * self.stride
 
     def _write_entry(self, index: int, generation: int, length: int) -> None:
-        _ENTRY.pack_into(self.segment.buffer, _entry_offset(index), generation, length)
+        _ENTRY.pack_into(self._buffer, _HEADER.size + index * _ENTRY.size, generation, length)
 
     def acquire(self, nbytes: int, *, timeout: float | None) -> Loan | None:
         """A free slot's writable view of ``nbytes``; None if none frees up within ``timeout``.
 
         ``timeout=None`` waits forever, ``0`` never waits.
         """
-        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
-            raise ValueError(f"pool {self.name}: nbytes must be an int >= 0, got {nbytes!r}")
-        if nbytes > self.slot_bytes:
-            raise PayloadError(
-                f"output pool {self.name}: a {nbytes}-byte payload does not fit its "
-                f"{self.slot_bytes}-byte slots; raise `slot_bytes` for this output in the "
-                "dataflow YAML"
-            )
-        with self._cond:
+        self._check_size(nbytes)
+        with self._lock:
             self._check_open()
             if not self._free:
                 self._exhausted_waits += 1
@@ -150,44 +149,93 @@ class SlotPool:
                 if not self._free:
                     self._timeouts += 1
                     return None
+            return self._lend_free(nbytes)
+
+    def try_acquire(self, nbytes: int) -> Loan | None:
+        """A free slot's writable view of ``nbytes``, or None at once (nothing counted: a
+        caller that waits in its own way counts with :meth:`note_exhausted`). The
+        producer's path for every message: written to touch as little as it can."""
+        if type(nbytes) is not int or not 0 <= nbytes <= self.slot_bytes:
+            self._check_size(nbytes)
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"pool {self.name} is closed")
+            if not self._free:
+                return None
             index = self._free.pop()
             # Generation 0 in the table while the payload is rewritten: any stale ref fails.
-            self._write_entry(index, 0, 0)
-            loan = Loan(self, index, self.segment.view(self.offset(index), nbytes, writable=True))
+            _ENTRY.pack_into(self._buffer, _HEADER.size + index * _ENTRY.size, 0, 0)
+            start = PAGE + index * self.stride
+            loan = Loan(self, index, self._writable[start:start + nbytes])
             self._loans[index] = loan
             self._acquired_total += 1
             return loan
+
+    def note_exhausted(self, *, timed_out: bool) -> None:
+        """Count one acquire that found no free slot (and gave up, if ``timed_out``)."""
+        with self._lock:
+            self._exhausted_waits += 1
+            self._timeouts += timed_out
+
+    def _check_size(self, nbytes: int) -> None:
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+            raise ValueError(f"pool {self.name}: nbytes must be an int >= 0, got {nbytes!r}")
+        if nbytes > self.slot_bytes:
+            raise PayloadError(
+                f"output pool {self.name}: a {nbytes}-byte payload does not fit its "
+                f"{self.slot_bytes}-byte slots; raise `slot_bytes` for this output in the "
+                "dataflow YAML"
+            )
+
+    def _lend_free(self, nbytes: int) -> Loan:
+        """Take the warmest free slot (caller holds the lock and saw one)."""
+        index = self._free.pop()
+        # Generation 0 in the table while the payload is rewritten: any stale ref fails.
+        self._write_entry(index, 0, 0)
+        loan = Loan(self, index, self.segment.view(self.offset(index), nbytes, writable=True))
+        self._loans[index] = loan
+        self._acquired_total += 1
+        return loan
 
     def _take_loan(self, loan: Loan) -> None:
         if loan._pool is not self or self._loans.get(loan.index) is not loan:
             raise ValueError(f"{loan!r} is not an outstanding loan of pool {self.name}")
         del self._loans[loan.index]
 
-    def publish(self, loan: Loan, holders: set[str]) -> SlotRef:
+    def publish(self, loan: Loan, holders: set[str] | frozenset[str]) -> SlotRef:
         """Stamp the written slot and lend it to ``holders``, who must each release it.
 
         The ref names them: nobody else may read the slot. With no holders nobody will read
         it, so it is free again at once.
         """
-        with self._cond:
-            self._check_open()
-            self._take_loan(loan)
+        generation = self.stamp(loan, holders)
+        return SlotRef(self.name, loan.index, self.offset(loan.index), loan.nbytes, generation,
+                       frozenset(holders))
+
+    def stamp(self, loan: Loan, holders: set[str] | frozenset[str]) -> int:
+        """:meth:`publish` without building the ref: the new generation of the slot."""
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"pool {self.name} is closed")
             index = loan.index
+            if loan._pool is not self or self._loans.get(index) is not loan:
+                raise ValueError(f"{loan!r} is not an outstanding loan of pool {self.name}")
+            del self._loans[index]
             generation = self._generations[index] + 1
             self._generations[index] = generation
             self._published_at[index] = time.monotonic()
-            self._write_entry(index, generation, loan.nbytes)
+            _ENTRY.pack_into(self._buffer, _HEADER.size + index * _ENTRY.size, generation,
+                             loan.nbytes)
             if holders:
                 self._holders[index] = set(holders)
             else:
                 self._free.append(index)
                 self._cond.notify()
-        return SlotRef(self.name, index, self.offset(index), loan.nbytes, generation,
-                       frozenset(holders))
+        return generation
 
     def cancel(self, loan: Loan) -> None:
         """Give back a loan that will not be published."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._take_loan(loan)
@@ -204,7 +252,7 @@ class SlotPool:
         """
         if not (_is_count(index) and _is_count(generation) and isinstance(holder, str)):
             return False
-        with self._cond:
+        with self._lock:
             holders = self._holders.get(index)
             if holders is None or holder not in holders or generation != self._generations[index]:
                 return False
@@ -220,7 +268,7 @@ class SlotPool:
         ``pinflow.transport.liveness``): release everything it held; returns how many
         slots became free."""
         freed = 0
-        with self._cond:
+        with self._lock:
             for index in list(self._holders):
                 holders = self._holders[index]
                 if holder in holders:
@@ -239,7 +287,7 @@ class SlotPool:
         was lost: it released them and the release was lost, or never got the descriptor).
         Returns how many slots came free."""
         freed = 0
-        with self._cond:
+        with self._lock:
             for index in list(self._holders):
                 holders = self._holders[index]
                 if (holder not in holders or (index, self._generations[index]) in held
@@ -256,11 +304,11 @@ class SlotPool:
 
     def idle(self) -> bool:
         """No slot is loaned out or held by a consumer."""
-        with self._cond:
+        with self._lock:
             return not self._holders and not self._loans
 
     def stats(self) -> PoolStats:
-        with self._cond:
+        with self._lock:
             return PoolStats(
                 slots=self.slots,
                 slot_bytes=self.slot_bytes,
@@ -275,7 +323,7 @@ class SlotPool:
 
     def held_by(self) -> dict[str, int]:
         """Slots each consumer holds right now (consumer node id -> slots)."""
-        with self._cond:
+        with self._lock:
             return self._held_by()
 
     def _held_by(self) -> dict[str, int]:
@@ -291,11 +339,12 @@ class SlotPool:
 
     def close(self) -> None:
         """Remove and unmap the segment; blocked acquirers get ClosedError."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._cond.notify_all()
+            self._buffer = self._writable = None  # or the mapping could not be closed
         self.segment.unlink()
         self.segment.close()
 
@@ -334,8 +383,9 @@ class SlotReader:
         generation: int = _ENTRY.unpack_from(self.segment.buffer, _entry_offset(index))[0]
         return generation
 
-    def read(self, ref: SlotRef) -> np.ndarray:
-        """Read-only view of the slot's bytes, after checking ``ref`` against the header."""
+    def read(self, ref: SlotRef | Slot) -> np.ndarray:
+        """Read-only view of the slot's bytes (a new array object: a finalizer on it is this
+        read's), after checking ``ref`` against the header."""
         if ref.segment != self.segment.name:
             raise DescriptorError(
                 f"slot reference names segment {ref.segment}, not {self.segment.name}"
@@ -349,10 +399,17 @@ class SlotReader:
             raise DescriptorError(
                 f"slot length {ref.length} outside 0..{self.slot_bytes} in {self.segment.name}"
             )
-        generation, length = _ENTRY.unpack_from(self.segment.buffer, _entry_offset(index))
+        segment = self.segment
+        generation, length = _ENTRY.unpack_from(segment.buffer, _HEADER.size + index * _ENTRY.size)
         if ref.generation == 0 or ref.generation != generation or ref.length != length:
             raise DescriptorError(
-                f"stale slot reference to {self.segment.name}[{index}]: generation "
+                f"stale slot reference to {segment.name}[{index}]: generation "
                 f"{ref.generation}/{ref.length} bytes, header has {generation}/{length}"
             )
-        return self.segment.view(ref.offset, ref.length, writable=False)
+        # Over the mapping itself, not a slice of a segment-wide array: numpy makes every
+        # view derived from this one keep *this* array alive (its base is not an array), so
+        # the slot is released only once the last view of it is gone.
+        view = np.frombuffer(segment.buffer, dtype=np.uint8, count=ref.length,
+                             offset=ref.offset)
+        view.flags.writeable = False
+        return view

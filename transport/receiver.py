@@ -3,8 +3,11 @@ and send slots back when the last view of a received value is gone.
 
 A received payload is a read-only numpy array directly over the slot; everything built on
 it (the pyarrow value, ``to_numpy()`` views, torch tensors) keeps that array alive. A
-finalizer on it queues the release; a small thread sends releases to the producer in
-batches, so finalizers (which may run on any thread, at any time) never touch zenoh.
+finalizer on it gives the slot back the way the descriptor came: on its same-host link
+(``transport/inbound.py``: written at once, never waiting for a lock, as finalizers may run
+on any thread at any time), or, for a descriptor that came over the zenoh mesh (the
+gateway's), through a small thread that sends signed releases in batches, so finalizers
+never touch zenoh.
 
 The producer counts one release per consumer per published slot, so a consumer reads each
 ``(segment, slot, generation)`` at most once: a repeated or replayed descriptor is refused,
@@ -14,11 +17,11 @@ node for unreachable lends the slot to the others only, and writes it again once
 done, while zenoh may already deliver the descriptor here again. Releases go out on this
 consumer's own key, signed with the key it shares with the producer (``transport/auth.py``).
 
-A descriptor or a release can die with a link (a pause on either side outlasted the zenoh
-lease), and the producer keeps our slots until our process is really gone. So the receiver
-answers, on ``held/<node>``, which slots it still holds (signed like a release, over the
-asker's nonce): a producer that got us back after a lost link takes back the others it lent
-us before the loss.
+On the mesh, a descriptor or a release can die with a zenoh link (a pause on either side
+outlasted the zenoh lease), and the producer keeps our slots until our process is really
+gone. So the receiver answers, on ``held/<node>``, which slots it still holds (signed like a
+release, over the asker's nonce): a producer that got us back after a lost link takes back
+the others it lent us before the loss. (A same-host link loses nothing while both ends live.)
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import zenoh
 
 from pinflow.errors import ClosedError, DescriptorError, SlotNotLent
-from pinflow.protocol import messages
+from pinflow.protocol import frames, messages
 from pinflow.protocol.keys import RunKeys
 from pinflow.protocol.messages import SlotRef
 from pinflow.transport.auth import ConsumerKeys
@@ -45,6 +49,9 @@ from pinflow.transport.segment import PINNED_SUFFIX, Segment, parse_segment_name
 
 _Release = tuple[str, str, str, int, int]
 """(producer node, output, segment, slot index, generation)"""
+GiveBack = Callable[[str, int, int], None]
+"""``(segment, slot index, generation)``: hand one slot back to its producer. Called from
+finalizers: it must not block."""
 
 log = logging.getLogger("pinflow.transport")
 
@@ -60,11 +67,11 @@ class Mapping:
     segment: Segment
     reader: SlotReader
     producer: tuple[str, str]
+    pinned: bool = False
+    """The producer made this pool for DMA (``pinned=True``): its name says so."""
 
-    @property
-    def pinned(self) -> bool:
-        """The producer made this pool for DMA (``pinned=True``)."""
-        return self.segment.name.endswith(PINNED_SUFFIX)
+    def __post_init__(self) -> None:
+        self.pinned = self.segment.name.endswith(PINNED_SUFFIX)
 
 
 class SlotReceiver:
@@ -88,6 +95,10 @@ class SlotReceiver:
             collections.OrderedDict())
         """Slots released without being read (refused descriptors): never read them later."""
         self._mappings: dict[str, Mapping] = {}
+        self._watched: dict[int, tuple[Any, tuple[str, int, int], GiveBack, bool]] = {}
+        """Received views being watched: weak reference -> what to give back when it dies."""
+        self._owners: dict[str, tuple[str, str, str, str]] = {}
+        """Segment name -> its parsed parts (names repeat in every descriptor)."""
         self._publishers: dict[tuple[str, str], zenoh.Publisher] = {}
         self._pending: queue.SimpleQueue[_Release | None] = queue.SimpleQueue()
         # Views alive per (segment, index, generation): +1 when read, -1 when the finalizer
@@ -109,60 +120,111 @@ class SlotReceiver:
         registering it here, on its own thread); they must not block."""
         self.on_unmap: list[Callable[[Segment], None]] = []
         """Callbacks ``f(segment)`` run before a mapping is dropped (CUDA unregisters here)."""
-        self._thread = threading.Thread(target=self._send_releases, daemon=True,
-                                        name=f"pinflow-release-{node_id}")
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        """Sends releases over the mesh; started by the first descriptor that came that way."""
 
     def mappings(self) -> list[Mapping]:
         with self._lock:
             return list(self._mappings.values())
 
     def read(self, producer: tuple[str, str], ref: SlotRef | None) -> tuple[np.ndarray, Mapping]:
-        """Verify ``ref`` (a decoded descriptor from ``producer`` = (node, output)) and return
-        a read-only view of its bytes whose collection releases the slot."""
+        """Verify ``ref`` (a decoded descriptor that came over the mesh from ``producer`` =
+        (node, output)) and return a read-only view of its bytes whose collection releases
+        the slot, signed, over the mesh."""
         if ref is None:
             raise DescriptorError("shared-memory message without a slot descriptor")
-        parsed = parse_segment_name(ref.segment)
-        expected = (self._keys.run_id, *producer)
-        if parsed is None or parsed[:3] != expected:
-            raise DescriptorError(
-                f"segment {ref.segment!r} does not belong to {producer[0]}/{producer[1]} of "
-                f"run {self._keys.run_id}; refused"
-            )
         if self.node_id not in ref.lent_to:
+            self._check_owner(producer, ref.segment)
             raise self._not_lent(producer, ref)
-        release = (producer[0], producer[1], ref.segment, ref.index, ref.generation)
+        self._start_release_thread()
+        node, output = producer
+        return self.read_slot(producer, ref, lambda seg, index, gen: self._pending.put(
+            (node, output, seg, index, gen)), held=True)
+
+    def read_slot(self, producer: tuple[str, str], ref: SlotRef | frames.Slot,
+                  give_back: GiveBack, *, held: bool = False) -> tuple[np.ndarray, Mapping]:
+        """Verify a slot lent to this node by ``producer`` and return a read-only view of its
+        bytes; once the last view derived from it is gone, ``give_back`` returns the slot.
+        A slot refused for a reason of ours (its segment cannot be mapped) is given back at
+        once. ``held``: count the view in :meth:`held` (asked by mesh producers only)."""
+        segment, index, generation = ref.segment, ref.index, ref.generation
+        owner = self._owners.get(segment)
+        if (owner is None or owner[1] != producer[0] or owner[2] != producer[1]
+                or owner[0] != self._keys.run_id):
+            self._check_owner(producer, segment)
+        key = (segment, index, generation)
+        mapping = self._mappings.get(segment)
+        try:
+            if mapping is None:
+                mapping = self._map(segment, producer)
+            view = mapping.reader.read(ref)  # checks index, offset, length and generation
+        except (OSError, ClosedError) as exc:
+            # Refused for a reason of ours (the segment is gone, cannot be mapped, was just
+            # forgotten), not of the descriptor: give the slot back, or the producer would
+            # lose it for good. A release drops only this consumer from the slot, so a
+            # forged descriptor can make it free nothing that another consumer holds.
+            self._give_back_unread(ref, give_back)
+            raise DescriptorError(f"{exc}; slot {index} handed back") from None
+        except DescriptorError as exc:
+            if mapping is not None:
+                raise  # the descriptor does not match the segment: nothing was lent here
+            self._give_back_unread(ref, give_back)
+            raise DescriptorError(f"{exc}; slot {index} handed back") from None
+        with self._claims:
+            # Only now, with the generation checked against the segment: a forged one must
+            # not make us refuse the genuine descriptors that follow.
+            newest = self._newest.get(segment)
+            if newest is None:
+                newest = self._newest[segment] = {}
+                while len(self._newest) > self._REMEMBERED_SEGMENTS:
+                    self._newest.popitem(last=False)
+            elif next(reversed(self._newest)) != segment:
+                self._newest.move_to_end(segment)
+            seen = newest.get(index, 0)
+            if generation <= seen or (self._given_back and key in self._given_back):
+                raise DescriptorError(
+                    f"repeated descriptor for {segment}[{index}] generation {generation} "
+                    f"(already read: generation {seen}); dropped")
+            newest[index] = generation
+        if held:
+            self._ledger.put((1, key))
+        watch = weakref.ref(view, self._view_gone)
+        self._watched[id(watch)] = (watch, key, give_back, held)
+        return view, mapping
+
+    def _give_back_unread(self, ref: SlotRef | frames.Slot, give_back: GiveBack) -> None:
+        """Hand back a slot we could not read, once per generation."""
+        key = (ref.segment, ref.index, ref.generation)
         with self._claims:
             self._check_first_delivery(ref)
+            self._given_back[key] = None
+            while len(self._given_back) > self._REMEMBERED_REFUSALS:
+                self._given_back.popitem(last=False)
+        give_back(*key)
+
+    def _check_owner(self, producer: tuple[str, str], segment: str) -> None:
+        """``DescriptorError`` unless ``segment`` is one of ``producer``'s, in this run."""
+        parsed = self._owners.get(segment)
+        if parsed is None:
+            parsed = parse_segment_name(segment)
+            if parsed is not None and len(self._owners) < self._REMEMBERED_SEGMENTS:
+                self._owners[segment] = parsed
+        if parsed is None or parsed[:3] != (self._keys.run_id, *producer):
+            raise DescriptorError(
+                f"segment {segment!r} does not belong to {producer[0]}/{producer[1]} of "
+                f"run {self._keys.run_id}; refused"
+            )
+
+    def prepare(self, producer: tuple[str, str], segment: str) -> None:
+        """``producer`` announced its pool ``segment``: map it now (CUDA starts registering
+        it), so its first frame does not pay for that. Only a hint: if it cannot be mapped,
+        each descriptor naming it is refused (and given back) when it comes."""
+        self._check_owner(producer, segment)
         try:
-            mapping = self._map(ref.segment, producer)
-            mapping.segment.buffer  # noqa: B018 (ClosedError if forgotten meanwhile)
-        except (DescriptorError, OSError, ClosedError) as exc:
-            # Refused for a reason of ours (the segment is gone, cannot be mapped), not of
-            # the descriptor: give the slot back, or the producer would lose it for good. A
-            # release drops only this consumer from the slot, so a forged descriptor can
-            # make it free nothing that another consumer holds.
-            with self._claims:
-                self._given_back[release[2:]] = None
-                while len(self._given_back) > self._REMEMBERED_REFUSALS:
-                    self._given_back.popitem(last=False)
-            self._pending.put(release)
-            raise DescriptorError(f"{exc}; slot {ref.index} handed back") from None
-        mapping.reader.read(ref)  # checks index, offset, length and generation
-        view = np.frombuffer(mapping.segment.buffer, dtype=np.uint8, count=ref.length,
-                             offset=ref.offset)
-        view.flags.writeable = False
-        with self._claims:
-            self._check_first_delivery(ref)  # a copy of it may have been read meanwhile
-            newest = self._newest.setdefault(ref.segment, {})
-            self._newest.move_to_end(ref.segment)
-            newest[ref.index] = ref.generation
-            while len(self._newest) > self._REMEMBERED_SEGMENTS:
-                self._newest.popitem(last=False)
-        key = release[2:]
-        self._ledger.put((1, key))
-        weakref.finalize(view, self._on_view_gone, key, release)
-        return view, mapping
+            self._map(segment, producer)
+        except (DescriptorError, OSError) as exc:
+            log.debug("node %s: pool %s announced by %s/%s not mapped yet: %s", self.node_id,
+                      segment, *producer, exc)
 
     def _not_lent(self, producer: tuple[str, str], ref: SlotRef) -> SlotNotLent:
         """Count and (rate-limited) log a descriptor for a slot lent to others; the error
@@ -181,7 +243,7 @@ class SlotReceiver:
         return SlotNotLent(f"{ref.segment}[{ref.index}] generation {ref.generation} is lent "
                            f"to {lent_to}, not to {self.node_id}; skipped")
 
-    def _check_first_delivery(self, ref: SlotRef) -> None:
+    def _check_first_delivery(self, ref: SlotRef | frames.Slot) -> None:
         """Refuse a descriptor for a slot generation already read or given back (caller
         holds ``_claims``): the producer expects one release from us, not two."""
         seen = self._newest.get(ref.segment, {}).get(ref.index, 0)
@@ -191,10 +253,25 @@ class SlotReceiver:
                 f"{ref.generation} (already read: generation {seen}); dropped"
             )
 
-    def _on_view_gone(self, key: tuple[str, int, int], release: _Release) -> None:
-        """Finalizer of a received view: queue its release (nothing here may block)."""
-        self._ledger.put((-1, key))
-        self._pending.put(release)
+    def _view_gone(self, watch: weakref.ref[np.ndarray]) -> None:
+        """The last view of a received slot is gone: give the slot back. Runs wherever the
+        view was collected (any thread, inside any code): nothing here may block."""
+        entry = self._watched.pop(id(watch), None)
+        if entry is None:
+            return
+        _, key, give_back, held = entry
+        if held:
+            self._ledger.put((-1, key))
+        give_back(*key)
+
+    def _start_release_thread(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._send_releases, daemon=True,
+                        name=f"pinflow-release-{self.node_id}")
+                    self._thread.start()
 
     def held(self) -> list[tuple[str, int, int]]:
         """The ``(segment, index, generation)`` slots some view still holds."""
@@ -320,8 +397,9 @@ class SlotReceiver:
         queryable, self._queryable = self._queryable, None
         if queryable is not None:
             queryable.undeclare()
-        self._pending.put(None)
-        self._thread.join(timeout=2.0)
+        if self._thread is not None:
+            self._pending.put(None)
+            self._thread.join(timeout=2.0)
         with self._lock:
             for name in list(self._mappings):
                 self._forget(name)

@@ -225,6 +225,15 @@ class Segment:
             raise ClosedError(f"segment {self.name} is closed")
         return self._address
 
+    def whole(self, *, writable: bool) -> np.ndarray:
+        """The whole mapping as a 1-D uint8 array (its slices are views; no copy)."""
+        base = self._rw if writable else self._ro
+        if base is None:
+            raise ClosedError(f"segment {self.name} is closed")
+        if writable and not self.writable:
+            raise ValueError(f"segment {self.name} is mapped read-only")
+        return base
+
     def view(self, offset: int, length: int, *, writable: bool) -> np.ndarray:
         """1-D uint8 view of ``[offset, offset+length)``; no copy."""
         base = self._rw if writable else self._ro

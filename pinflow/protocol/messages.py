@@ -191,11 +191,21 @@ def decode_held_reply(raw: bytes) -> HeldReply:
 def decode(raw: bytes) -> Header:
     """Decode and check a received header; ``DescriptorError`` on anything unexpected."""
     header = HEADER.decode(raw)
-    depth = _depth(header.metadata)
-    if depth > MAX_METADATA_DEPTH:
+    check_depth(header.metadata)
+    return header
+
+
+def check_depth(metadata: dict[str, Any]) -> None:
+    """``DescriptorError`` if received metadata is nested deeper than the sender allows."""
+    for value in metadata.values():
+        if type(value) in (dict, list):
+            break
+    else:
+        return  # flat, the usual case
+    if _depth(metadata) > MAX_METADATA_DEPTH:
         raise DescriptorError(f"message metadata is nested deeper than {MAX_METADATA_DEPTH} "
                               "levels")
-    return header
+
 
 
 def decode_release(raw: bytes) -> Release:
@@ -221,8 +231,34 @@ def _depth(value: object) -> int:
     return deepest
 
 
+_PLAIN = frozenset({str, bool, type(None)})
+
+
+def _flat_json(metadata: dict[str, Any]) -> bytes | None:
+    """The JSON of metadata that is one level of plain values (the usual case, checked in
+    one pass), or None: then :func:`metadata_json` checks it in full."""
+    for key, value in metadata.items():
+        kind = type(value)
+        if type(key) is not str or not (
+                kind in _PLAIN
+                or (kind is int and -INT64_MAX - 1 <= value <= _UINT64_MAX)
+                or (kind is float and math.isfinite(value))):
+            return None
+    if not metadata:
+        return b""
+    raw = encode(metadata)
+    return raw if len(raw) <= MAX_METADATA_BYTES else None
+
+
 def check_metadata(metadata: dict[str, Any] | None) -> None:
-    """Raise ``PayloadError`` unless ``metadata`` can travel in a header.
+    """Raise ``PayloadError`` unless ``metadata`` can travel in a header (see
+    :func:`metadata_json`)."""
+    metadata_json(metadata)
+
+
+def metadata_json(metadata: dict[str, Any] | None) -> bytes:
+    """The JSON of ``metadata`` (``b""`` for none), or ``PayloadError`` unless it can travel
+    in a header.
 
     Metadata is a dict with string keys whose values are str, int (64-bit), finite float,
     bool, None, or lists/tuples and dicts of those; at most ``MAX_METADATA_DEPTH`` levels
@@ -230,9 +266,12 @@ def check_metadata(metadata: dict[str, Any] | None) -> None:
     as ``{"1": "a"}``) or not at all, so it is refused here, at the sender.
     """
     if metadata is None:
-        return
+        return b""
     if not isinstance(metadata, dict):
         raise PayloadError(f"metadata must be a dict, got {type(metadata).__name__}")
+    flat = _flat_json(metadata)
+    if flat is not None:
+        return flat
     text_bytes = 0
     stack: list[tuple[object, int, str]] = [(metadata, 1, "metadata")]
     while stack:
@@ -270,10 +309,10 @@ def check_metadata(metadata: dict[str, Any] | None) -> None:
     if text_bytes > MAX_METADATA_BYTES:
         size = f"holds at least {text_bytes} bytes of text"
     else:
-        encoded = len(encode(metadata))
-        size = f"is {encoded} bytes as JSON"
-        if encoded <= MAX_METADATA_BYTES:
-            return
+        encoded = encode(metadata)
+        size = f"is {len(encoded)} bytes as JSON"
+        if len(encoded) <= MAX_METADATA_BYTES:
+            return encoded if metadata else b""
     raise PayloadError(
         f"metadata {size}; the limit is {MAX_METADATA_BYTES} bytes (MAX_METADATA_BYTES): send "
         "large data as the payload, or on an output of its own")

@@ -82,11 +82,17 @@ class ChannelStats(_Counters):
     """What one output sent, counted by its channel."""
 
     sent_inline: int = 0
-    """Messages sent inside the zenoh message (below the threshold)."""
+    """Messages sent with their payload inside (below the threshold)."""
     sent_shm: int = 0
     """Messages sent as slot descriptors."""
     dropped_full: int = 0
     """Messages dropped because no slot was free (``on_full: drop``)."""
+    dropped_link: int = 0
+    """Messages one consumer did not get: its link's backlog was full (it read nothing for
+    that long; it counts them as dropped too), or its link was gone."""
+    unreachable: int = 0
+    """Messages not addressed to a consumer the producer could not reach (its token was
+    gone: a pause past the zenoh lease, or not started yet), one per message and consumer."""
     pools_created: int = 0
     """Segments created for this output (more than one means the pool grew or changed)."""
 

@@ -129,11 +129,15 @@ class OutputSpec(_Json):
     slot_bytes: int | None = key(
         Bytes(1, example=_BYTES_EXAMPLE), "Slot size. Without it the pool is sized from "
         "traffic and regrows to 1.25 times a larger message, capped at `PINFLOW_MAX_POOL_BYTES` "
-        "(default 2 GiB) per output; with it, a larger message is a `PayloadError`.",
+        "(default 2 GiB) per output, and the first large message waits while the pool is "
+        "made (tens of ms for 10 slots of 8 MB); with it, the pool is made, and mapped by the "
+        "consumers on this host, before the first message, and a larger message is a "
+        "`PayloadError`.",
         default=None, default_text="size of the first large message")
     shm_threshold: int = key(
         Bytes(example=_BYTES_EXAMPLE), "Payloads of at least this size go through shared "
-        "memory; smaller ones travel inline in the zenoh message.", default=4096)
+        "memory; smaller ones travel inline (in the link's frame, or the zenoh message to another "
+        "host).", default=4096)
     on_full: OnFull = key(
         OneOf(OnFull), "When every slot is held by consumers: wait up to `block_timeout` then "
         "raise `PoolExhausted`, or drop the message (`send_output` returns `False`), counted.",

@@ -1,21 +1,24 @@
-"""An in-process slot pipeline: producer channel -> zenoh -> consumer receiver -> device
-copier, with real pools, releases and a real zenoh session (on a unix socket), on the GPU
-runtime you pass (torch's on a GPU, :class:`~pinflow.testing.StandinCuda` anywhere). Used by
-pinflow's tests and by ``pinflow doctor --gpu-check``."""
+"""An in-process slot pipeline: producer channel -> same-host link -> consumer receiver ->
+device copier, with real pools, releases, a real link (a unix socket in a run folder of its
+own) and a real zenoh session, on the GPU runtime you pass (torch's on a GPU,
+:class:`~pinflow.testing.StandinCuda` anywhere). Used by pinflow's tests and by
+``pinflow doctor --gpu-check``."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import queue
+import logging
 import secrets
+import shutil
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys
 from pinflow.protocol.messages import Layout
 from pinflow.transport import codec
@@ -23,27 +26,40 @@ from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions
 from pinflow.transport.cuda import DeviceCopier
 from pinflow.transport.device import layout_shape
+from pinflow.transport.inbound import Inbound, Incoming
+from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import Mapping, SlotReceiver
-from pinflow.transport.session import open_session, unix_endpoint
+from pinflow.transport.session import make_run_dir, open_session, unix_endpoint
 
 
 @dataclass
 class Rig:
-    """Producer channel -> zenoh -> consumer receiver -> device copier, in one process."""
+    """Producer channel -> link -> consumer receiver -> device copier, in one process."""
 
     channel: OutputChannel
     receiver: SlotReceiver
     copier: DeviceCopier
     runtime: Any
-    inbox: queue.Queue
+    inbound: Inbound
+    arrived: collections.deque[Incoming] = field(default_factory=collections.deque)
 
     def send(self, frame: np.ndarray) -> None:
         assert self.channel.send(codec.encode(frame), None, pinned=True)
 
-    def receive(self) -> tuple[np.ndarray, Mapping, Layout]:
-        header = self.inbox.get(timeout=5)
-        view, mapping = self.receiver.read(("cam", "image"), header.slot)
-        return view, mapping, header.layout
+    def receive(self, timeout: float = 5.0) -> tuple[np.ndarray, Mapping, Layout]:
+        """The next message's slot view, its mapping and its layout (as a node reads it)."""
+        deadline = time.monotonic() + timeout
+        while not self.arrived:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no message within {timeout}s")
+            self.arrived.extend(i for i in self.inbound.receive() if i.holder is not None)
+            if not self.arrived:
+                self.inbound.wait(min(left, 0.1))
+        incoming = self.arrived.popleft()
+        assert incoming.holder is not None and incoming.layout is not None
+        mapping = next(m for m in self.receiver.mappings() if m.segment is incoming.segment)
+        return incoming.holder, mapping, incoming.layout
 
     def copy(self, view: np.ndarray, mapping: Mapping, layout: Layout,
              consumer_stream: Any = None) -> Any:
@@ -53,6 +69,7 @@ class Rig:
                                 pinned=mapping.pinned, consumer_stream=consumer_stream)
 
     def held_slots(self) -> int:
+        self.channel.settle()  # take in the releases sent so far
         return self.channel.pool.stats().in_use
 
 
@@ -60,30 +77,31 @@ class Rig:
 def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0, **options) -> Iterator[Rig]:
     """Yields one Rig and tears it down (mappings, CUDA registrations, segments)."""
     keys = RunKeys("t" + secrets.token_hex(5))
+    run_dir = make_run_dir(keys.run_id)  # where the consumer's link socket lives
     session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
     opts = dict(slots=4, slot_bytes=None, shm_threshold=4096, on_full="block",
                 block_timeout=5.0, pinned=True, consumer_queue_sizes=(2,))
     opts.update(options)
     keyring = Keyring(["gpu"])
-    channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
-                            consumers=["gpu"], alive=lambda: {"gpu"},
-                            auth=keyring.producer("cam", ["gpu"]))
-    inbox: queue.Queue = queue.Queue()
-    sub = session.declare_subscriber(
-        keys.data("cam", "image"),
-        lambda s: inbox.put(messages.decode(s.attachment.to_bytes())),
-    )
     copier = DeviceCopier(runtime, device)
     support = copier.support
     receiver = SlotReceiver(session, keys, "gpu", keyring.consumer("gpu"),
                             writable_mappings=not support.read_only and support.read_write)
     receiver.on_map.append(lambda segment, pinned: copier.prepare(segment, pinned=pinned))
     receiver.on_unmap.append(copier.forget)
+    inbound = Inbound(keys, "gpu", keyring.consumer("gpu"), receiver,
+                      Malformed("rig", logging.getLogger("pinflow.testing")), [("cam", "image")])
+    channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
+                            consumers=["gpu"], alive=lambda: {"gpu"},
+                            auth=keyring.producer("cam", ["gpu"]))
+    rig = Rig(channel, receiver, copier, runtime, inbound)
     try:
-        yield Rig(channel, receiver, copier, runtime, inbox)
+        yield rig
     finally:
+        rig.arrived.clear()
+        inbound.close()
         receiver.close()
         copier.close()
-        sub.undeclare()
         channel.close(drain_timeout=0.5)
         session.close()
+        shutil.rmtree(run_dir, ignore_errors=True)

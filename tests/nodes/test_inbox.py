@@ -93,3 +93,15 @@ def test_stop_overtakes_queued_messages_and_is_the_last_event():
     assert _drain(inbox) == [("STOP", "MANUAL", None)]
     assert built == [], "queued messages are dropped, not built (their slots go back)"
     assert inbox.ended and inbox.stopping
+
+
+def test_occupancy_is_judged_at_the_queue_s_fullest_since_the_last_sample():
+    """Messages are queued when the node's thread reads its links (in next()), so a node
+    behind by a whole queue shows it full only for an instant. Before: occupancy read the
+    queue as it was at the sample (3/4 here) and the backlog diagnosis never fired."""
+    inbox = _inbox(size=4)
+    for _ in range(6):  # one read of the links brought more than the queue holds
+        inbox.push(["a"], lambda n: events.make_event(events.INPUT, n))
+    assert inbox.next(timeout=0) is not None
+    assert inbox.occupancy()["a"] == 1.0
+    assert inbox.occupancy()["a"] == 0.75, "the fullest since the last sample, not ever"

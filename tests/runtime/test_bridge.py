@@ -1,6 +1,7 @@
 """Two hosts' gateways on real sessions: each host's private mesh on a unix socket, the wire
 between them on TCP over 127.0.0.1, a real producer pool on host A and a real receiver on
-host B. What crosses is bytes; what lands is a descriptor of B's own pool."""
+host B. What crosses is bytes; what lands is a descriptor of B's own pool, on the link from
+B's gateway to B's consumer (the same-host data plane)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 import logging
 import queue
 import secrets
+import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,8 +31,10 @@ from pinflow.transport import codec
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import OutputChannel, PoolOptions
 from pinflow.transport.cleanup import RunLock
+from pinflow.transport.inbound import Inbound, Incoming
+from pinflow.transport.malformed import Malformed
 from pinflow.transport.receiver import SlotReceiver
-from pinflow.transport.session import open_session, unix_endpoint
+from pinflow.transport.session import make_run_dir, open_session, unix_endpoint
 from pinflow.transport.wire import open_wire
 
 FLOW = """
@@ -74,7 +79,8 @@ class Hosts:
     bridge_b: Bridge
     producer: OutputChannel
     receiver: SlotReceiver
-    arrived: queue.Queue
+    arrived: queue.Queue[Incoming]
+    """What B's consumer read from its link (a thread reads it, as a node's next() would)."""
     keyring_b: Keyring
 
     @property
@@ -113,10 +119,23 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
         consumers=[GATEWAY_ID], alive=lambda: {GATEWAY_ID},
         auth=keyring_a.producer("producer", [GATEWAY_ID]))
     keys_b = RunKeys(f"{run}-b")
+    run_dir_b = make_run_dir(keys_b.run_id)  # where B's consumer listens for its links
     receiver = SlotReceiver(local_b, keys_b, "consumer", keyring_b.consumer("consumer"))
-    arrived: queue.Queue = queue.Queue()
-    subscriber = local_b.declare_subscriber(keys_b.data("producer", "frames"), lambda s: (
-        arrived.put(messages.decode(s.attachment.to_bytes()))))
+    inbound = Inbound(keys_b, "consumer", keyring_b.consumer("consumer"), receiver,
+                      Malformed("consumer", logging.getLogger("pinflow.test")),
+                      [("producer", "frames")])
+    arrived: queue.Queue[Incoming] = queue.Queue()
+    reading = threading.Event()
+    reading.set()
+
+    def read() -> None:
+        while reading.is_set():
+            inbound.wait(0.05)
+            for incoming in inbound.receive():
+                arrived.put(incoming)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     # The consumer is alive on B's mesh: B's pool lends it slots.
     token = local_b.liveliness().declare_token(keys_b.alive("consumer"))
     try:
@@ -124,7 +143,9 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
                     arrived, keyring_b)
     finally:
         token.undeclare()
-        subscriber.undeclare()
+        reading.clear()
+        reader.join(timeout=5)
+        inbound.close()
         receiver.close()
         producer.close(drain_timeout=0.5, send_eos=False)
         bridge_a.close()
@@ -133,6 +154,7 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
             session.close()
         for lock in locks:
             lock.release()
+        shutil.rmtree(run_dir_b, ignore_errors=True)
 
 
 def _frame(i: int) -> np.ndarray:
@@ -140,7 +162,7 @@ def _frame(i: int) -> np.ndarray:
 
 
 def test_frames_cross_as_bytes_and_land_in_the_receiving_host_s_own_pool(hosts: Hosts):
-    received: list[tuple[messages.Header, bytes]] = []
+    received: list[tuple[Incoming, bytes]] = []
     sent = 0
     deadline = time.monotonic() + 15
     while len(received) < 5:  # the first frames may go before the wire's routes exist
@@ -148,18 +170,18 @@ def test_frames_cross_as_bytes_and_land_in_the_receiving_host_s_own_pool(hosts: 
         assert hosts.producer.send(codec.encode(_frame(sent)), {"i": sent})
         sent += 1
         try:
-            header = hosts.arrived.get(timeout=0.1)
+            incoming = hosts.arrived.get(timeout=0.1)
         except queue.Empty:
             continue
-        view, mapping = hosts.receiver.read(("producer", "frames"), header.slot)
-        received.append((header, view.tobytes()))
-        assert mapping.segment.name.startswith(f"pinflow-{hosts.run}-b.producer.frames."), (
+        assert incoming.holder is not None and incoming.segment is not None, "a slot of B's"
+        received.append((incoming, incoming.holder.tobytes()))
+        assert incoming.segment.name.startswith(f"pinflow-{hosts.run}-b.producer.frames."), (
             "B's consumers read B's own pool, named like the producer's")
-        del view
-    for header, payload in received:
-        i = header.metadata["i"]
-        assert header.kind == "shm" and header.seq == i, "the producer's sequence numbers"
-        assert header.layout == TensorLayout("|u1", [64, 64])
+        incoming.holder = None  # the slot goes back
+    for incoming, payload in received:
+        i = incoming.metadata["i"]
+        assert incoming.seq == i, "the producer's sequence numbers"
+        assert incoming.layout == TensorLayout("|u1", [64, 64])
         assert payload == _frame(i).tobytes()
     assert [h.seq for h, _ in received] == sorted(h.seq for h, _ in received)
     _until(lambda: hosts.bridge_a.exporters[0].sent >= 5)
@@ -222,6 +244,8 @@ def test_a_descriptor_arriving_over_the_wire_is_refused_and_counted(hosts: Hosts
 
 
 def test_the_end_of_a_stream_crosses_and_is_signed_again_for_the_receiving_host(hosts: Hosts):
+    """On B the end comes on the link from B's gateway, which B's consumer took only because
+    its first frame was signed with B's keys (``Inbound`` refuses any other link)."""
     # Wait until the data path carries frames, then end the stream.
     deadline = time.monotonic() + 15
     while hosts.arrived.empty():
@@ -229,16 +253,12 @@ def test_the_end_of_a_stream_crosses_and_is_signed_again_for_the_receiving_host(
         hosts.producer.send(codec.encode(_frame(0)), None)
         time.sleep(0.05)
     hosts.producer.close(drain_timeout=0.5, send_eos=True)
-    key = hosts.keys_b.data("producer", "frames")
     while True:
-        header = hosts.arrived.get(timeout=10)
-        if header.kind == "eos":
+        incoming = hosts.arrived.get(timeout=10)
+        incoming.holder = None
+        if incoming.end:
             break
-    assert set(header.auth) == {"consumer"}, "signed by B's pool for B's consumer"
-    assert hosts.keyring_b.consumer("consumer").eos_is_genuine("producer", key, header.seq,
-                                                               header.auth)
-    stranger = Keyring(["consumer"]).consumer("consumer")  # another run's keys do not match
-    assert not stranger.eos_is_genuine("producer", key, header.seq, header.auth)
+    assert incoming.source == ("producer", "frames")
 
 
 def _wire_put(hosts: Hosts, payload: bytes, attachment: bytes) -> None:
@@ -281,12 +301,12 @@ def _big(seq: int) -> bytes:
     return ((np.arange(size, dtype=np.uint64) * 7 + seq) % 251).astype(np.uint8).tobytes()
 
 
-def _landed(hosts: Hosts) -> tuple[messages.Header, bytes]:
-    header = hosts.arrived.get(timeout=10)
-    view, _ = hosts.receiver.read(("producer", "frames"), header.slot)
-    payload = view.tobytes()
-    del view
-    return header, payload
+def _landed(hosts: Hosts) -> tuple[Incoming, bytes]:
+    incoming = hosts.arrived.get(timeout=10)
+    assert incoming.holder is not None
+    payload = incoming.holder.tobytes()
+    incoming.holder = None  # the slot goes back
+    return incoming, payload
 
 
 def test_a_message_larger_than_a_part_lands_whole_in_one_slot(hosts: Hosts):
@@ -299,7 +319,8 @@ def test_a_message_larger_than_a_part_lands_whole_in_one_slot(hosts: Hosts):
         assert hosts.producer.send(codec.encode(frame), {"big": True})
         time.sleep(0.1)
     header, payload = _landed(hosts)
-    assert header.kind == "shm" and header.layout == TensorLayout("|u1", [frame.shape[0], 1])
+    assert header.segment is not None, "in a slot of B's pool"
+    assert header.layout == TensorLayout("|u1", [frame.shape[0], 1])
     assert header.metadata == {"big": True} and payload == frame.tobytes()
     assert hosts.bridge_b.importers[0].incomplete == 0
 

@@ -137,8 +137,10 @@ def test_after_a_lost_link_slots_the_consumer_does_not_hold_come_back(run_id: st
     options = PoolOptions(slots=4, slot_bytes=None, shm_threshold=1, on_full="drop",
                           block_timeout=1.0, pinned=False, consumer_queue_sizes=(2,))
     keyring = Keyring(["gpu"])
+    # Only a consumer on the zenoh mesh (the gateway) can lose a descriptor with a link.
     channel = OutputChannel(session, keys, "cam", "image", options, consumers=["gpu"],
-                            alive=lambda: {"gpu"}, auth=keyring.producer("cam", ["gpu"]))
+                            alive=lambda: {"gpu"}, auth=keyring.producer("cam", ["gpu"]),
+                            mesh_consumers=["gpu"])
     receiver = SlotReceiver(session, keys, "gpu", keyring.consumer("gpu"))
     try:
         frame = np.arange(8192, dtype=np.uint8)
@@ -173,7 +175,7 @@ def test_forged_or_replayed_held_answers_take_back_nothing(run_id: str, tmp_path
     options = PoolOptions(slots=4, slot_bytes=None, shm_threshold=1, on_full="drop",
                           block_timeout=1.0, pinned=False, consumer_queue_sizes=(2,))
     channel = OutputChannel(session, keys, "cam", "image", options, consumers=["gpu"],
-                            alive=lambda: {"gpu"}, auth=auth)
+                            alive=lambda: {"gpu"}, auth=auth, mesh_consumers=["gpu"])
     genuine = keyring.consumer("gpu")
     forger = keyring.consumer("forger")
     captured: list[tuple[bytes, bytes]] = []

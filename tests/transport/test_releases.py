@@ -1,5 +1,6 @@
-"""Releases over a real zenoh session and a real pool: one read and one release per consumer
-and slot generation, and only the holder itself can give a slot back."""
+"""Releases over a real zenoh session and a real pool, the way a consumer on the mesh (the
+gateway) gives slots back: one read and one release per consumer and slot generation, and
+only the holder itself can give a slot back. (Same-host links: ``test_links.py``.)"""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def plane(tmp_path: Path, run_id: str) -> Iterator[dict]:
                           block_timeout=0.0, pinned=False, consumer_queue_sizes=(1,))
     channel = OutputChannel(session, keys, "cam", "out", options, consumers=["a", "b"],
                             alive=lambda: set(reachable),
-                            auth=keyring.producer("cam", ["a", "b"]))
+                            auth=keyring.producer("cam", ["a", "b"]), mesh_consumers=["a", "b"])
     headers: queue.Queue = queue.Queue()
     sub = session.declare_subscriber(keys.data("cam", "out"), lambda s: headers.put(
         messages.decode(s.attachment.to_bytes())))

@@ -1,99 +1,116 @@
 """A consumer that attacks the other consumer ('victim') of producer/frames from inside the
-mesh, as any node of the run could: ATTACK=release forges and replays releases on the
-victim's behalf, ATTACK=replay publishes every descriptor again at once and after the next
-ones (when the victim has released its slot), ATTACK=eos ends the stream early. Reaches into
-its own node's session on purpose: it plays an attacker."""
+run, as any node of the run could. ATTACK=release forges releases of the slots it was lent
+too (they are lent to the victim as well) on the victim's behalf, where releases over the
+mesh arrive; ATTACK=replay opens links to the victim and replays what the producer sent on
+its own link (the producer's genuine Hello for this node included), at once and after the
+next frames; ATTACK=eos opens a link to the victim claiming to be the producer and ends the
+stream early. Reaches into pinflow's internals on purpose: it plays an attacker."""
 
-import collections
-import json
 import os
 import queue
+import socket
 import threading
-import time
 
 from report import report
 
 from pinflow import Node
+from pinflow.protocol import frames
+from pinflow.transport import auth, links, receiver
 
 VICTIM = "victim"
+captured: queue.SimpleQueue = queue.SimpleQueue()
+"""What this node's own links brought: raw (header, payload) frames, Hello first."""
+
+
+def _spy_on_links() -> None:
+    received = links.Link.receive
+
+    def spying(self: links.Link) -> list:
+        got = received(self)
+        for _, header, payload in got:
+            if header is not None:
+                captured.put(("frame", header, payload))
+        return got
+
+    links.Link.receive = spying
+    read_slot = receiver.SlotReceiver.read_slot
+
+    def reading(self, producer, ref, give_back, **kwargs):
+        captured.put(("slot", ref.segment, ref.index, ref.generation))
+        return read_slot(self, producer, ref, give_back, **kwargs)
+
+    receiver.SlotReceiver.read_slot = reading
 
 
 def main() -> None:
+    _spy_on_links()
     node = Node()
     attack = os.environ["ATTACK"]
     session, root = node._session, f"pinflow/{node.run_id}"
-    data_key = f"{root}/data/producer/frames"
     victim_release = f"{root}/release/producer/frames/{VICTIM}"
-    outbox: queue.SimpleQueue = queue.SimpleQueue()
+    victim_link = links.link_path(node.run_id, VICTIM)
+    own_key = auth.pair_key(node._wiring.consumer_secret, "producer")
     sent = {"forged": 0}
-    seen: collections.deque[bytes] = collections.deque(maxlen=3)
-    own_mac = None
-    try:  # what a node can sign with its own key; never valid for another consumer
-        from pinflow.transport import auth
+    stop = threading.Event()
 
-        own_key = auth.pair_key(node._wiring.consumer_secret, "producer")
-        own_mac = lambda key, body: auth.mac(own_key, b"release", key.encode(), body)  # noqa: E731
-    except (ImportError, AttributeError):
-        pass
+    def to_victim(*headers: bytes) -> None:
+        """One connection to the victim's link socket carrying ``headers`` as frames."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(victim_link))
+            for number, header in enumerate(headers):
+                sock.sendall(frames.PREFIX.pack(len(header), 0, number) + header)
+                sent["forged"] += 1
+        except OSError:
+            pass  # the victim hung up on us, as it should
+        finally:
+            sock.close()
 
-    def forge_releases(slot: dict) -> None:
-        pairs = [[slot["idx"], slot["gen"]]]
-        old = json.dumps({"c": VICTIM, "seg": slot["seg"], "r": pairs}).encode()
-        outbox.put((f"{root}/release/producer/frames", old, None))
-        new = json.dumps({"seg": slot["seg"], "r": pairs}).encode()
-        outbox.put((victim_release, new, None))
-        outbox.put((victim_release, new, b"\0" * 16))
-        outbox.put((victim_release, old, None))
-        if own_mac is not None:
-            outbox.put((victim_release, new, own_mac(victim_release, new)))
+    def forged_hello() -> bytes:
+        nonce = os.urandom(frames.NONCE_BYTES)
+        mac = auth.mac(own_key, b"hello", b"producer", b"frames", VICTIM.encode(),
+                       nonce.hex().encode())
+        return frames.encode(frames.Hello(frames.VERSION, "producer", "frames", VICTIM,
+                                          nonce, mac))
 
-    def on_data(sample) -> None:
-        if sample.attachment is None:
-            return
-        raw = sample.attachment.to_bytes()
-        header = json.loads(raw)
-        if header.get("k") != "shm":
-            return
-        if attack == "release":
-            forge_releases(header["d"])
-        elif attack == "replay":
-            seen.append(raw)
-            for old in seen:  # this one twice, the last two again
-                outbox.put((data_key, b"", old))
-            outbox.put((data_key, b"", raw))
-        elif attack == "eos" and sent["forged"] == 0:
-            now = time.time_ns()
-            for eos in ({"v": 1, "k": "eos", "s": header["s"] + 1, "t": now},
-                        {"v": 1, "k": "eos", "s": header["s"] + 1, "t": now,
-                         "a": {VICTIM: "00" * 16}}):
-                outbox.put((data_key, b"", json.dumps(eos).encode()))
+    def attack_loop() -> None:
+        hello_for_me, seen = None, []
+        while not stop.is_set():
+            try:
+                item = captured.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if attack == "release" and item[0] == "slot":
+                _, segment, index, generation = item
+                body = frames.encode(frames.Release(segment, [(index, generation)]))
+                zbody = f'{{"seg":"{segment}","r":[[{index},{generation}]]}}'.encode()
+                own = auth.mac(own_key, b"release", victim_release.encode(), zbody)
+                for payload, attachment in ((zbody, None), (zbody, b"\0" * 16), (zbody, own),
+                                            (body, own)):
+                    session.put(victim_release, payload, attachment=attachment)
+                    sent["forged"] += 1
+            elif attack == "replay" and item[0] == "frame":
+                header = item[1]
+                if hello_for_me is None:
+                    hello_for_me = header  # the producer's genuine Hello, made for this node
+                    continue
+                seen.append(header)
+                to_victim(hello_for_me, *seen[-3:])   # a genuine Hello, not for the victim
+                to_victim(forged_hello(), header)    # signed with this node's own key
+                to_victim(header)                    # no Hello at all
+            elif attack == "eos" and sent["forged"] == 0 and item[0] == "slot":
+                to_victim(forged_hello(), frames.encode(frames.End(10**6)))
+                to_victim(frames.encode(frames.End(10**6)))
 
-    def on_release(sample) -> None:
-        # The victim's own releases, replayed: each names a slot it no longer holds.
-        if attack == "release" and sample.attachment is not None:
-            body, mac = sample.payload.to_bytes(), sample.attachment.to_bytes()
-            for _ in range(3):
-                outbox.put((str(sample.key_expr), body, mac))
-
-    def send() -> None:
-        while (item := outbox.get()) is not None:
-            key, payload, attachment = item
-            session.put(key, payload, attachment=attachment)
-            sent["forged"] += 1
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    subscribers = [session.declare_subscriber(data_key, on_data),
-                   session.declare_subscriber(victim_release, on_release)]
+    attacker = threading.Thread(target=attack_loop, daemon=True)
+    attacker.start()
     received = 0
     for event in node:
         if event["type"] == "INPUT":
             received += 1
         del event
-    for subscriber in subscribers:
-        subscriber.undeclare()
-    outbox.put(None)
-    sender.join(timeout=5)
+    stop.set()
+    attacker.join(timeout=5)
     report(node.id, {"forged": sent["forged"], "received": received})
 
 

@@ -1,7 +1,8 @@
 """Sends FRAMES frames (env; 0 = forever) on `frames`, one per tick, through the copy path
 (MODE=copy) or the loan API (MODE=loan); PINNED=1 asks for a pinned pool; UNLINK_SEGMENT=1
-removes the name of the pool the YAML sized, so no consumer can map it. KEEP_TRYING=1
-counts PoolExhausted and carries on instead of stopping."""
+removes the name of every pool as soon as it is made (before consumers are told about it),
+so no consumer can map it. KEEP_TRYING=1 counts PoolExhausted and carries on instead of
+stopping."""
 
 import os
 import time
@@ -13,14 +14,27 @@ from report import report
 from pinflow import Node, PoolExhausted
 
 
+def _unlink_pools_at_birth() -> None:
+    """Reach into the pool class on purpose: a segment that vanished behind its producer."""
+    from pinflow.transport import pool
+
+    made = pool.SlotPool.__init__
+
+    def unlinked(self, *args, **kwargs) -> None:
+        made(self, *args, **kwargs)
+        self.segment.unlink()
+
+    pool.SlotPool.__init__ = unlinked
+
+
 def main() -> None:
+    if os.environ.get("UNLINK_SEGMENT") == "1":
+        _unlink_pools_at_birth()
     node = Node()
     total = int(os.environ.get("FRAMES", "20"))
     mode = os.environ.get("MODE", "copy")
     pinned = os.environ.get("PINNED") == "1"
     shape = shape_from_env()
-    if os.environ.get("UNLINK_SEGMENT") == "1":
-        node._outputs["frames"].pool.segment.unlink()
     report(node.id, {"started": True})
     frame = np.empty(shape, dtype=np.uint8)
     keep_trying = os.environ.get("KEEP_TRYING") == "1"
