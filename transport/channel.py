@@ -277,9 +277,13 @@ class OutputChannel:
         return next(self._seq), time.time_ns()
 
     def _reachable(self) -> frozenset[str]:
-        """The consumers to address now: those whose token we see (count the others)."""
+        """The consumers to address now (count the others): those whose token we see, and
+        those whose link still stands. A link is hung up only when its consumer's process is
+        gone, so a consumer whose token vanished because one side was paused past the zenoh
+        lease still reads what its link carries."""
         readers = self._consumers & self._alive()
         if len(readers) != len(self._consumers):
+            readers |= self._linked & self._links.linked()
             self._stats.unreachable += len(self._consumers) - len(readers)
         return readers
 

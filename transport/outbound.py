@@ -135,6 +135,11 @@ class Outbound:
         with self._lock:
             return list(self._peers)
 
+    def linked(self) -> frozenset[str]:
+        """The consumers with a link standing now (their process is there to read it)."""
+        with self._lock:
+            return frozenset(c for c, p in self._peers.items() if not p.link.closed)
+
     # -- writing ----------------------------------------------------------------------------
     def announce(self, segment: str) -> None:
         """The output's pool is now ``segment``: consumers linked now and later map it early."""

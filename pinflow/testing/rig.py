@@ -74,8 +74,13 @@ class Rig:
 
 
 @contextlib.contextmanager
-def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0, **options) -> Iterator[Rig]:
-    """Yields one Rig and tears it down (mappings, CUDA registrations, segments)."""
+def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0,
+             tokens_seen: set[str] | None = None, **options) -> Iterator[Rig]:
+    """Yields one Rig and tears it down (mappings, CUDA registrations, segments).
+
+    ``tokens_seen``: the consumers whose liveliness token the producer sees (a set the
+    caller may change while the rig runs; default: the consumer ``gpu``, always)."""
+    seen = {"gpu"} if tokens_seen is None else tokens_seen
     keys = RunKeys("t" + secrets.token_hex(5))
     run_dir = make_run_dir(keys.run_id)  # where the consumer's link socket lives
     session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
@@ -92,7 +97,7 @@ def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0, **options) -> Ite
     inbound = Inbound(keys, "gpu", keyring.consumer("gpu"), receiver,
                       Malformed("rig", logging.getLogger("pinflow.testing")), [("cam", "image")])
     channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
-                            consumers=["gpu"], alive=lambda: {"gpu"},
+                            consumers=["gpu"], alive=lambda: frozenset(seen),
                             auth=keyring.producer("cam", ["gpu"]))
     rig = Rig(channel, receiver, copier, runtime, inbound)
     try:

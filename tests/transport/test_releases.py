@@ -1,6 +1,7 @@
 """Releases over a real zenoh session and a real pool, the way a consumer on the mesh (the
 gateway) gives slots back: one read and one release per consumer and slot generation, and
-only the holder itself can give a slot back. (Same-host links: ``test_links.py``.)"""
+only the holder itself can give a slot back. (Same-host links: ``test_link_*.py`` and the
+dataflow tests.)"""
 
 from __future__ import annotations
 
