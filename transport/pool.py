@@ -21,6 +21,7 @@ import logging
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -267,31 +268,25 @@ class SlotPool:
         """``holder``'s process is gone (never merely unreachable: see
         ``pinflow.transport.liveness``): release everything it held; returns how many
         slots became free."""
-        freed = 0
-        with self._lock:
-            for index in list(self._holders):
-                holders = self._holders[index]
-                if holder in holders:
-                    holders.discard(holder)
-                    if not holders:
-                        del self._holders[index]
-                        self._free.append(index)
-                        freed += 1
-            if freed:
-                self._cond.notify(freed)
-        return freed
+        return self._take_back(holder, lambda index: True)
 
     def resync(self, holder: str, held: set[tuple[int, int]], published_before: float) -> int:
         """``holder`` says it holds only the ``(index, generation)`` pairs in ``held``: take
         back every other slot lent to it before ``published_before`` (the moment its link
         was lost: it released them and the release was lost, or never got the descriptor).
         Returns how many slots came free."""
+        return self._take_back(holder, lambda index: (
+            (index, self._generations[index]) not in held
+            and self._published_at[index] < published_before))
+
+    def _take_back(self, holder: str, which: Callable[[int], bool]) -> int:
+        """Drop ``holder`` from every slot it holds for which ``which(index)`` says so;
+        returns how many slots came free (called with the lock free; takes it)."""
         freed = 0
         with self._lock:
             for index in list(self._holders):
                 holders = self._holders[index]
-                if (holder not in holders or (index, self._generations[index]) in held
-                        or self._published_at[index] >= published_before):
+                if holder not in holders or not which(index):
                     continue
                 holders.discard(holder)
                 if not holders:
