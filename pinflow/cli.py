@@ -118,6 +118,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     frames = args.frames or (90 if args.quick else 300)
     max_frames = 0 if args.no_max_fps else (60 if args.quick else 150)
     arms, skipped = (args.arms, {}) if args.arms else bench_arms.default_arms()
+    bench_arms.require_packages(arms)
     measured = report.run(frames, max_frames, arms, skipped, progress=_progress,
                           sizes=args.sizes)
     print(table.render(measured))
@@ -240,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", nargs="+", choices=bench_arms.NAMES, metavar="ARM",
                    help=f"which transports, of {' '.join(bench_arms.NAMES)} (default: all; "
                         f"cross only where network namespaces can be created, i.e. as root "
-                        f"with iproute2)")
+                        f"with iproute2; iox2 only with pip install 'pinflow[bench]')")
     p.add_argument("--sizes", type=_frame_sizes, metavar="SIZES",
                    help="then measure the floor, copy and inplace arms at each of these frame "
                         "sizes, e.g. 4KiB,64KiB,1MiB,8MiB,32MiB (multiples of 4 KiB): p50 and "

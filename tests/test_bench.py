@@ -10,14 +10,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from conftest import REPO
 from test_leftovers import live_run
 
+from pinflow.errors import PinflowError
 from pinflow.tools import netns
-from pinflow.tools.bench import arms, flows, frames, measure, report, runner, sampler, table
+from pinflow.tools.bench import arms, flows, frames, iox2, measure, report, runner, sampler, table
 
 REPORT_KEYS = ["schema", "machine", "device", "no_gpu_reason", "frames", "frame_bytes", "fps",
                "arms", "h2d_bandwidth", "skipped", "sweep"]
@@ -46,12 +48,16 @@ def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):
     assert report["schema"] == 1 and report["frame_bytes"] == 8_294_400
     assert report["sweep"] == [], "no --sizes: no sweep"
     reason = netns.available()
+    no_iox2 = iox2.unavailable()
     assert [a["arm"] for a in report["arms"]] == (
         ["floor", "pinned", "shm", "copy", "inplace", "zbytes", "zshm"]
-        + (["ztcp", "cross"] if reason is None else []))
+        + (["iox2"] if no_iox2 is None else []) + (["ztcp", "cross"] if reason is None else []))
+    assert report["skipped"] == ({} if no_iox2 is None else {"iox2": no_iox2}) | (
+        {} if reason is None else {"ztcp": reason, "cross": reason})
     if reason is not None:
-        assert report["skipped"] == {"ztcp": reason, "cross": reason}
         assert f"cross-host arm skipped: {reason}" in run.stdout
+    if no_iox2 is not None:
+        assert f"iox2 arm skipped: {no_iox2}" in run.stdout
     floor = report["arms"][0]
     for arm in report["arms"]:
         assert list(arm) == ARM_KEYS
@@ -175,12 +181,65 @@ def test_cross_host_arm_measures_both_hosts_and_cleans_up():
 def test_cross_arm_asked_for_where_unavailable_reports_why(monkeypatch, tmp_path):
     monkeypatch.setattr(netns, "available", lambda: "no namespaces here (test)")
     why = "no namespaces here (test)"
+    monkeypatch.setattr(iox2, "unavailable", lambda: None)
     assert arms.default_arms() == (["floor", "pinned", "shm", "copy", "inplace", "zbytes",
-                                    "zshm"], {"ztcp": why, "cross": why})
+                                    "zshm", "iox2"], {"ztcp": why, "cross": why})
     for name in ("ztcp", "cross"):
         arm = measure.measure_arm(name, 10, 0, "cpu", tmp_path)
         assert arm.error == f"cross-host arm unavailable: {why}"
         assert arm.delivered == 0 and arm.dropped == 10
+
+
+def _iox2_leftovers() -> set[str]:
+    """The /dev/shm names of the prefix every bench run's iceoryx2 files start with."""
+    return {p.name for p in iox2.SHM_DIR.glob("pfb*")}
+
+
+def test_iox2_arm_delivers_every_frame_intact_and_leaves_no_files(monkeypatch, tmp_path):
+    """A real iceoryx2 producer and consumer, the 30 Hz run and the unthrottled one: every
+    frame arrives (the consumer exits non-zero if a checked frame is not intact), figures
+    like every other arm's, and each run's iceoryx2 files are gone afterwards."""
+    if iox2.unavailable() is not None:
+        pytest.skip(iox2.unavailable())
+    removed: list[list[Path]] = []
+    roots: list[Path] = []
+    remove_files = iox2.remove_files
+
+    def remove_and_note(root: Path, prefix: str) -> list[Path]:
+        assert root.exists(), "iceoryx2 worked under the run's own root folder"
+        roots.append(root)
+        removed.append(remove_files(root, prefix))
+        return removed[-1]
+
+    monkeypatch.setattr(iox2, "remove_files", remove_and_note)
+    shm_before, tmp_before = _iox2_leftovers(), Path("/tmp/iceoryx2").exists()
+    result = measure.measure_arm("iox2", 12, 12, "cpu", tmp_path)
+    assert result.error is None, result.error
+    assert list(asdict(result)) == ARM_KEYS
+    assert result.label == "iceoryx2 0.10 loan_slice_uninit + one copy in"
+    assert result.delivered == 12 and result.dropped == 0 and result.p50_ms > 0
+    assert result.max_fps > 0 and result.startup_max_ms == max(result.latencies_ms)
+    assert result.producer_rss_mib > 0 and result.consumer_rss_mib > 0
+    assert len(removed) == 2 and all(removed), "each run's own /dev/shm files were removed"
+    assert _iox2_leftovers() == shm_before
+    assert not any(root.exists() for root in roots), "each run's root folder is removed"
+    assert Path("/tmp/iceoryx2").exists() == tmp_before, "iceoryx2's default root unused"
+
+
+def test_iox2_arm_without_iceoryx2_is_skipped_or_refused_naming_the_extra(monkeypatch, capsys):
+    monkeypatch.setattr(iox2, "unavailable", lambda: iox2.INSTALL)
+    chosen, skipped = arms.default_arms()
+    assert "iox2" not in chosen and skipped["iox2"] == iox2.INSTALL
+    assert "pip install 'pinflow[bench]'" in iox2.INSTALL
+    with pytest.raises(PinflowError, match=r"the iox2 arm cannot run: iceoryx2 is not "
+                                           r"installed: pip install 'pinflow\[bench\]'"):
+        arms.require_packages(["floor", "iox2"])
+    arms.require_packages(["floor", "copy"])
+    from pinflow import cli
+
+    assert cli.main(["bench", "--arms", "iox2", "--frames", "3", "--no-max-fps"]) == 1
+    err = capsys.readouterr().err
+    assert "pinflow: error: the iox2 arm cannot run" in err and "running" not in err
 
 
 def test_the_arms_table_is_the_one_the_command_offers(pinflow):

@@ -13,6 +13,8 @@
   (:func:`pinflow.transport.wire.wire_config`): the consumer listens, the producer connects.
   The bench runs it between the cross-host arm's network namespaces: the reference for what
   pinflow's gateways add to a frame that crosses hosts.
+- ``iox2``: iceoryx2's publish-subscribe, a loaned slice with one copy in
+  (:mod:`pinflow.tools.bench.iox2`; needs ``pip install 'pinflow[bench]'``).
 
 zenoh-python cannot expose zenoh shared memory as a buffer, so both sides pay copies that
 pinflow avoids; that is the point of the comparison. ``bytes`` and ``shm`` use only a unix
@@ -36,7 +38,7 @@ from pinflow.transport.session import loopback_config
 from pinflow.transport.wire import wire_config
 
 KEY = "pinflow-bench/frames"
-MODES = ("memcpy", "bytes", "shm", "tcp")
+MODES = ("memcpy", "bytes", "shm", "tcp", "iox2")
 
 
 def _session(args: argparse.Namespace, *, listen: bool) -> zenoh.Session:
@@ -187,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="frame size: 1080p RGBA by default, else a multiple of 4 KiB")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (consumer)")
     parser.add_argument("--out", type=Path, help="JSON-lines latency records (consumer, memcpy)")
+    parser.add_argument("--iox2-root", type=Path, help="iceoryx2's root folder for this run (iox2)")
+    parser.add_argument("--iox2-prefix", help="iceoryx2's /dev/shm name prefix for this run (iox2)")
     parser.add_argument("--warmup", type=float, default=10.0,
                         help="most the producer waits for the consumer's subscriber (s)")
     parser.add_argument("--timeout", type=float, default=120.0, help="consumer limit (s)")
@@ -195,7 +199,18 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--mode tcp needs --endpoint tcp/ADDR:PORT")
     if args.mode in ("bytes", "shm") and args.socket is None:
         parser.error(f"--mode {args.mode} needs --socket PATH")
-    if args.mode == "memcpy":
+    if args.mode == "iox2":
+        if args.iox2_root is None or not args.iox2_prefix:
+            parser.error("--mode iox2 needs --iox2-root DIR and --iox2-prefix NAME")
+        if args.role == "consumer" and args.out is None:
+            parser.error("the consumer needs --out")
+        from pinflow.tools.bench import iox2
+
+        if args.role == "producer":
+            iox2.producer(args, _Pace)
+        else:
+            iox2.consumer(args, _record)
+    elif args.mode == "memcpy":
         if args.role != "producer" or args.out is None:
             parser.error("--mode memcpy runs as the producer alone and needs --out")
         memcpy(args)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pinflow.errors import PinflowError
+
 
 @dataclass(frozen=True)
 class Arm:
@@ -47,6 +49,9 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     # zenoh shared memory; the consumer copies into its own reused pinned buffer, then to the
     # device: the workaround users have today
     Arm("zshm", "zenoh shm + caller-side pinning", baseline="shm"),
+    # iceoryx2 publish-subscribe: a loaned slice, one copy in, an event wakes the consumer;
+    # optional (`pinflow[bench]`): the one-copy reference of issue 16
+    Arm("iox2", "iceoryx2 0.10 loan_slice_uninit + one copy in", baseline="iox2"),
     # plain zenoh bytes over TCP between the cross arm's namespaces, the wire's zenoh config:
     # what the cross arm is measured against
     Arm("ztcp", "zenoh bytes over TCP (veth, the wire's config)", baseline="tcp",
@@ -61,12 +66,26 @@ NAMES = tuple(ARMS)
 
 def unavailable(arm: Arm) -> str | None:
     """Why ``arm`` cannot run on this machine (network namespaces for the two that cross a
-    veth), or None."""
+    veth, the iceoryx2 package for iox2), or None."""
+    if arm.baseline == "iox2":
+        from pinflow.tools.bench import iox2
+
+        return iox2.unavailable()
     if not arm.cross_host:
         return None
     from pinflow.tools import netns
 
     return netns.available()
+
+
+def require_packages(names: list[str]) -> None:
+    """Refuse, before anything is measured, an arm asked for whose optional package is
+    missing (iox2 without iceoryx2). The cross-host arms are not refused: they report why in
+    their row."""
+    for name in names:
+        arm = ARMS[name]
+        if not arm.cross_host and (reason := unavailable(arm)) is not None:
+            raise PinflowError(f"the {name} arm cannot run: {reason}")
 
 
 def default_arms() -> tuple[list[str], dict[str, str]]:

@@ -76,7 +76,8 @@ def measure_arm(name: str, frames: int, max_frames: int, device: str, work: Path
             arm=name, label=arm.label, frames=frames, delivered=0, dropped=frames, p50_ms=None,
             p99_ms=None, max_ms=None, producer_cpu_pct=None, consumer_cpu_pct=None,
             producer_rss_mib=0.0, consumer_rss_mib=0.0, pinned_mib=0.0, max_fps=None,
-            h2d_ms_p50=None, device=device, error=f"cross-host arm unavailable: {reason}",
+            h2d_ms_p50=None, device=device,
+            error=f"{'cross-host' if arm.cross_host else name} arm unavailable: {reason}",
             frame_bytes=frame_bytes)
     run = run_arm(arm, frames, fps, device, work, frame_bytes)
     records, sampler = run.records, run.sampler

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from pinflow.errors import PinflowError
 from pinflow.tools import netns
+from pinflow.tools.bench import iox2
 from pinflow.tools.bench.arms import Arm
 from pinflow.tools.bench.flows import CROSS_MACHINE, write_dataflow
 from pinflow.tools.bench.frames import FRAME_BYTES
@@ -79,6 +81,12 @@ def _run_arm_in(stack: contextlib.ExitStack, arm: Arm, frames: int, fps: float, 
         producer = [*base, "producer", *common]
         if arm.baseline == "memcpy":
             commands = [[*producer, "--out", str(out)]]
+        elif arm.baseline == "iox2":
+            iox2_prefix = f"pfb{secrets.token_hex(6)}_"
+            iox2_root = iox2.run_root(work, iox2_prefix)
+            stack.callback(iox2.remove_files, iox2_root, iox2_prefix)
+            own = ["--iox2-root", str(iox2_root), "--iox2-prefix", iox2_prefix]
+            commands = [[*consumer, *own], [*producer, *own]]
         elif arm.cross_host:
             try:
                 pair = stack.enter_context(netns.namespace_pair())
