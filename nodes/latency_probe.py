@@ -1,10 +1,17 @@
-"""Benchmark consumer: makes each frame usable on its target device and records when.
+"""Latency probe node: makes each frame usable where its input delivers and records when.
 
-"Usable" means: a device tensor whose copy completed (CUDA), or a host array (CPU). Used by
-``pinflow bench`` for the pinflow arms; ``pinflow.tools.baselines`` measures the other arms the
-same way. One JSON line per frame: frame, capture_ns, usable_ns, h2d_ns, device, pinned;
-then one ``{"summary": ...}`` line with what the input received, dropped (queue overflow)
-and refused as malformed, so a soak can account for every frame.
+"Usable" means: a device tensor whose copy completed (CUDA), or a host array of which one
+byte per page was read (CPU; :func:`pinflow.nodes.framing.touch_pages`), so the figure
+includes the consumer really reaching the bytes, not only their descriptor. One JSON line
+per frame: frame, the producer's time stamp (the metadata key ``--stamp`` names: the camera
+node's ``capture_ns`` by default, the bench sender's ``sent_ns``), usable_ns, h2d_ns,
+device, pinned; then one ``{"summary": ...}`` line with what the input received, dropped
+(queue overflow) and refused as malformed, and how many checked frames failed their
+checksum, so a soak can account for every frame. ``pinflow bench`` runs it for its pinflow
+arms; ``pinflow.tools.baselines`` records the other arms alike.
+
+    pinflow YAML:  module: pinflow.nodes.latency_probe
+                   args: [--out, latencies.jsonl]
 """
 
 from __future__ import annotations
@@ -19,10 +26,10 @@ from pinflow.nodes import framing
 from pinflow.nodes.node import Node
 
 
-def usable_on_device(event: Any) -> tuple[str, int | None]:
+def usable(event: Any) -> tuple[str, int | None]:
     """Make the event's payload usable where its input delivers; return (device, h2d_ns)."""
     if event["device"] == "cpu":
-        event.to_numpy()
+        framing.touch_pages(event.to_numpy())
         return "cpu", None
     import torch
 
@@ -33,10 +40,15 @@ def usable_on_device(event: Any) -> tuple[str, int | None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pinflow.nodes.latency_probe",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines file to write")
+    parser.add_argument("--stamp", default="capture_ns",
+                        help="metadata key with the producer's time.time_ns() stamp "
+                             "(default capture_ns, as the camera node sets it)")
     parser.add_argument("--verify-every", type=int, default=30,
-                        help="check frame integrity every N frames (default 30)")
+                        help="check the integrity of every N-th frame (default 30; 0: never, "
+                             "for frames written in place, which carry no checksum)")
     args = parser.parse_args(argv)
     node = Node()
     failures = 0
@@ -44,14 +56,13 @@ def main(argv: list[str] | None = None) -> None:
         for n, event in enumerate(node):
             if event["type"] != "INPUT":
                 continue
-            device, h2d_ns = usable_on_device(event)
+            device, h2d_ns = usable(event)
             usable_ns = time.time_ns()
             meta = event["metadata"]
-            if n % args.verify_every == 0:
-                _index, ok = framing.verify(event.to_numpy())
-                failures += not ok
+            if args.verify_every and n % args.verify_every == 0:
+                failures += not framing.verify(event.to_numpy())[1]
             out.write(json.dumps({
-                "frame": meta.get("frame"), "capture_ns": meta.get("capture_ns"),
+                "frame": meta.get("frame"), args.stamp: meta.get(args.stamp),
                 "usable_ns": usable_ns, "h2d_ns": h2d_ns, "device": device,
                 "pinned": event["pinned"],
             }) + "\n")

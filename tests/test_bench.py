@@ -273,7 +273,7 @@ def test_dataflow_paths_reach_the_probe_word_for_word(tmp_path):
         path = flows.write_dataflow(tmp_path / f"{arm.name}.yml", arm, 10, 30.0, out, "cuda")
         loaded = spec.load(path)
         sender, probe = loaded.nodes
-        assert probe.args == ("--out", str(out), "--verify-every",
+        assert probe.args == ("--out", str(out), "--stamp", "sent_ns", "--verify-every",
                               "0" if arm.how == "inplace" else "30")
         assert sender.outputs[0].pinned is arm.pinned
         assert ("--how", arm.how) == sender.args[:2]

@@ -34,12 +34,13 @@ def dataflow(arm: Arm, frames: int, fps: float, out: Path, device: str,
     image: dict[str, Any] = {"source": "sender/image", "queue_size": 2}
     if device != "cpu":
         image["device"] = device
-    probe: dict[str, Any] = {"id": "probe", "module": "pinflow.tools.bench.probe"}
+    probe: dict[str, Any] = {"id": "probe", "module": "pinflow.nodes.latency_probe"}
     if arm.cross_host:
         probe["machine"] = CROSS_MACHINE
     # A frame written in place carries no checksum: nothing to verify.
     verify = "0" if arm.how == "inplace" else "30"
-    probe |= {"args": ["--out", str(out), "--verify-every", verify], "inputs": {"image": image}}
+    probe |= {"args": ["--out", str(out), "--stamp", "sent_ns", "--verify-every", verify],
+              "inputs": {"image": image}}
     return {"nodes": [sender, probe]}
 
 

@@ -11,7 +11,6 @@ transport until the consumer holds a view of it and has read one byte of every p
 
 from __future__ import annotations
 
-import mmap
 import struct
 
 import numpy as np
@@ -19,7 +18,6 @@ import numpy as np
 from pinflow.nodes import framing
 from pinflow.spec import units
 
-PAGE = mmap.PAGESIZE
 FULL_HD = (1080, 1920, 4)
 FRAME_BYTES = FULL_HD[0] * FULL_HD[1] * FULL_HD[2]
 """1080p RGBA: 8,294,400 bytes."""
@@ -72,8 +70,5 @@ def stamp_only(frame: np.ndarray, index: int) -> None:
         struct.pack("<qq", index, 0), dtype=np.uint8)
 
 
-def touch_pages(array: np.ndarray) -> int:
-    """Read one byte of every page ``array`` spans: a consumer that really looks at the
-    frame, not only at its descriptor. Returns their sum (a value nobody can skip)."""
-    flat = array.reshape(-1)
-    return int(flat[::PAGE].sum(dtype=np.uint64))
+touch_pages = framing.touch_pages
+"""Re-exported: the probe node and the baselines read frames the same way."""

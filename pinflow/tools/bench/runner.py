@@ -26,7 +26,7 @@ from pinflow.transport.cleanup import clean_dead_runs
 
 CROSS_PORT = 7447
 PINFLOW_ROLES = {"pinflow.tools.bench.sender": "producer",
-                 "pinflow.tools.bench.probe": "consumer"}
+                 "pinflow.nodes.latency_probe": "consumer"}
 GATEWAY_ROLES = {"-m pinflow run ": "gateway", "-m pinflow daemon ": "gateway"}
 """The cross arm's wire gateways live in the launcher and the daemon."""
 BASELINE_ROLES = {"baselines producer": "producer", "baselines consumer": "consumer"}
