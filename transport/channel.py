@@ -37,7 +37,7 @@ from pinflow.transport.auth import ProducerKeys
 from pinflow.transport.codec import Encoded
 from pinflow.transport.malformed import Malformed
 from pinflow.transport.outbound import Outbound
-from pinflow.transport.pool import Loan, SlotPool
+from pinflow.transport.pool import Loan, SlotPool, pool_bytes
 from pinflow.transport.segment import PAGE, new_incarnation, segment_name
 
 log = logging.getLogger("pinflow.transport")
@@ -359,7 +359,7 @@ class OutputChannel:
         linked = readers - self._mesh if self._mesh else readers
         index, nbytes = loan.index, loan.nbytes
         if linked:
-            slot = frames.Slot(pool.name, index, PAGE + index * pool.stride, nbytes, generation)
+            slot = frames.Slot(pool.name, index, pool.offset(index), nbytes, generation)
             header = frames.encode(frames.Data(seq, sent_ns, layout, meta, slot))
             self._links.send(linked, header, slot=slot)
         if self._publisher is not None:
@@ -409,7 +409,7 @@ class OutputChannel:
         name = segment_name(self._keys.run_id, self.node_id, self.output_id,
                             new_incarnation(), pinned=pinned)
         if pinned:
-            budget.check({f"{self.node_id}/{self.output_id}": PAGE + slots * slot_bytes},
+            budget.check({f"{self.node_id}/{self.output_id}": pool_bytes(slots, slot_bytes)},
                          self.options.pinned_budget)
         new = SlotPool(name, slots, slot_bytes, pinned=pinned)
         self._pools[name] = new

@@ -47,6 +47,12 @@ def _stride(slot_bytes: int) -> int:
     return -(-slot_bytes // PAGE) * PAGE
 
 
+def pool_bytes(slots: int, slot_bytes: int) -> int:
+    """Size of a pool's segment: the header page, then each slot rounded up to whole pages
+    (what the pinned budget must count, and what a consumer checks a mapping against)."""
+    return PAGE + _stride(slot_bytes) * slots
+
+
 def _entry_offset(index: int) -> int:
     return _HEADER.size + index * _ENTRY.size
 
@@ -99,7 +105,7 @@ class SlotPool:
         self.slots = slots
         self.slot_bytes = slot_bytes
         self.stride = _stride(slot_bytes)
-        self.total_bytes = PAGE + self.stride * slots
+        self.total_bytes = pool_bytes(slots, slot_bytes)
         self.segment = Segment.create(name, self.total_bytes, prefault=prefault)
         _HEADER.pack_into(self.segment.buffer, 0, MAGIC, VERSION, slots, slot_bytes, self.stride)
         self.pinned = pinned
@@ -166,7 +172,7 @@ class SlotPool:
             index = self._free.pop()
             # Generation 0 in the table while the payload is rewritten: any stale ref fails.
             _ENTRY.pack_into(self._buffer, _HEADER.size + index * _ENTRY.size, 0, 0)
-            start = PAGE + index * self.stride
+            start = self.offset(index)
             loan = Loan(self, index, self._writable[start:start + nbytes])
             self._loans[index] = loan
             self._acquired_total += 1
@@ -360,7 +366,7 @@ class SlotReader:
             not 1 <= slots <= MAX_SLOTS
             or slot_bytes < 1
             or stride != _stride(slot_bytes)
-            or segment.size != PAGE + stride * slots
+            or segment.size != pool_bytes(slots, slot_bytes)
         ):
             raise DescriptorError(
                 f"segment {segment.name} has an inconsistent pool header: {slots} slots of "
@@ -388,7 +394,7 @@ class SlotReader:
         index = ref.index
         if not 0 <= index < self.slots:
             raise DescriptorError(f"slot index {index} outside 0..{self.slots - 1}")
-        if ref.offset != PAGE + index * self.stride:
+        if ref.offset != PAGE + index * self.stride:  # the producer's SlotPool.offset
             raise DescriptorError(f"slot {index} does not start at offset {ref.offset}")
         if not 0 <= ref.length <= self.slot_bytes:
             raise DescriptorError(

@@ -40,7 +40,8 @@ from pinflow.transport import budget, dynamic
 from pinflow.transport.auth import Keyring
 from pinflow.transport.channel import DRAIN_TIMEOUT_S, default_slots
 from pinflow.transport.cleanup import RunLock, sweep_dead_runs
-from pinflow.transport.segment import PAGE, shm_dir
+from pinflow.transport.pool import pool_bytes
+from pinflow.transport.segment import shm_dir
 from pinflow.transport.session import LAUNCHER_SOCKET, make_run_dir, open_session, unix_endpoint
 from pinflow.transport.wire import open_wire
 
@@ -192,8 +193,8 @@ class Launcher:
                     continue
                 sizes = [i.queue_size for _, i in self.spec.consumers_of(node.id, out.id)]
                 slots = out.slots or default_slots(sizes)
-                wanted[f"{node.id}/{out.id} ({slots} x {out.slot_bytes} B)"] = (
-                    PAGE + slots * out.slot_bytes)
+                wanted[f"{node.id}/{out.id} ({slots} x {out.slot_bytes} B)"] = pool_bytes(
+                    slots, out.slot_bytes)
         if wanted:
             budget.check(wanted, self.spec.pinned_budget)
 

@@ -82,31 +82,35 @@ def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0,
     caller may change while the rig runs; default: the consumer ``gpu``, always)."""
     seen = {"gpu"} if tokens_seen is None else tokens_seen
     keys = RunKeys("t" + secrets.token_hex(5))
-    run_dir = make_run_dir(keys.run_id)  # where the consumer's link socket lives
-    session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
     opts = dict(slots=4, slot_bytes=None, shm_threshold=4096, on_full="block",
                 block_timeout=5.0, pinned=True, consumer_queue_sizes=(2,))
     opts.update(options)
     keyring = Keyring(["gpu"])
-    copier = DeviceCopier(runtime, device)
-    support = copier.support
-    receiver = SlotReceiver(session, keys, "gpu", keyring.consumer("gpu"),
-                            writable_mappings=not support.read_only and support.read_write)
-    receiver.on_map.append(lambda segment, pinned: copier.prepare(segment, pinned=pinned))
-    receiver.on_unmap.append(copier.forget)
-    inbound = Inbound(keys, "gpu", keyring.consumer("gpu"), receiver,
-                      Malformed("rig", logging.getLogger("pinflow.testing")), [("cam", "image")])
-    channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
-                            consumers=["gpu"], alive=lambda: frozenset(seen),
-                            auth=keyring.producer("cam", ["gpu"]))
-    rig = Rig(channel, receiver, copier, runtime, inbound)
-    try:
+    run_dir = make_run_dir(keys.run_id)  # where the consumer's link socket lives
+    session = copier = receiver = inbound = channel = rig = None
+    try:  # torn down also when a part fails to start (a pool over budget, say)
+        session = open_session(listen=[unix_endpoint(tmp_path / "z.sock")], connect=[])
+        copier = DeviceCopier(runtime, device)
+        support = copier.support
+        receiver = SlotReceiver(session, keys, "gpu", keyring.consumer("gpu"),
+                                writable_mappings=not support.read_only and support.read_write)
+        receiver.on_map.append(lambda segment, pinned: copier.prepare(segment, pinned=pinned))
+        receiver.on_unmap.append(copier.forget)
+        inbound = Inbound(keys, "gpu", keyring.consumer("gpu"), receiver,
+                          Malformed("rig", logging.getLogger("pinflow.testing")),
+                          [("cam", "image")])
+        channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
+                                consumers=["gpu"], alive=lambda: frozenset(seen),
+                                auth=keyring.producer("cam", ["gpu"]))
+        rig = Rig(channel, receiver, copier, runtime, inbound)
         yield rig
     finally:
-        rig.arrived.clear()
-        inbound.close()
-        receiver.close()
-        copier.close()
-        channel.close(drain_timeout=0.5)
-        session.close()
+        if rig is not None:
+            rig.arrived.clear()
+        for close in (inbound and inbound.close, receiver and receiver.close,
+                      copier and copier.close,
+                      channel and (lambda: channel.close(drain_timeout=0.5)),
+                      session and session.close):
+            if close:
+                close()
         shutil.rmtree(run_dir, ignore_errors=True)

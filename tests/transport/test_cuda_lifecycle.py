@@ -19,6 +19,8 @@ from pinflow.testing import StandinCuda
 from pinflow.testing.rig import Rig, make_rig
 from pinflow.transport import budget, codec
 from pinflow.transport.gpu_runtime import HOST_REGISTER_PORTABLE, HOST_REGISTER_READ_ONLY
+from pinflow.transport.pool import pool_bytes
+from pinflow.transport.segment import PAGE
 
 FRAME = (32, 64, 4)  # 8 KiB: above the shared-memory threshold, cheap to send 10,000 times
 
@@ -177,3 +179,16 @@ def test_pinned_pool_over_budget_is_refused_naming_output_and_sizes(tmp_path: Pa
         text = str(info.value)
         assert "cam/image" in text and "pinned budget is 0.1 MiB" in text
         assert "pinned_budget" in text and budget.BUDGET_ENV in text
+
+
+def test_the_budget_counts_a_pool_at_the_size_of_its_segment(tmp_path: Path, gpu: StandinCuda):
+    """Slots are rounded up to whole pages; the budget used to count `slots x slot_bytes` and
+    let a pool through that was larger than the budget by those roundings."""
+    need = pool_bytes(2, 5000)
+    assert need == PAGE + 2 * 2 * PAGE
+    with (pytest.raises(PinnedBudgetExceeded),
+          make_rig(tmp_path, gpu, slots=2, slot_bytes=5000, pinned_budget=need - 1)):
+        pass
+    (tmp_path / "again").mkdir()
+    with make_rig(tmp_path / "again", gpu, slots=2, slot_bytes=5000, pinned_budget=need) as rig:
+        assert rig.channel.pool is not None and rig.channel.pool.segment.size == need
