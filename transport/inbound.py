@@ -165,6 +165,12 @@ class Inbound:
                     os.write(self._wake_w, b"\0")
 
     def _read(self, source: _Source, got: list[Incoming]) -> None:
+        proving = source.output is None
+        self._read_frames(source, got)
+        if proving and source.output is not None:  # proven: read what came with the proof
+            self._read_frames(source, got)
+
+    def _read_frames(self, source: _Source, got: list[Incoming]) -> None:
         link = source.link
         try:
             received = link.receive()
@@ -182,12 +188,10 @@ class Inbound:
                 if gap:
                     got.append(Incoming(output, dropped=gap))
                 continue
-            if output is None:
+            if output is None:  # at most this one frame came: the caller reads on
                 if not self._hello(source, header, payload):
                     self._drop(source)
-                    return
-                output = source.output
-                continue
+                return
             try:
                 message = frames.decode_to_consumer(header)
                 if type(message) is frames.Data:

@@ -100,6 +100,10 @@ class Link:
         self.header_limit = frames.MAX_FIRST_HEADER_BYTES
         """Largest header accepted; raised once the first frame proved who is speaking."""
         self.payload_limit = 0
+        self.proven = False
+        """The first frame proved who is speaking (``trust``). Until then ``receive``
+        returns one frame at a time: what follows it may already be in the same read, and
+        must be judged by the limits the proof lifts, not by the first frame's."""
         self.closed = False
         """Closed here, or the peer hung up (``receive`` saw the end, a write failed)."""
         self.dropped = 0
@@ -109,10 +113,13 @@ class Link:
     def fileno(self) -> int:
         return self._fd
 
-    def trust(self) -> None:
-        """The peer proved who it is: accept frames of any size from now on."""
+    def trust(self, *, payloads: bool = True) -> None:
+        """The peer proved who it is: accept any header from now on, and payloads of any
+        size when ``payloads`` (a producer's link back carries none). Call ``receive``
+        again: frames that came in the same read as the proof wait there."""
         self.header_limit = frames.MAX_HEADER_BYTES
-        self.payload_limit = frames.MAX_PAYLOAD_BYTES
+        self.payload_limit = frames.MAX_PAYLOAD_BYTES if payloads else 0
+        self.proven = True
 
     # -- writing ----------------------------------------------------------------------------
     def send(self, header: bytes, payload: bytes | memoryview = b"", *,
@@ -276,13 +283,14 @@ class Link:
     def receive(self) -> list[tuple[int, bytes | None, bytes]]:
         """The frames that arrived: ``(frames the peer dropped before it, header, payload)``;
         a frame larger than allowed is skipped as it arrives (never held in memory) and comes
-        back as ``(gap, None, why)``. Sets ``closed`` once the peer hung up; ``LinkBroken``
-        if the stream cannot be read on (frame numbers running backwards)."""
+        back as ``(gap, None, why)``. Until ``trust``, at most one frame. Sets ``closed`` once
+        the peer hung up; ``LinkBroken`` if the stream cannot be read on (frame numbers
+        running backwards)."""
         with self.lock:
-            if self.closed:
+            if self.closed and not self._in:
                 return []
             buf: bytes | bytearray = self._in
-            while True:
+            while not self.closed:  # (closed with frames left: they are still read)
                 try:
                     chunk = self._sock.recv(RECV_CHUNK)
                 except BlockingIOError:
@@ -308,7 +316,7 @@ class Link:
                     break
             found: list[tuple[int, bytes | None, bytes]] = []
             pos, size, prefix = 0, len(buf), frames.PREFIX.size
-            while size - pos >= prefix:
+            while size - pos >= prefix and (self.proven or not found):
                 header_len, payload_len, number = frames.PREFIX.unpack_from(buf, pos)
                 if number < self._next_in:
                     raise LinkBroken(f"link from {self.peer}: frame {number} came after frame "

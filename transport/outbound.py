@@ -209,6 +209,12 @@ class Outbound:
                     self._collect_from(peer)
 
     def _collect_from(self, peer: _Peer) -> None:
+        welcomed = peer.welcomed
+        self._collect_frames(peer)
+        if not welcomed and peer.welcomed:  # proven: read what came with the proof
+            self._collect_frames(peer)
+
+    def _collect_frames(self, peer: _Peer) -> None:
         where = f"the link from {peer.consumer} to {self.node_id}/{self.output_id}"
         try:
             received = peer.link.receive()
@@ -228,8 +234,8 @@ class Outbound:
                         raise DescriptorError(
                             f"the first frame back is not {peer.consumer}'s proof of who it is")
                     peer.welcomed = True
-                    peer.link.header_limit = frames.MAX_HEADER_BYTES
-                    continue
+                    peer.link.trust(payloads=False)
+                    return  # the frames after the proof are read by the caller, now trusted
                 if isinstance(message, frames.Release):
                     self._on_release(peer.consumer, message.segment, message.slots)
                 else:

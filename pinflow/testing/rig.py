@@ -41,6 +41,8 @@ class Rig:
     copier: DeviceCopier
     runtime: Any
     inbound: Inbound
+    malformed: Malformed
+    """What the consumer refused (counted and logged, as a node counts it)."""
     arrived: collections.deque[Incoming] = field(default_factory=collections.deque)
 
     def send(self, frame: np.ndarray) -> None:
@@ -96,13 +98,13 @@ def make_rig(tmp_path: Path, runtime: Any, *, device: int = 0,
                                 writable_mappings=not support.read_only and support.read_write)
         receiver.on_map.append(lambda segment, pinned: copier.prepare(segment, pinned=pinned))
         receiver.on_unmap.append(copier.forget)
-        inbound = Inbound(keys, "gpu", keyring.consumer("gpu"), receiver,
-                          Malformed("rig", logging.getLogger("pinflow.testing")),
+        malformed = Malformed("rig", logging.getLogger("pinflow.testing"))
+        inbound = Inbound(keys, "gpu", keyring.consumer("gpu"), receiver, malformed,
                           [("cam", "image")])
         channel = OutputChannel(session, keys, "cam", "image", PoolOptions(**opts),
                                 consumers=["gpu"], alive=lambda: frozenset(seen),
                                 auth=keyring.producer("cam", ["gpu"]))
-        rig = Rig(channel, receiver, copier, runtime, inbound)
+        rig = Rig(channel, receiver, copier, runtime, inbound, malformed)
         yield rig
     finally:
         if rig is not None:
