@@ -110,6 +110,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         plot.require()
     if args.duration:
+        if args.fps is not None:
+            raise PinflowError("--fps sets the rate of the arms' runs; the soak (--duration) "
+                               "runs the 1080p30 flow at 30 Hz")
         result = soak.soak(args.duration)
         print(soak.render_soak(result))
         if args.json:
@@ -120,7 +123,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     arms, skipped = (args.arms, {}) if args.arms else bench_arms.default_arms()
     bench_arms.require_packages(arms)
     measured = report.run(frames, max_frames, arms, skipped, progress=_progress,
-                          sizes=args.sizes)
+                          sizes=args.sizes, fps=args.fps or report.FPS)
     print(table.render(measured))
     if args.json:
         args.json.write_text(json.dumps(measured, indent=2))
@@ -195,6 +198,19 @@ def _at_least(low: float, kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def _between(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number from ``low`` to ``high``."""
+    at_least = _at_least(low, float)
+
+    def parse(text: str) -> float:
+        value: float = at_least(text)
+        if not value <= high:  # (also refuses nan)
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -238,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="90 frames per arm (under 2 minutes)")
     p.add_argument("--frames", type=_at_least(1, int), metavar="N",
                    help="frames per arm at 30 Hz (default 300)")
+    p.add_argument("--fps", type=_between(1.0, 10_000.0), metavar="HZ",
+                   help="the rate of each arm's paced run (default 30): e.g. 90 to see "
+                        "whether a path sustains it with nothing dropped, which the "
+                        "unthrottled max-fps run cannot tell when the producer outruns it")
     p.add_argument("--arms", nargs="+", choices=bench_arms.NAMES, metavar="ARM",
                    help=f"which transports, of {' '.join(bench_arms.NAMES)} (default: all; "
                         f"cross only where network namespaces can be created, i.e. as root "

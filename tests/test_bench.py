@@ -26,7 +26,8 @@ REPORT_KEYS = ["schema", "machine", "device", "no_gpu_reason", "frames", "frame_
 ARM_KEYS = ["arm", "label", "frames", "delivered", "dropped", "p50_ms", "p99_ms", "max_ms",
             "producer_cpu_pct", "consumer_cpu_pct", "producer_rss_mib", "consumer_rss_mib",
             "pinned_mib", "max_fps", "h2d_ms_p50", "device", "error", "delivered_fps",
-            "gateway_cpu_pct", "latencies_ms", "startup_max_ms", "p50_vs_floor", "frame_bytes"]
+            "gateway_cpu_pct", "latencies_ms", "startup_max_ms", "p50_vs_floor", "frame_bytes",
+            "max_run_frames", "max_run_delivered"]
 SOAK_KEYS = ["schema", "duration_s", "device", "no_gpu_reason", "frames", "delivered", "error",
              "producer_rss_mib", "consumer_rss_mib", "pinned_mib", "flat", "accounting", "lost"]
 ACCOUNTING_KEYS = ["frames", "sent", "dropped_pool_full", "not_produced", "ticks_missed",
@@ -132,6 +133,25 @@ def test_startup_latency_is_the_worst_of_the_first_hundred_frames(monkeypatch, t
     monkeypatch.setattr(measure, "run_arm", lambda *args, **kw: run)
     result = measure.measure_arm("zbytes", len(lat), 0, "cpu", tmp_path)
     assert result.startup_max_ms == 50.0 and result.max_ms == 900.0
+
+
+def test_max_fps_says_how_many_frames_of_the_unthrottled_run_it_counts(monkeypatch, tmp_path):
+    """A producer that outruns the path (the cross arm's, flooding the wire gateway) gets
+    only some frames through: max fps is their rate, and the table says so."""
+    start = time.time_ns()
+    records = [{"frame": i, "sent_ns": start, "usable_ns": start + i * 10_000_000,
+                "h2d_ns": None, "device": "cpu"} for i in range(30)]
+    run = runner.ArmRun(records, {}, [], sampler.Sampler([], {}), None, 1.0)
+    monkeypatch.setattr(measure, "run_arm", lambda *args, **kw: run)
+    result = measure.measure_arm("zbytes", 30, 100, "cpu", tmp_path)
+    assert (result.max_run_frames, result.max_run_delivered) == (100, 30)
+    assert result.max_fps == pytest.approx(100.0)
+    text = table.render(_report([asdict(result)]))
+    assert ("zbytes: max fps is the rate of the 30 of 100 frames delivered in the unthrottled "
+            "run") in text
+    every = asdict(result) | {"max_run_delivered": 100}
+    assert "max fps is the rate" not in table.render(_report([every])), (
+        "every frame came: nothing to say")
 
 
 def test_soak_reports_memory_at_start_and_end(pinflow, tmp_path):
@@ -351,11 +371,42 @@ def test_plot_without_matplotlib_fails_before_measuring(pinflow, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--duration", "0"], ["--frames", "0"], ["--frames", "-3"],
-                                  ["--duration", "0.01"]])
+                                  ["--duration", "0.01"], ["--fps", "0"], ["--fps", "-30"],
+                                  ["--fps", "20000"]])
 def test_counts_and_durations_that_measure_nothing_are_refused(pinflow, args):
     run = pinflow("bench", *args, timeout=30)
     assert run.returncode == 2, run.output
     assert "pinflow bench: error: argument" in run.stderr and args[0] in run.stderr
+
+
+def test_fps_sets_the_paced_runs_rate(pinflow, tmp_path):
+    out = tmp_path / "bench.json"
+    run = pinflow("bench", "--arms", "floor", "copy", "--frames", "20", "--fps", "200",
+                  "--no-max-fps", "--json", str(out), timeout=120)
+    assert run.returncode == 0, run.output
+    report = json.loads(out.read_text())
+    assert report["fps"] == 200.0
+    assert "20 frames of 8,294,400 B at 200 Hz;" in run.stdout
+    copy = report["arms"][1]
+    assert copy["error"] is None and copy["delivered"] + copy["dropped"] == 20
+    flow = flows.dataflow(arms.ARMS["copy"], 20, 200.0, tmp_path / "o.jsonl", "cpu")
+    sender = next(n for n in flow["nodes"] if "tick" in n.get("inputs", {}))
+    assert sender["inputs"]["tick"]["source"] == "pinflow/timer/hz/200"
+
+
+def test_fps_with_the_soak_is_refused(pinflow):
+    run = pinflow("bench", "--duration", "5", "--fps", "60", timeout=30)
+    assert run.returncode == 1, run.output
+    assert "--fps sets the rate of the arms' runs" in run.stderr
+
+
+def _report(arms_: list[dict], skipped: dict[str, str] | None = None) -> dict:
+    """A report as ``report.run`` returns it, around ``arms_``."""
+    return {"schema": 1, "machine": {"cpu_count": 2, "platform": "Linux", "python": "3.11",
+                                     "ram_gib": 23.5},
+            "device": "cpu", "no_gpu_reason": "no GPU (test)", "frames": 300,
+            "frame_bytes": frames.FRAME_BYTES, "fps": 30, "arms": arms_,
+            "h2d_bandwidth": None, "skipped": skipped or {}}
 
 
 def test_the_table_puts_every_figure_under_its_column():
@@ -365,12 +416,7 @@ def test_the_table_puts_every_figure_under_its_column():
         "max_ms": 1234.5, "producer_rss_mib": 123.4, "consumer_rss_mib": 109.0,
         "pinned_mib": 31.6, "max_fps": 999.0}
     failed = arm | {"arm": "zbytes", "label": arms.ARMS["zbytes"].label, "error": "timed out"}
-    text = table.render({
-        "schema": 1, "machine": {"cpu_count": 2, "platform": "Linux", "python": "3.11",
-                                 "ram_gib": 23.5},
-        "device": "cpu", "no_gpu_reason": "no GPU (test)", "frames": 300,
-        "frame_bytes": frames.FRAME_BYTES, "fps": 30, "arms": [arm, failed],
-        "h2d_bandwidth": None, "skipped": {"cross": "no root (test)"}})
+    text = table.render(_report([arm, failed], skipped={"cross": "no root (test)"}))
     lines = text.splitlines()
     head, rule, row, error_row = lines[2:6]
     assert len(rule) == len(head) == len(row) and error_row.endswith("   ERROR timed out")

@@ -53,6 +53,12 @@ class ArmResult:
     p50_vs_floor: float | None = None
     """``p50_ms`` over the floor arm's ``p50_ms`` in the same run (None without a floor)."""
     frame_bytes: int = FRAME_BYTES
+    max_run_frames: int = 0
+    """Frames the producer sent in the unthrottled run (0: not run)."""
+    max_run_delivered: int = 0
+    """Of those, frames the consumer got: ``max_fps`` is their rate. Fewer than
+    ``max_run_frames`` when the producer outran the path and frames were dropped on the way
+    (queues drop the oldest, counted where they drop)."""
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -85,10 +91,10 @@ def measure_arm(name: str, frames: int, max_frames: int, device: str, work: Path
     window = ((records[0]["sent_ns"] / 1e9, records[-1]["usable_ns"] / 1e9) if records
               else (0.0, 0.0))
     h2d = [r["h2d_ns"] / 1e6 for r in records if r.get("h2d_ns") is not None]
-    max_fps = None
+    max_fps, max_delivered = None, 0
     if max_frames:
         max_run = run_arm(arm, max_frames, 0, device, work, frame_bytes)
-        max_fps = delivery_rate(max_run.records)
+        max_fps, max_delivered = delivery_rate(max_run.records), len(max_run.records)
         run.error = run.error or max_run.error
     # zshm's consumer pins one staging frame of its own on a GPU; pinflow's pools are counted
     # from what the arm's processes map.
@@ -109,6 +115,7 @@ def measure_arm(name: str, frames: int, max_frames: int, device: str, work: Path
         gateway_cpu_pct=(sampler.cpu_pct("gateway", *window)
                          if arm.cross_host and arm.baseline is None else None),
         startup_max_ms=max(lat[:STARTUP_FRAMES]) if lat else None, frame_bytes=frame_bytes,
+        max_run_frames=max_frames, max_run_delivered=max_delivered,
     )
 
 

@@ -46,9 +46,9 @@ def measure_h2d_bandwidth(nbytes: int = FRAME_BYTES, rounds: int = 100) -> dict[
 
 
 def run(frames: int, max_frames: int, arms: list[str], skipped: dict[str, str] | None = None,
-        progress: Callable[[str], None] | None = None, sizes: list[int] | None = None
-        ) -> dict[str, Any]:
-    """Measure ``arms`` (``frames`` at 30 Hz each, then ``max_frames`` unthrottled; 0 skips
+        progress: Callable[[str], None] | None = None, sizes: list[int] | None = None,
+        fps: float = FPS) -> dict[str, Any]:
+    """Measure ``arms`` (``frames`` at ``fps`` each, then ``max_frames`` unthrottled; 0 skips
     that), then the :data:`~.arms.SWEEP` arms at each of ``sizes`` (bytes); ``skipped`` (arm
     -> why, see :func:`~.arms.default_arms`) goes in the report so the table can say what it
     left out; ``progress`` hears which arm starts."""
@@ -58,7 +58,7 @@ def run(frames: int, max_frames: int, arms: list[str], skipped: dict[str, str] |
         results = []
         for arm in arms:
             say(f"running {arm}: {ARMS[arm].label} ...")
-            results.append(measure_arm(arm, frames, max_frames, device, Path(tmp)))
+            results.append(measure_arm(arm, frames, max_frames, device, Path(tmp), fps=fps))
         compare_to_floor(results)
         sweep: list[ArmResult] = []
         for size in sizes or []:
@@ -67,12 +67,12 @@ def run(frames: int, max_frames: int, arms: list[str], skipped: dict[str, str] |
                 if unavailable(ARMS[arm]) is None:
                     say(f"running {arm} at {size:,} B ...")
                     at_size.append(measure_arm(arm, frames, max_frames, device, Path(tmp),
-                                               frame_bytes=size))
+                                               fps=fps, frame_bytes=size))
             compare_to_floor(at_size)
             sweep += at_size
     return {
         "schema": SCHEMA, "machine": machine(), "device": device, "no_gpu_reason": reason,
-        "frames": frames, "frame_bytes": FRAME_BYTES, "fps": FPS,
+        "frames": frames, "frame_bytes": FRAME_BYTES, "fps": fps,
         "arms": [asdict(r) for r in results],
         "h2d_bandwidth": measure_h2d_bandwidth() if device == "cuda" else None,
         "skipped": dict(skipped or {}),

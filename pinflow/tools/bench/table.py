@@ -48,7 +48,7 @@ SWEEP_COLUMNS = (
 )
 UNITS = ("x floor: p50 over the floor arm's p50 in this run; start ms: worst latency of the "
          "first 100 frames; RSS in MiB (max over the run); CPU in % of one core; pinned in "
-         "MiB; frames/s: delivery rate of the 30 Hz run.")
+         "MiB; frames/s: delivery rate of the paced run.")
 
 
 def cell(value: float | None, fmt: str) -> str:
@@ -102,7 +102,7 @@ def _device_line(report: dict[str, Any]) -> str:
 
 def _run_line(report: dict[str, Any]) -> str:
     machine = report["machine"]
-    return (f"{report['frames']} frames of {report['frame_bytes']:,} B at {report['fps']} Hz; "
+    return (f"{report['frames']} frames of {report['frame_bytes']:,} B at {report['fps']:g} Hz; "
             f"{machine['cpu_count']} cores, {machine['ram_gib']} GiB, {machine['platform']}")
 
 
@@ -122,6 +122,12 @@ def _notes(report: dict[str, Any]) -> list[str]:
     if bw:
         notes.append(f"H2D bandwidth: pinned {bw['pinned_gbps']:.1f} GB/s, pageable "
                      f"{bw['pageable_gbps']:.1f} GB/s ({bw['ratio']:.2f}x)")
+    for arm in arms:
+        sent, got = arm.get("max_run_frames") or 0, arm.get("max_run_delivered") or 0
+        if arm["max_fps"] and got < sent:
+            notes.append(f"{arm['arm']}: max fps is the rate of the {got} of {sent} frames "
+                         "delivered in the unthrottled run; the producer outran the path and "
+                         "the rest were dropped on the way (oldest first, counted there)")
     for arm in arms:
         if arm.get("gateway_cpu_pct") is not None:
             notes.append(f"{arm['arm']}: the wire gateways (launcher and daemon processes) used "
