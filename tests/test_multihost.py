@@ -8,6 +8,7 @@ flows between separate network namespaces.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,15 +19,20 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from conftest import DATAFLOWS, Run, assert_no_orphans
 
 from pinflow.errors import LaunchError
+from pinflow.protocol import messages, streams
+from pinflow.protocol.keys import WIRE_ROOT
 from pinflow.tools import top
 from pinflow.tools.daemon_process import DaemonProcess
+from pinflow.transport import codec
 from pinflow.transport.cleanup import clean_dead_runs
 from pinflow.transport.segment import shm_dir
+from pinflow.transport.wire import open_wire
 
 
 def free_port() -> int:
@@ -100,9 +106,11 @@ def run_launcher(flow: str, endpoint: str, tmp_path: Path, *args: str,
     return Run(launcher.returncode, out, err, tmp_path / "results")
 
 
-def check_two_hosts(run: Run, host_b: DaemonProcess) -> None:
+def check_two_hosts(run: Run, host_b: DaemonProcess, *, streams: bool = True) -> None:
     """What a run of two_hosts.yml must show: intact frames, read zero-copy from a pool of
-    the consumer's own host, each exported once, the daemon's output relayed."""
+    the consumer's own host, each exported once, the daemon's output relayed. Host b's
+    daemon listens, so b takes a direct stream (unless ``streams`` is off there); the
+    launcher's host only connects, so what it imports comes over zenoh."""
     assert run.returncode == 0, run.output + host_b.output
     run_id = run_id_of(run)
     assert "on 2 hosts" in run.stdout
@@ -116,11 +124,18 @@ def check_two_hosts(run: Run, host_b: DaemonProcess) -> None:
         prefix = f"{shm_dir()}/pinflow-{local_run}."
         assert all(s.startswith(prefix) for s in seen["segments"])
     # Sent once to host b although two nodes there consume it.
-    assert "wire: exported producer/frames: 20 sent once to the wire" in run.stdout
-    assert "wire: imported producer_b/frames: 20 received and republished" in run.stdout
-    assert "wire: imported producer/frames: 20 received and republished" in host_b.output
+    streamed = 20 if streams else 0
+    assert (f"wire: exported producer/frames: 20 sent once to the wire ({streamed} on direct "
+            "streams), 0 dropped") in run.stdout
+    assert ("wire: imported producer_b/frames: 20 received and republished on this host (0 "
+            "from a direct stream), 0 dropped") in run.stdout
+    assert ("wire: exported producer_b/frames: 20 sent once to the wire (0 on direct "
+            "streams), 0 dropped") in host_b.output
+    imported = (f"wire: imported producer/frames: 20 received and republished on this host "
+                f"({streamed} from a direct stream), 0 dropped")
+    assert imported in host_b.output
     # What the daemon says reaches the launcher's output too.
-    assert "pinflow@b | wire: imported producer/frames: 20 received and republished" in run.stdout
+    assert f"pinflow@b | {imported}" in run.stdout
     assert f"run {run_id}-b: 3 node(s)" in host_b.output
 
 
@@ -128,6 +143,17 @@ def test_two_hosts_deliver_intact_frames_over_host_local_pools(
         pinflow: Callable[..., Run], daemon: Callable) -> None:
     host_b, endpoint = daemon("b")
     check_two_hosts(pinflow("run", "two_hosts.yml", "--connect", endpoint, timeout=90), host_b)
+
+
+def test_with_streams_off_every_message_crosses_over_zenoh(
+        pinflow: Callable[..., Run], daemon: Callable, monkeypatch) -> None:
+    """PINFLOW_WIRE_STREAMS=0 on host b (a firewall that lets only the wire's port through):
+    b takes no stream, and its messages come over zenoh, intact and counted the same."""
+    monkeypatch.setenv("PINFLOW_WIRE_STREAMS", "0")
+    host_b, endpoint = daemon("b")
+    monkeypatch.delenv("PINFLOW_WIRE_STREAMS")
+    check_two_hosts(pinflow("run", "two_hosts.yml", "--connect", endpoint, timeout=90), host_b,
+                    streams=False)
 
 
 def test_missing_daemon_is_named(pinflow: Callable[..., Run]) -> None:
@@ -287,3 +313,53 @@ def test_remote_output_lines_reach_the_launchers_output_and_logs(
     assert "greeter | tick on b" in run.stdout
     (log,) = (tmp_path / "logs").glob("*/greeter.log")
     assert log.read_text() == "hello from greeter\ntick on b\n"
+
+
+def _stream_of(endpoint: str, node: str, output: str, host: str) -> tuple[str, tuple[str, int]]:
+    """The run id and address of the direct stream ``host`` takes for ``node/output``, read
+    from its token on the wire (as a producer's gateway finds it)."""
+    wire = open_wire(listen=[], connect=[endpoint])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for reply in wire.liveliness().get(f"{WIRE_ROOT}/*/stream/{node}/{output}/{host}/*"):
+                key = str(reply.ok.key_expr).split("/")
+                address = streams.parse_address_part(key[-1])
+                if address is not None:
+                    return key[2], address
+            time.sleep(0.2)
+    finally:
+        wire.close()
+    pytest.fail(f"host {host} took no stream of {node}/{output}")
+
+
+def test_a_stream_cut_in_the_middle_of_a_message_loses_that_message_only(
+        daemon: Callable, tmp_path: Path) -> None:
+    """On b's stream of producer/frames, beside the real one: a connection that is no
+    stream (refused), and one that cuts a message short (dropped and counted, its slot back
+    in the pool). Every real frame still arrives intact and in order."""
+    host_b, endpoint = daemon("b")
+    launcher = start_launcher("stream_cut.yml", endpoint, tmp_path, "--stop-after", "8")
+    try:
+        run_id, address = _stream_of(endpoint, "producer", "frames", "m-b")
+        with socket.create_connection(address, timeout=5) as sock:
+            sock.sendall(streams.PREFIX.pack(5, 0) + b"hello")
+        with socket.create_connection(address, timeout=5) as sock:
+            sock.sendall(streams.hello(run_id, "producer", "frames"))
+            layout = codec.encode(np.zeros((512, 512, 4), np.uint8)).layout
+            header = messages.Header.new("inline", 10**6, time.time_ns(), layout=layout)
+            sock.sendall(streams.frame_head(header, 1 << 20) + bytes(1 << 19))
+        out, _ = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.communicate()
+    assert launcher.returncode == 0, out + host_b.output
+    seen = json.loads((tmp_path / "results" / "consumer_b.json").read_text())
+    assert seen["indices"] == list(range(len(seen["indices"]))) and len(seen["indices"]) > 50
+    assert seen["torn"] == seen["not_zero_copy"] == seen["wrong_type"] == 0
+    assert "stream hello is not JSON" in host_b.output
+    assert "the stream of producer/frames ended in the middle of a message" in host_b.output
+    received = len(seen["indices"])
+    assert (f"wire: imported producer/frames: {received} received and republished on this "
+            f"host ({received} from a direct stream), 1 dropped") in host_b.output

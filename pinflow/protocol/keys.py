@@ -165,6 +165,15 @@ class WireKeys:
         """Bytes (never descriptors) of one output, for the hosts that consume it."""
         return f"{self.root}/data/{check_part(node_id)}/{check_part(output_id)}"
 
+    def stream(self, node_id: str, output_id: str, host: str, address: str) -> str:
+        """Token of a gateway that takes ``node_id/output_id``'s messages on a direct stream
+        at ``address`` (``protocol.streams.address_part``); ``host``: which host it is."""
+        return (f"{self.root}/stream/{check_part(node_id)}/{check_part(output_id)}/"
+                f"{check_part(host)}/{check_part(address)}")
+
+    def stream_all(self, node_id: str, output_id: str) -> str:
+        return f"{self.root}/stream/{check_part(node_id)}/{check_part(output_id)}/*/*"
+
     def log(self, node_id: str) -> str:
         """Output lines of a node on a daemon's host, for the launcher."""
         return f"{self.root}/log/{check_part(node_id)}"

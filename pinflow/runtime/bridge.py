@@ -8,6 +8,10 @@ descriptor under the producer's key, so consumers there cannot tell a remote pro
 a local one (``to_torch``, device delivery and pinned pools work the same). Liveliness
 (alive, ready, gone) and run state are mirrored both ways so each host's nodes keep using
 the tokens they already watch.
+
+The bytes go on a direct stream (``transport/streams.py``) to each host that takes one,
+straight from the slot into the other host's slot; over zenoh, in parts, to the others. A
+host that has a live stream for an output ignores that output's zenoh messages.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 import zenoh
 
 from pinflow.errors import DescriptorError, PayloadError, PinflowError, SlotNotLent
-from pinflow.protocol import messages, wire
+from pinflow.protocol import messages, streams, wire
 from pinflow.protocol.keys import (
     RUN_STATES,
     TOKEN_KINDS,
@@ -40,6 +44,13 @@ from pinflow.transport.liveness import NodeLock, PeerWatch
 from pinflow.transport.malformed import Malformed
 from pinflow.transport.pool import Loan
 from pinflow.transport.receiver import SlotReceiver
+from pinflow.transport.streams import (
+    StreamListener,
+    StreamSender,
+    discard,
+    read_exactly,
+    read_into,
+)
 
 log = logging.getLogger("pinflow.bridge")
 
@@ -122,21 +133,67 @@ def _parts(total: int) -> range:
     return range(0, max(total, 1), wire.PART_BYTES)
 
 
-class Exporter:
-    """Reads one local output as consumer ``_wire`` and puts its bytes on the wire."""
+def host_label(machine: str | None) -> str:
+    """A host of the run as one key component (the launcher's has no machine name)."""
+    return "launcher" if machine is None else f"m-{machine}"
 
-    def __init__(self, bridge: Bridge, node_id: str, output_id: str, queue_size: int) -> None:
+
+class Exporter:
+    """Reads one local output as consumer ``_wire`` and sends its bytes to the hosts that
+    consume it: on a direct stream to each host that takes one, over zenoh to the others."""
+
+    def __init__(self, bridge: Bridge, node_id: str, output_id: str, queue_size: int,
+                 hosts: frozenset[str]) -> None:
         self.source = (node_id, output_id)
         self.sent = 0
+        self.streamed = 0
+        """Messages written on direct streams (one per message and host)."""
+        self.hosts = hosts
+        """The labels (:func:`host_label`) of the hosts that consume this output."""
         self._bridge = bridge
+        self._addresses: dict[str, tuple[str, int]] = {}
+        """Where each host that announced it takes this output's stream (zenoh's threads
+        write it; the worker reads it)."""
+        self._addresses_lock = threading.Lock()
+        self._senders: dict[str, StreamSender] = {}
+        """The worker's own: one per host in ``_addresses``."""
+        self._hello = streams.hello(bridge.wire_keys.run_id, node_id, output_id)
         self._publisher = bridge.wire.declare_publisher(
             bridge.wire_keys.data(node_id, output_id),
             congestion_control=zenoh.CongestionControl.BLOCK,
             reliability=zenoh.Reliability.RELIABLE,
         )
         self._worker = _Worker(f"pinflow-export-{node_id}-{output_id}", queue_size, self._send)
+        self._streams_watch = bridge.wire.liveliness().declare_subscriber(
+            bridge.wire_keys.stream_all(node_id, output_id), self._on_stream_token,
+            history=True)
         self._subscriber = bridge.local.declare_subscriber(
             bridge.local_keys.data(node_id, output_id), self._on_data)
+
+    def _on_stream_token(self, sample: zenoh.Sample) -> None:
+        """A host says where it takes this output's stream (or no longer takes it)."""
+        *_, host, part = str(sample.key_expr).split("/")
+        address = streams.parse_address_part(part)
+        if host not in self.hosts or address is None:
+            return  # no host that consumes this output, or no address
+        with self._addresses_lock:
+            if sample.kind == zenoh.SampleKind.PUT:
+                self._addresses[host] = address
+            elif self._addresses.get(host) == address:
+                del self._addresses[host]
+
+    def _current_senders(self) -> list[StreamSender]:
+        """The worker's senders, matched to the addresses announced now."""
+        with self._addresses_lock:
+            addresses = dict(self._addresses)
+        for host, sender in list(self._senders.items()):
+            if addresses.get(host) != sender.address:
+                sender.close()
+                del self._senders[host]
+        for host, address in addresses.items():
+            if host not in self._senders:
+                self._senders[host] = StreamSender(address, self._hello, host)
+        return list(self._senders.values())
 
     def _on_data(self, sample: zenoh.Sample) -> None:
         try:
@@ -163,12 +220,25 @@ class Exporter:
     def _send(self, item: tuple[str, messages.Header, np.ndarray | None]) -> None:
         kind, header, holder = item
         if kind == "eos":
+            for sender in self._current_senders():
+                sender.send(streams.frame_head(header, 0))
             self._publisher.put(b"", attachment=wire.first(header, 0))
             return
         assert holder is not None
         wire_header = messages.Header.new("inline", header.seq, header.sent_ns,
                                          layout=header.layout, metadata=header.metadata)
         total = holder.nbytes
+        streamed = set()
+        senders = self._current_senders()
+        if senders:
+            head = streams.frame_head(wire_header, total)
+            for sender in senders:
+                if sender.send(head, holder):  # straight from the slot
+                    streamed.add(sender.host)
+        self.streamed += len(streamed)
+        self.sent += 1
+        if streamed >= self.hosts:
+            return
         # Part by part: each part's copy out of the slot (the only copy on this side) overlaps
         # the link carrying the one before. The slot goes back once the last part is copied.
         for offset in _parts(total):
@@ -176,7 +246,6 @@ class Exporter:
                           else wire.later(header.seq, offset, total))
             self._publisher.put(holder[offset:offset + wire.PART_BYTES].tobytes(),
                                 attachment=attachment)
-        self.sent += 1
 
     @property
     def dropped(self) -> int:
@@ -184,7 +253,10 @@ class Exporter:
 
     def close(self) -> None:
         self._subscriber.undeclare()
-        self._worker.close()
+        self._streams_watch.undeclare()
+        if self._worker.close():  # (a worker still sending owns its senders)
+            for sender in self._senders.values():
+                sender.close()
         self._publisher.undeclare()
 
 
@@ -211,6 +283,11 @@ class Importer:
         """Messages whose parts stopped coming (a link lost mid-message): never published."""
         self._pinned = output.pinned
         self._landing: _Landing | None = None
+        self._land_lock = threading.Lock()
+        """One message lands at a time, whichever way it came."""
+        self.streams_live = 0
+        """Direct streams open now: while there is one, zenoh's copies are ignored."""
+        self.streamed = 0
         options = PoolOptions.for_output(
             output, consumer_queue_sizes=[size for _, size in consumers],
             pinned_budget=pinned_budget)
@@ -227,6 +304,8 @@ class Importer:
     def _on_data(self, sample: zenoh.Sample) -> None:
         """Check the part and queue it as it came: its bytes are read on the worker, so this
         zenoh thread goes straight back to receiving the next part."""
+        if self.streams_live:
+            return  # this host gets the output on its stream (the zenoh copy is for others)
         try:
             if sample.attachment is None:
                 raise DescriptorError("wire part without attachment")
@@ -243,6 +322,10 @@ class Importer:
                               starts=header is not None)
 
     def _land(self, item: tuple[str, wire.Part, messages.Header | None, Any]) -> None:
+        with self._land_lock:
+            self._land_part(item)
+
+    def _land_part(self, item: tuple[str, wire.Part, messages.Header | None, Any]) -> None:
         kind, part, header, payload = item
         if kind == "eos":
             self._abandon()
@@ -276,6 +359,55 @@ class Importer:
         if end == part.total:
             self._landing = None
             self._finish(landing)
+
+    def read_stream(self, sock: Any) -> None:
+        """Land the messages of a direct stream as they come, each straight into a slot,
+        until the stream ends (on the listener's thread for it)."""
+        with self._land_lock:
+            self.streams_live += 1
+            self._abandon()  # a message half landed from zenoh: its rest will not come
+        try:
+            while (prefix := read_exactly(sock, streams.PREFIX.size, end_ok=True)) is not None:
+                size, total = streams.PREFIX.unpack(prefix)
+                if size > messages.MAX_HEADER_BYTES:
+                    raise DescriptorError(f"stream header of {size} bytes")
+                header = messages.decode(read_exactly(sock, size) or b"")
+                with self._land_lock:
+                    self._land_streamed(sock, header, total)
+        except ConnectionError as exc:
+            log.warning("gateway: the stream of %s/%s ended in the middle of a message: %s",
+                        *self.source, exc)
+        finally:
+            with self._land_lock:
+                self.streams_live -= 1
+
+    def _land_streamed(self, sock: Any, header: messages.Header, total: int) -> None:
+        """One message from a stream (caller holds the landing lock)."""
+        if header.kind == "eos":
+            if total:
+                raise DescriptorError("an end of stream with bytes")
+            self.channel.close(send_eos=True)
+            return
+        if header.kind != "inline" or header.layout is None:
+            raise DescriptorError(f"a {header.kind!r} message on a stream")
+        if total < self.channel.options.shm_threshold and not self._pinned:  # inline here
+            self._land_whole(header, read_exactly(sock, total) or b"")
+            self.streamed += 1
+            return
+        landing = self._start(header, total)
+        if landing is None or landing.loan is None:  # refused, or no room: counted there
+            discard(sock, total)
+            if landing is not None:
+                self._count(False)
+            return
+        try:
+            read_into(sock, memoryview(landing.loan.array)[:total])
+        except BaseException:
+            self.channel.cancel(landing.loan)
+            self.incomplete += 1
+            raise
+        self.streamed += 1
+        self._finish(landing)
 
     def _land_whole(self, header: messages.Header, payload: bytes) -> None:
         """A message that came in one part: sent on as any message (inline if it is small)."""
@@ -350,7 +482,8 @@ class Importer:
     def close(self) -> None:
         self._subscriber.undeclare()
         if self._worker.close():  # a worker still landing a message owns its loan
-            self._abandon()
+            with self._land_lock:
+                self._abandon()
         self.channel.close(drain_timeout=2.0, send_eos=False)
 
 
@@ -358,8 +491,13 @@ class Bridge:
     """Gateway of host ``machine`` (``None``: the launcher's host) for run ``run_id``."""
 
     def __init__(self, spec: DataflowSpec, machine: str | None, run_id: str,
-                 local: zenoh.Session, wire: zenoh.Session, keyring: Keyring) -> None:
+                 local: zenoh.Session, wire: zenoh.Session, keyring: Keyring, *,
+                 stream_host: str | None = None) -> None:
         self.spec, self.machine = spec, machine
+        self.stream_host = stream_host
+        """Where this host takes direct streams (``transport.streams.stream_host``); None:
+        its imported outputs come over zenoh."""
+        self.listener: StreamListener | None = None
         self.local, self.wire = local, wire
         self.local_keys = RunKeys(local_run_id(run_id, machine))
         self.wire_keys = WireKeys(run_id)
@@ -411,6 +549,7 @@ class Bridge:
             self._declared.append(self.local.declare_subscriber(
                 self.local_keys.stats_all(), self._on_local_stats))
         self._open_data_paths()
+        self._take_streams()
         if self.exporters:
             self._alive_lock.acquire()
             self._declared.append(local_live.declare_token(self.local_keys.alive(GATEWAY_ID)))
@@ -421,11 +560,32 @@ class Bridge:
                 readers, gateway_queue = self.spec.consumers_across(node.id, output.id,
                                                                     self.machine)
                 if node.id in self.here and gateway_queue is not None:
-                    self.exporters.append(Exporter(self, node.id, output.id, gateway_queue))
+                    hosts = frozenset(
+                        host_label(self.spec.node(c).machine)
+                        for c, _ in self.spec.consumers_of(node.id, output.id)
+                        if self.spec.node(c).machine != self.machine)
+                    self.exporters.append(Exporter(self, node.id, output.id, gateway_queue,
+                                                   hosts))
                 elif node.id not in self.here and readers:
                     self.importers.append(Importer(
                         self, node.id, output, [(c, i.queue_size) for c, i in readers],
                         self.spec.pinned_budget))
+
+    def _take_streams(self) -> None:
+        """Listen for direct streams of the outputs imported here, and say where."""
+        if not self.importers or self.stream_host is None:
+            return
+        by_source = {i.source: i for i in self.importers}
+        self.listener = StreamListener(
+            self.stream_host, self.wire_keys.run_id,
+            on_stream=lambda hello, sock: by_source[(hello.node, hello.output)].read_stream(
+                sock),
+            accepts=lambda hello: (hello.node, hello.output) in by_source,
+            refuse=self.malformed.refuse)
+        address = streams.address_part(*self.listener.address)
+        for node_id, output_id in by_source:
+            self._declared.append(self.wire.liveliness().declare_token(self.wire_keys.stream(
+                node_id, output_id, host_label(self.machine), address)))
 
     # -- tokens -----------------------------------------------------------------------------
     def _on_local_token(self, sample: zenoh.Sample) -> None:
@@ -500,12 +660,12 @@ class Bridge:
 
     def summary(self) -> list[str]:
         """One line per forwarded output: what crossed the wire from or to this host."""
-        lines = [f"wire: exported {n}/{o}: {e.sent} sent once to the wire, "
-                 f"{e.dropped} dropped (link too slow)"
+        lines = [f"wire: exported {n}/{o}: {e.sent} sent once to the wire "
+                 f"({e.streamed} on direct streams), {e.dropped} dropped (link too slow)"
                  for e in self.exporters for n, o in [e.source]]
         lines += [f"wire: imported {n}/{o}: {i.received} received and republished on this "
-                  f"host, {i.dropped} dropped (gateway queue, pool full or "
-                  f"cut off mid-message)"
+                  f"host ({i.streamed} from a direct stream), {i.dropped} dropped (gateway "
+                  f"queue, pool full or cut off mid-message)"
                   for i in self.importers for n, o in [i.source]]
         return lines
 
@@ -513,6 +673,8 @@ class Bridge:
     def close(self) -> None:
         for exporter in self.exporters:
             exporter.close()
+        if self.listener is not None:
+            self.listener.close()
         for importer in self.importers:
             importer.close()
         for declared in reversed(self._declared):

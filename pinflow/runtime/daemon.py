@@ -32,6 +32,7 @@ from pinflow.protocol.control import (
 from pinflow.protocol.keys import WireKeys, daemon_key, daemon_start
 from pinflow.runtime.launcher import Launcher
 from pinflow.transport.cleanup import sweep_dead_runs
+from pinflow.transport.streams import stream_host
 from pinflow.transport.wire import open_wire
 
 READY = "ready: waiting for launchers"
@@ -87,6 +88,7 @@ class Daemon:
         self.log_dir = log_dir
         self.out = out or sys.stdout
         self.wire = open_wire(listen=listen, connect=connect)
+        self.stream_host = stream_host(listen)
         sweep = sweep_dead_runs()  # what a killed predecessor could not unlink
         if sweep.removed:
             self.say(f"removed {len(sweep.removed)} leftover(s) of dead run(s) "
@@ -126,7 +128,8 @@ class Daemon:
             launcher = Launcher(dataflow, run_id=run_id, machine=self.machine, wire=self.wire,
                                 stop_requested=stop, log_dir=self.log_dir, out=self.out,
                                 grace_s=request.grace_s,
-                                startup_timeout_s=request.startup_timeout_s, link=link)
+                                startup_timeout_s=request.startup_timeout_s, link=link,
+                                stream_host=self.stream_host)
             launcher.check_pinned_budget()
         except PinflowError as exc:
             link.close()

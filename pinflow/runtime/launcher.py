@@ -43,6 +43,7 @@ from pinflow.transport.cleanup import RunLock, sweep_dead_runs
 from pinflow.transport.pool import pool_bytes
 from pinflow.transport.segment import shm_dir
 from pinflow.transport.session import LAUNCHER_SOCKET, make_run_dir, open_session, unix_endpoint
+from pinflow.transport.streams import stream_host
 from pinflow.transport.wire import open_wire
 
 __all__ = ["Launcher", "LeaderLink", "RunResult", "new_run_id", "run"]
@@ -61,8 +62,11 @@ class Launcher:
                  out: TextIO | None = None, run_id: str | None = None,
                  machine: str | None = None, wire: zenoh.Session | None = None,
                  stop_requested: threading.Event | None = None,
-                 daemon_timeout_s: float = 10.0, link: LeaderLink | None = None) -> None:
+                 daemon_timeout_s: float = 10.0, link: LeaderLink | None = None,
+                 stream_host: str | None = None) -> None:
         self.spec = spec
+        self.stream_host = stream_host
+        """Where this host's gateway takes direct streams (``transport/streams.py``)."""
         self.dataflow_run_id = run_id or new_run_id()
         self.machine = machine
         self.run_id = local_run_id(self.dataflow_run_id, machine)
@@ -156,7 +160,7 @@ class Launcher:
             self.stats.start(session, self.keys)
             if self.wire is not None:
                 bridge = Bridge(self.spec, self.machine, self.dataflow_run_id, session,
-                                self.wire, self.keyring)
+                                self.wire, self.keyring, stream_host=self.stream_host)
                 bridge.start()
             if self.cluster is not None:
                 self.cluster.start(self.grace_s, self.startup_timeout_s)
@@ -327,7 +331,8 @@ def run(spec: DataflowSpec, *, stop_after: float | None = None, log_dir: Path | 
               "are not used", file=out or sys.stdout, flush=True)
     try:
         return _run(Launcher(spec, log_dir=log_dir, grace_s=grace_s, out=out, wire=wire,
-                             daemon_timeout_s=daemon_timeout_s), stop_after)
+                             daemon_timeout_s=daemon_timeout_s,
+                             stream_host=stream_host(wire_listen or [])), stop_after)
     finally:
         if wire is not None:
             wire.close()

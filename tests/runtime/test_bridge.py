@@ -22,7 +22,7 @@ import pytest
 import zenoh
 
 from pinflow import spec as spec_module
-from pinflow.protocol import messages, wire
+from pinflow.protocol import messages, streams, wire
 from pinflow.protocol.keys import RunKeys, WireKeys
 from pinflow.protocol.messages import TensorLayout
 from pinflow.runtime.bridge import Bridge
@@ -94,6 +94,17 @@ class Hosts:
 
 @pytest.fixture
 def hosts(tmp_path: Path) -> Iterator[Hosts]:
+    """B's wire only connects: B takes no direct stream, messages cross over zenoh."""
+    yield from _hosts(tmp_path, stream_host_b=None)
+
+
+@pytest.fixture
+def streamed(tmp_path: Path) -> Iterator[Hosts]:
+    """B takes direct streams on 127.0.0.1 (as a host whose wire listens there would)."""
+    yield from _hosts(tmp_path, stream_host_b="127.0.0.1")
+
+
+def _hosts(tmp_path: Path, stream_host_b: str | None) -> Iterator[Hosts]:
     for name in ("p.py", "c.py"):
         (tmp_path / name).write_text("")
     (tmp_path / "flow.yml").write_text(FLOW)
@@ -109,7 +120,8 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
     wire_b = open_wire(listen=[], connect=[endpoint])
     keyring_a, keyring_b = Keyring(["producer", GATEWAY_ID]), Keyring(["consumer", GATEWAY_ID])
     bridge_a = Bridge(dataflow, None, run, local_a, wire_a, keyring_a)
-    bridge_b = Bridge(dataflow, "b", run, local_b, wire_b, keyring_b)
+    bridge_b = Bridge(dataflow, "b", run, local_b, wire_b, keyring_b,
+                      stream_host=stream_host_b)
     bridge_a.start()
     bridge_b.start()
     output = dataflow.node("producer").outputs[0]
@@ -352,3 +364,88 @@ def test_a_part_that_does_not_fit_its_message_is_refused_and_its_slot_returned(h
     for n in range(seq + 1, seq + 8):
         _put_message(hosts, n, _big(n))
         assert _landed(hosts)[0].seq == n
+
+
+def _stream_route(hosts: Hosts) -> None:
+    """Send frames until one arrives over B's stream; then empty what arrived."""
+    exporter = hosts.bridge_a.exporters[0]
+    deadline = time.monotonic() + 15
+    while exporter.streamed == 0:
+        assert time.monotonic() < deadline, "no frame went on a direct stream"
+        hosts.producer.send(codec.encode(_frame(0)), None)
+        time.sleep(0.05)
+    _until(lambda: hosts.bridge_b.importers[0].streamed > 0)
+    time.sleep(0.2)
+    while not hosts.arrived.empty():
+        hosts.arrived.get().holder = None
+
+
+def test_on_a_direct_stream_frames_land_whole_and_nothing_goes_over_zenoh(streamed: Hosts):
+    _stream_route(streamed)
+    exporter, importer = streamed.bridge_a.exporters[0], streamed.bridge_b.importers[0]
+    frame = np.frombuffer(_big(9), np.uint8).reshape(-1, 1)
+    sent, landed = exporter.sent, importer.streamed
+    for _ in range(5):
+        assert streamed.producer.send(codec.encode(frame), {"big": True})
+        header, payload = _landed(streamed)
+        assert header.segment is not None, "in a slot of B's pool"
+        assert header.layout == TensorLayout("|u1", [frame.shape[0], 1])
+        assert header.metadata == {"big": True} and payload == frame.tobytes()
+    assert exporter.sent - sent == 5 and exporter.streamed == exporter.sent
+    assert importer.streamed - landed == 5 and importer.incomplete == 0
+    assert streamed.bridge_a.summary()[0].endswith(
+        f"{exporter.sent} sent once to the wire ({exporter.sent} on direct streams), "
+        "0 dropped (link too slow)")
+
+
+def test_while_a_stream_is_open_zenoh_copies_are_ignored_then_taken_again(streamed: Hosts):
+    """A host whose stream is open ignores the output's zenoh copies (the producer's gateway
+    puts them there for other hosts); once the stream is gone they count again."""
+    _stream_route(streamed)
+    importer = streamed.bridge_b.importers[0]
+    received = importer.received
+    _put_message(streamed, 10**6, bytes(16))
+    time.sleep(0.5)
+    assert streamed.arrived.empty() and importer.received == received
+    streamed.bridge_b.listener.close()  # the stream ends (as when its sender is gone)
+    _until(lambda: importer.streams_live == 0)
+    _put_message(streamed, 10**6 + 1, bytes(16))
+    assert _landed(streamed)[0].seq == 10**6 + 1
+
+
+def test_a_message_cut_short_on_a_stream_is_dropped_counted_and_its_slot_reused(
+        streamed: Hosts):
+    _stream_route(streamed)
+    importer = streamed.bridge_b.importers[0]
+    frame = np.frombuffer(_big(6), np.uint8).reshape(-1, 1)
+    assert streamed.producer.send(codec.encode(frame), None)  # B's pool grows to this size
+    assert _landed(streamed)[1] == frame.tobytes()
+    dropped = importer.dropped
+    payload = _big(5)
+    header = messages.Header.new("inline", 5, time.time_ns(),
+                                 layout=TensorLayout("|u1", [len(payload)]))
+    with socket.create_connection(streamed.bridge_b.listener.address, timeout=5) as sock:
+        sock.sendall(streams.hello(streamed.run, "producer", "frames"))
+        sock.sendall(streams.frame_head(header, len(payload)) + payload[:wire.PART_BYTES])
+    _until(lambda: importer.incomplete == 1)
+    assert importer.dropped == dropped + 1
+    for _ in range(8):
+        assert streamed.producer.send(codec.encode(frame), None)
+        assert _landed(streamed)[1] == frame.tobytes()
+
+    def busy() -> int:
+        importer.channel.settle()  # take in the releases sent so far
+        return sum(p.stats().in_use + p.stats().loaned for p in importer.channel.pools())
+
+    _until(lambda: busy() == 0)  # the cut message's slot went back too
+
+
+def test_the_end_of_an_output_crosses_on_its_stream(streamed: Hosts):
+    _stream_route(streamed)
+    streamed.producer.close(drain_timeout=0.5, send_eos=True)
+    while True:
+        incoming = streamed.arrived.get(timeout=10)
+        incoming.holder = None
+        if incoming.end:
+            break
+    assert incoming.source == ("producer", "frames")
