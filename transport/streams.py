@@ -50,6 +50,8 @@ KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
 """A receiving gateway learns within ~25 s that a sending host vanished without a word
 (power, network): its reader ends and the host's zenoh copies count again."""
 HELLO_TIMEOUT_S = 5.0
+MAX_OPEN = 256
+"""Streams a listener reads at once (one per output and sending host): more are refused."""
 BUFFER_BYTES = 8 << 20
 """Socket buffers asked for (the kernel caps them): a whole 1080p frame in flight."""
 
@@ -131,11 +133,11 @@ class StreamListener:
                  refuse: Callable[[str, Any], None]) -> None:
         self._run_id, self._on_stream, self._accepts = run_id, on_stream, accepts
         self._refuse = refuse
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family, _, _, _, where = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, 0))
+            sock.bind(where)
             sock.listen(16)
             sock.settimeout(0.2)
         except BaseException:
@@ -163,6 +165,11 @@ class StreamListener:
                 if self._closed.is_set():
                     conn.close()
                     return
+                if len(self._open) >= MAX_OPEN:
+                    conn.close()
+                    self._refuse(f"a stream from {peer[0]}:{peer[1]}",
+                                 f"{MAX_OPEN} streams are open already")
+                    continue
                 self._open.add(conn)
                 thread = threading.Thread(target=self._serve, args=(conn, peer), daemon=True,
                                           name="pinflow-stream-in")

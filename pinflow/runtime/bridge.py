@@ -576,12 +576,17 @@ class Bridge:
         if not self.importers or self.stream_host is None:
             return
         by_source = {i.source: i for i in self.importers}
-        self.listener = StreamListener(
-            self.stream_host, self.wire_keys.run_id,
-            on_stream=lambda hello, sock: by_source[(hello.node, hello.output)].read_stream(
-                sock),
-            accepts=lambda hello: (hello.node, hello.output) in by_source,
-            refuse=self.malformed.refuse)
+        try:
+            self.listener = StreamListener(
+                self.stream_host, self.wire_keys.run_id,
+                on_stream=lambda hello, sock: by_source[(hello.node, hello.output)].read_stream(
+                    sock),
+                accepts=lambda hello: (hello.node, hello.output) in by_source,
+                refuse=self.malformed.refuse)
+        except OSError as exc:
+            log.warning("gateway: cannot take direct streams on %s (%s); this host's "
+                        "imported outputs come over zenoh", self.stream_host, exc)
+            return
         address = streams.address_part(*self.listener.address)
         for node_id, output_id in by_source:
             self._declared.append(self.wire.liveliness().declare_token(self.wire_keys.stream(
