@@ -363,3 +363,32 @@ def test_a_stream_cut_in_the_middle_of_a_message_loses_that_message_only(
     received = len(seen["indices"])
     assert (f"wire: imported producer/frames: {received} received and republished on this "
             f"host ({received} from a direct stream), 1 dropped") in host_b.output
+
+
+def test_killing_the_host_a_stream_goes_to_leaves_the_producer_s_host_running(
+        daemon: Callable, tmp_path: Path) -> None:
+    """b takes producer/frames on a direct stream; SIGKILL b's daemon mid-stream: the
+    launcher's gateway sees the stream break (no traceback, no stuck producer), the run
+    goes on to its end and fails naming the lost machine."""
+    host_b, endpoint = daemon("b")
+    results = tmp_path / "results"
+    launcher = start_launcher("stream_cut.yml", endpoint, tmp_path, "--stop-after", "12")
+    try:
+        progress = results / "consumer_b.progress"
+        deadline = time.monotonic() + 40
+        while not (progress.exists() and int(progress.read_text() or 0) >= 10):
+            assert time.monotonic() < deadline, "no frames reached consumer_b"
+            assert launcher.poll() is None
+            time.sleep(0.05)
+        host_b.process.kill()
+        out, err = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.communicate()
+        clean_dead_runs()  # the killed daemon's pools
+    assert launcher.returncode == 1, out + err
+    assert "machine 'b' was lost" in err and "Traceback" not in out + err, out + err
+    exported = re.search(r"wire: exported producer/frames: (\d+) sent once to the wire "
+                         r"\((\d+) on direct streams\)", out)
+    assert exported and int(exported.group(2)) >= 10, out
