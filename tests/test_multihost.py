@@ -172,6 +172,18 @@ def test_machines_need_a_wire_endpoint(pinflow: Callable[..., Run]) -> None:
     assert "Traceback" not in run.output
 
 
+def wait_for_frames(results: Path, consumer: str, count: int,
+                    launcher: subprocess.Popen[str]) -> None:
+    """Until ``consumer`` (a frame_consumer.py node) has read ``count`` frames; the test
+    fails if the launcher ended first or 40 s went by."""
+    progress = results / f"{consumer}.progress"
+    deadline = time.monotonic() + 40
+    while not (progress.exists() and int(progress.read_text() or 0) >= count):
+        assert time.monotonic() < deadline, f"no frames reached {consumer}"
+        assert launcher.poll() is None, "the launcher ended"
+        time.sleep(0.05)
+
+
 def check_remote_daemon_loss(host_b: DaemonProcess, endpoint: str, tmp_path: Path,
                              prefix: Sequence[str] = ()) -> None:
     """Run remote_loss.yml, SIGKILL b's daemon mid-stream: consumer_a sees its input
@@ -181,12 +193,7 @@ def check_remote_daemon_loss(host_b: DaemonProcess, endpoint: str, tmp_path: Pat
     launcher = start_launcher("remote_loss.yml", endpoint, tmp_path, "--stop-after", "40",
                               prefix=prefix)
     try:
-        progress = results / "consumer_a.progress"
-        deadline = time.monotonic() + 40
-        while not (progress.exists() and int(progress.read_text() or 0) >= 10):
-            assert time.monotonic() < deadline, "no frames reached consumer_a"
-            assert launcher.poll() is None
-            time.sleep(0.05)
+        wait_for_frames(results, "consumer_a", 10, launcher)
         remote_pids = [int((results / f"{n}.pid").read_text())
                        for n in ("producer_b", "consumer_b")]
         host_b.process.kill()  # the whole host goes: its nodes die with their daemon
@@ -226,11 +233,7 @@ def test_a_lost_launcher_stops_the_remote_nodes(daemon: Callable, tmp_path: Path
     launcher = start_launcher("remote_loss.yml", endpoint, tmp_path, "--stop-after", "40",
                               stdout=subprocess.DEVNULL)
     try:
-        progress = results / "consumer_b.progress"
-        deadline = time.monotonic() + 40
-        while not (progress.exists() and int(progress.read_text() or 0) >= 5):
-            assert time.monotonic() < deadline, "no frames reached consumer_b"
-            time.sleep(0.05)
+        wait_for_frames(results, "consumer_b", 5, launcher)
         remote_pids = [int((results / f"{n}.pid").read_text())
                        for n in ("producer_b", "consumer_b")]
         os.killpg(launcher.pid, signal.SIGKILL)  # launcher and its local nodes vanish
@@ -262,12 +265,7 @@ def test_remote_nodes_statistics_reach_the_launchers_host(daemon: Callable,
     host_b, endpoint = daemon("b")
     launcher = start_launcher("remote_loss.yml", endpoint, tmp_path, "--stop-after", "40")
     try:
-        progress = tmp_path / "results" / "consumer_a.progress"
-        deadline = time.monotonic() + 40
-        while not (progress.exists() and int(progress.read_text() or 0) >= 10):
-            assert time.monotonic() < deadline, "no frames reached consumer_a"
-            assert launcher.poll() is None
-            time.sleep(0.05)
+        wait_for_frames(tmp_path / "results", "consumer_a", 10, launcher)
         runs = [r for r in top.live_runs() if not r.endswith("-b")]  # b's share: -b
         assert len(runs) == 1, top.live_runs()
         nodes: dict = {}
@@ -374,12 +372,7 @@ def test_killing_the_host_a_stream_goes_to_leaves_the_producer_s_host_running(
     results = tmp_path / "results"
     launcher = start_launcher("stream_cut.yml", endpoint, tmp_path, "--stop-after", "12")
     try:
-        progress = results / "consumer_b.progress"
-        deadline = time.monotonic() + 40
-        while not (progress.exists() and int(progress.read_text() or 0) >= 10):
-            assert time.monotonic() < deadline, "no frames reached consumer_b"
-            assert launcher.poll() is None
-            time.sleep(0.05)
+        wait_for_frames(results, "consumer_b", 10, launcher)
         host_b.process.kill()
         out, err = launcher.communicate(timeout=60)
     finally:
