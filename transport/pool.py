@@ -47,6 +47,11 @@ def _stride(slot_bytes: int) -> int:
     return -(-slot_bytes // PAGE) * PAGE
 
 
+def slot_offset(index: int, stride: int) -> int:
+    """Where slot ``index``'s payload starts in its segment (after the header page)."""
+    return PAGE + index * stride
+
+
 def pool_bytes(slots: int, slot_bytes: int) -> int:
     """Size of a pool's segment: the header page, then each slot rounded up to whole pages
     (what the pinned budget must count, and what a consumer checks a mapping against)."""
@@ -135,7 +140,7 @@ class SlotPool:
 
     def offset(self, index: int) -> int:
         """Where slot ``index``'s payload starts in the segment."""
-        return PAGE + index * self.stride
+        return slot_offset(index, self.stride)
 
     def _write_entry(self, index: int, generation: int, length: int) -> None:
         _ENTRY.pack_into(self._buffer, _HEADER.size + index * _ENTRY.size, generation, length)
@@ -394,7 +399,7 @@ class SlotReader:
         index = ref.index
         if not 0 <= index < self.slots:
             raise DescriptorError(f"slot index {index} outside 0..{self.slots - 1}")
-        if ref.offset != PAGE + index * self.stride:  # the producer's SlotPool.offset
+        if ref.offset != slot_offset(index, self.stride):
             raise DescriptorError(f"slot {index} does not start at offset {ref.offset}")
         if not 0 <= ref.length <= self.slot_bytes:
             raise DescriptorError(

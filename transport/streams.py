@@ -2,10 +2,11 @@
 
 zenoh-python 1.10 neither takes nor exposes a buffer, so a frame crossing hosts over zenoh
 is copied out of its slot, into zenoh, out of zenoh and into the receiving host's slot, and
-zenoh's own transport work comes on top (about 11 ms of CPU for the two ends of one 1080p
-RGBA frame on a 2-vCPU VM). On a plain TCP connection the sending gateway writes straight
-from the slot and the receiving gateway reads straight into its own slot: the kernel's two
-copies and nothing else (raw TCP over the benchmark's veth: ~5 ms of CPU per frame).
+zenoh's own transport work comes on top (a bare zenoh put of a 1080p RGBA frame costs its
+sender and receiver ~12 ms of CPU together on a 2-vCPU VM). On a plain TCP connection the
+sending gateway writes straight from the slot and the receiving gateway reads straight into
+its own slot: the kernel's two copies and nothing else (raw TCP over the benchmark's veth:
+~5 ms of CPU per frame).
 
 A gateway that imports outputs and whose wire listens on a named TCP address takes streams
 there (:class:`StreamListener`, port chosen by the system) and says so on the wire; the
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pinflow.errors import DescriptorError
-from pinflow.protocol import streams
+from pinflow.protocol import messages, streams
 from pinflow.protocol.streams import PREFIX
 
 log = logging.getLogger("pinflow.bridge")
@@ -73,25 +74,39 @@ def stream_host(listen: list[str]) -> str | None:
     return None
 
 
-def read_exactly(sock: socket.socket, nbytes: int, *, end_ok: bool = False) -> bytes | None:
-    """``nbytes`` from ``sock``. If the peer hung up first: None where ``end_ok`` (between
-    frames), else ``ConnectionError``, as when it hung up in the middle."""
-    if nbytes == 0:
-        return b""
-    buf = bytearray(nbytes)
-    if not read_into(sock, memoryview(buf), at_start=end_ok):
+def read_head(sock: socket.socket) -> tuple[messages.Header, int] | None:
+    """The next frame's checked header and payload size (the payload is the caller's to
+    read); None if the stream ended between frames, ``ConnectionError`` if it ended inside
+    one, ``DescriptorError`` for a header that is not one."""
+    prefix = bytearray(PREFIX.size)
+    if not _fill(sock, memoryview(prefix), end_ok=True):
         return None
+    size, payload = PREFIX.unpack(prefix)
+    if size > messages.MAX_HEADER_BYTES:
+        raise DescriptorError(f"a stream header of {size} bytes")
+    return messages.decode(read_exactly(sock, size)), payload
+
+
+def read_exactly(sock: socket.socket, nbytes: int) -> bytes:
+    """``nbytes`` from ``sock``; ``ConnectionError`` if the peer hung up first."""
+    buf = bytearray(nbytes)
+    read_into(sock, memoryview(buf))
     return bytes(buf)
 
 
-def read_into(sock: socket.socket, view: memoryview, *, at_start: bool = False) -> bool:
-    """Fill ``view`` from ``sock`` (straight into it: no copy on the way). False if the
-    peer hung up before the first byte and ``at_start``; ``ConnectionError`` otherwise."""
+def read_into(sock: socket.socket, view: memoryview) -> None:
+    """Fill ``view`` from ``sock``, straight into it (no copy on the way);
+    ``ConnectionError`` if the peer hung up first."""
+    _fill(sock, view, end_ok=False)
+
+
+def _fill(sock: socket.socket, view: memoryview, *, end_ok: bool) -> bool:
+    """Fill ``view``; False if the peer hung up before the first byte and ``end_ok``."""
     got, total = 0, len(view)
     while got < total:
         n = sock.recv_into(view[got:], total - got)
         if n == 0:
-            if got == 0 and at_start:
+            if got == 0 and end_ok:
                 return False
             raise ConnectionError(f"stream ended {got} bytes into a {total}-byte read")
         got += n
@@ -181,13 +196,13 @@ class StreamListener:
         try:
             conn.settimeout(HELLO_TIMEOUT_S)
             _tune(conn)
-            prefix = read_exactly(conn, PREFIX.size, end_ok=True)
-            if prefix is None:
-                return
+            prefix = bytearray(PREFIX.size)
+            if not _fill(conn, memoryview(prefix), end_ok=True):
+                return  # connected and hung up: nothing to refuse
             size, payload = PREFIX.unpack(prefix)
             if size > streams.MAX_HELLO_BYTES or payload:
                 raise DescriptorError(f"its first frame ({size} + {payload} bytes) is no hello")
-            hello = streams.HELLO.decode(read_exactly(conn, size) or b"")
+            hello = streams.HELLO.decode(read_exactly(conn, size))
             if hello.version != streams.VERSION or hello.run_id != self._run_id:
                 raise DescriptorError(f"it is for run {hello.run_id!r} (version "
                                       f"{hello.version}), not this one")

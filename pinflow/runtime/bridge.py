@@ -49,6 +49,7 @@ from pinflow.transport.streams import (
     StreamSender,
     discard,
     read_exactly,
+    read_head,
     read_into,
 )
 
@@ -153,8 +154,9 @@ class Exporter:
         self._bridge = bridge
         self._addresses: dict[str, tuple[str, int]] = {}
         """Where each host that announced it takes this output's stream (zenoh's threads
-        write it; the worker reads it)."""
+        write it; the worker reads it when ``_addresses_changed``)."""
         self._addresses_lock = threading.Lock()
+        self._addresses_changed = False
         self._senders: dict[str, StreamSender] = {}
         """The worker's own: one per host in ``_addresses``."""
         self._hello = streams.hello(bridge.wire_keys.run_id, node_id, output_id)
@@ -181,11 +183,16 @@ class Exporter:
                 self._addresses[host] = address
             elif self._addresses.get(host) == address:
                 del self._addresses[host]
+            self._addresses_changed = True
 
     def _current_senders(self) -> list[StreamSender]:
-        """The worker's senders, matched to the addresses announced now."""
+        """The worker's senders, matched to the addresses announced now (looked at again
+        only when a token came or went)."""
+        if not self._addresses_changed:
+            return list(self._senders.values())
         with self._addresses_lock:
             addresses = dict(self._addresses)
+            self._addresses_changed = False
         for host, sender in list(self._senders.items()):
             if addresses.get(host) != sender.address:
                 sender.close()
@@ -367,11 +374,8 @@ class Importer:
             self.streams_live += 1
             self._abandon()  # a message half landed from zenoh: its rest will not come
         try:
-            while (prefix := read_exactly(sock, streams.PREFIX.size, end_ok=True)) is not None:
-                size, total = streams.PREFIX.unpack(prefix)
-                if size > messages.MAX_HEADER_BYTES:
-                    raise DescriptorError(f"stream header of {size} bytes")
-                header = messages.decode(read_exactly(sock, size) or b"")
+            while (head := read_head(sock)) is not None:
+                header, total = head
                 with self._land_lock:
                     self._land_streamed(sock, header, total)
         except ConnectionError as exc:
@@ -391,7 +395,7 @@ class Importer:
         if header.kind != "inline" or header.layout is None:
             raise DescriptorError(f"a {header.kind!r} message on a stream")
         if total < self.channel.options.shm_threshold and not self._pinned:  # inline here
-            self._land_whole(header, read_exactly(sock, total) or b"")
+            self._land_whole(header, read_exactly(sock, total))
             self.streamed += 1
             return
         landing = self._start(header, total)

@@ -467,3 +467,26 @@ def test_an_address_the_host_cannot_listen_on_leaves_its_outputs_to_zenoh(tmp_pa
         assert on_zenoh.bridge_b.importers[0].streamed == 0
     finally:
         hosts.close()
+
+
+def test_when_a_stream_breaks_the_messages_go_over_zenoh(streamed: Hosts):
+    """B's stream ends (its listener closed; B still announces it): A's gateway finds the
+    stream broken, cannot reopen it, and sends over zenoh, which B takes again."""
+    _stream_route(streamed)
+    exporter, importer = streamed.bridge_a.exporters[0], streamed.bridge_b.importers[0]
+    streamed.bridge_b.listener.close()
+    _until(lambda: importer.streams_live == 0)
+    landed_on_stream = importer.streamed
+    deadline = time.monotonic() + 15
+    while True:  # the messages sent while the break is found are lost (README says so)
+        assert time.monotonic() < deadline, "nothing came over zenoh after the break"
+        assert streamed.producer.send(codec.encode(_frame(7)), {"after": True})
+        try:
+            incoming = streamed.arrived.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        incoming.holder = None
+        if incoming.metadata == {"after": True}:
+            break
+    assert importer.streamed == landed_on_stream, "it came over zenoh"
+    assert exporter.sent > exporter.streamed

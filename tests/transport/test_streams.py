@@ -15,7 +15,7 @@ from pinflow.transport.streams import (
     StreamListener,
     StreamSender,
     read_exactly,
-    read_into,
+    read_head,
     stream_host,
 )
 
@@ -58,12 +58,9 @@ class _Taker:
 
     def _read(self, hello: streams.Hello, sock: socket.socket) -> None:
         try:
-            while (prefix := read_exactly(sock, streams.PREFIX.size, end_ok=True)) is not None:
-                size, total = streams.PREFIX.unpack(prefix)
-                header = messages.decode(read_exactly(sock, size) or b"")
-                payload = bytearray(total)
-                read_into(sock, memoryview(payload))
-                self.frames.append((header, bytes(payload)))
+            while (head := read_head(sock)) is not None:
+                header, total = head
+                self.frames.append((header, read_exactly(sock, total)))
             self.ended.append(None)
         except ConnectionError as exc:
             self.ended.append(exc)
