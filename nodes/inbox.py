@@ -13,6 +13,7 @@ way.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 import time
@@ -23,6 +24,10 @@ from pinflow.nodes import events
 from pinflow.nodes.events import Event, InputQueue, Pending
 from pinflow.protocol.stats import QueueStats
 from pinflow.spec import InputSpec
+
+LATENCY_SAMPLES = 1 << 16
+"""Latency samples kept between two looks of the statistics (about one a second): the
+oldest go first beyond that."""
 
 
 class Waiter(Protocol):
@@ -62,7 +67,10 @@ class Inbox:
         self._sources = {i.name: i.source for i in inputs}
         self._stop_reason: str | None = None
         self._stop_delivered = False
-        self._latencies: dict[str, list[float]] = {}
+        self._delivered: collections.deque[tuple[str, int, int]] = collections.deque(
+            maxlen=LATENCY_SAMPLES)
+        """(input, sent_ns, delivered_ns) per message taken, for the statistics: appended
+        without a lock (one atomic append on the node's path), drained by the stats."""
         self._waiting_s = 0.0
         self._pump: Callable[[], None] = lambda: None
         self._waiter: Waiter = _EventWaiter()
@@ -149,12 +157,7 @@ class Inbox:
         event = build(name)
         sent_ns = dict.get(event, "sent_ns")  # not Event.get: no need to build the value
         if sent_ns:
-            latency_ms = (time.time_ns() - sent_ns) / 1e6
-            with lock:
-                latencies = self._latencies.get(name)
-                if latencies is None:
-                    latencies = self._latencies[name] = []
-                latencies.append(latency_ms)
+            self._delivered.append((name, sent_ns, time.time_ns()))
         return event
 
     @property
@@ -253,8 +256,14 @@ class Inbox:
     # -- statistics -------------------------------------------------------------------------
     def take_latencies(self) -> dict[str, list[float]]:
         """Sender-to-delivery latencies (ms) per input since the last call."""
-        with self.cond:
-            taken, self._latencies = self._latencies, {}
+        taken: dict[str, list[float]] = {}
+        delivered = self._delivered
+        for _ in range(len(delivered)):  # what comes in meanwhile is for the next call
+            name, sent_ns, delivered_ns = delivered.popleft()
+            latencies = taken.get(name)
+            if latencies is None:
+                latencies = taken[name] = []
+            latencies.append((delivered_ns - sent_ns) / 1e6)
         return taken
 
     def take_waiting(self) -> float:

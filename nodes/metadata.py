@@ -89,8 +89,11 @@ def from_wire(metadata: dict[str, Any], sent_ns: int) -> dict[str, Any]:
     """The metadata a node delivers: ``timestamp`` (the send time) first, then the sender's
     keys with tagged values restored (a sender's own ``timestamp`` wins, as in dora).
     Received metadata is at most ``MAX_METADATA_DEPTH`` deep (``messages.decode``)."""
-    restored = {key: _restore(value, 2) for key, value in metadata.items()}
-    return {TIMESTAMP: utc_from_ns(sent_ns), **restored}
+    for value in metadata.values():
+        if type(value) in (dict, list):  # something tagged may be inside: restore it
+            metadata = {key: _restore(item, 2) for key, item in metadata.items()}
+            break
+    return {TIMESTAMP: utc_from_ns(sent_ns), **metadata}
 
 
 def _restore(value: Any, depth: int) -> Any:

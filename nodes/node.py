@@ -122,17 +122,21 @@ def _tensor_layout(dtype: Any, shape: tuple[int, ...] | int) -> tuple[TensorLayo
     return codec.tensor_layout(dtype, dims)
 
 
+MetadataJson = Callable[[str, Any], tuple[Any, bytes]]
+"""``(output id, metadata) -> (metadata as it travels, its JSON)`` (``Node._metadata_json``)."""
+
+
 class _LoanBlock:
     """``with node.output_buffer(...) as array``: loan on entry, publish on a clean exit,
     give the slot back unsent on an exception."""
 
-    __slots__ = ("_channel", "_layout", "_loan", "_metadata", "_nbytes", "_pinned", "_to_wire")
+    __slots__ = ("_channel", "_layout", "_loan", "_metadata", "_nbytes", "_pinned",
+                 "_to_json")
 
     def __init__(self, channel: OutputChannel, layout: TensorLayout, nbytes: int,
-                 metadata: dict[str, Any] | None, pinned: bool,
-                 to_wire: Callable[[Any], Any]) -> None:
+                 metadata: dict[str, Any] | None, pinned: bool, to_json: MetadataJson) -> None:
         self._channel, self._layout, self._nbytes = channel, layout, nbytes
-        self._metadata, self._pinned, self._to_wire = metadata, pinned, to_wire
+        self._metadata, self._pinned, self._to_json = metadata, pinned, to_json
         self._loan: Loan | None = None
 
     def __enter__(self) -> np.ndarray | None:
@@ -142,17 +146,22 @@ class _LoanBlock:
         layout = self._layout
         if layout.dt == "|u1" and len(layout.sh) == 1:
             return loan.array
-        return loan.array.view(np.dtype(layout.dt)).reshape(layout.sh)
+        return codec.tensor_view(layout, loan.array)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         loan, self._loan = self._loan, None
         if loan is None:
             return
+        channel = self._channel
         if exc_type is not None:
-            self._channel.cancel(loan)
+            channel.cancel(loan)
             return
-        # converted now, not on entry: the block may fill ``metadata``
-        self._channel.publish(loan, self._layout, self._to_wire(self._metadata))
+        try:  # converted now, not on entry: the block may fill ``metadata``
+            metadata, raw = self._to_json(channel.output_id, self._metadata)
+        except BaseException:
+            channel.cancel(loan)
+            raise
+        channel.publish(loan, self._layout, metadata, meta_json=raw)
 
 
 class Node:
@@ -634,9 +643,17 @@ class Node:
         full and its YAML says ``on_full: drop``.
         """
         channel = self._channel(output_id)
-        metadata = self._wire_metadata(output_id, metadata)
-        messages.check_metadata(metadata)
-        return channel.send(codec.encode(data), metadata, pinned=pinned)
+        metadata, raw = self._metadata_json(output_id, metadata)
+        return channel.send(codec.encode(data), metadata, pinned=pinned, meta_json=raw)
+
+    def _metadata_json(self, output_id: str, metadata: Any) -> tuple[Any, bytes]:
+        """``metadata`` as it travels and its JSON; ``PayloadError`` if it cannot. Flat
+        metadata of plain values (the usual case) is taken as it is, in one pass."""
+        raw = messages.flat_json(metadata) if type(metadata) is dict else None
+        if raw is None:
+            metadata = self._wire_metadata(output_id, metadata)
+            raw = messages.metadata_json(metadata)
+        return metadata, raw
 
     def _wire_metadata(self, output_id: str, metadata: Any) -> Any:
         """dora's metadata values (numpy scalars, bytes, datetimes) as JSON the header can
@@ -672,8 +689,7 @@ class Node:
             layout, nbytes = _tensor_layout(dtype, shape)
         except TypeError:  # unhashable (a list shape): not cached
             layout, nbytes = _tensor_layout.__wrapped__(dtype, shape)
-        return _LoanBlock(channel, layout, nbytes, metadata, pinned,
-                          functools.partial(self._wire_metadata, output_id))
+        return _LoanBlock(channel, layout, nbytes, metadata, pinned, self._metadata_json)
 
     def _channel(self, output_id: str) -> OutputChannel:
         if self._closed:

@@ -245,15 +245,18 @@ class OutputChannel:
 
     # -- sending --------------------------------------------------------------------------
     def send(self, encoded: Encoded, metadata: dict[str, Any] | None, *,
-             pinned: bool = False, origin: tuple[int, int] | None = None) -> bool:
+             pinned: bool = False, origin: tuple[int, int] | None = None,
+             meta_json: bytes | None = None) -> bool:
         """Publish one message; ``False`` if it was dropped because the pool was full.
 
         ``origin`` = (seq, sent_ns) of a message forwarded from another host, so consumers
-        see the producer's sequence numbers and end-to-end latency.
+        see the producer's sequence numbers and end-to-end latency. ``meta_json``: the
+        metadata's JSON (``messages.metadata_json(metadata)``) when the caller made it
+        already, so it is not made twice.
         """
         self._check_open()
         if encoded.nbytes < self.options.shm_threshold and not pinned:
-            meta = messages.metadata_json(metadata)
+            meta = messages.metadata_json(metadata) if meta_json is None else meta_json
             seq, sent_ns = origin or self._stamp()
             readers = self._reachable()
             linked = readers - self._mesh
@@ -270,7 +273,7 @@ class OutputChannel:
         if loan is None:
             return False
         np.copyto(loan.array, np.frombuffer(encoded.data, dtype=np.uint8))
-        self.publish(loan, encoded.layout, metadata, origin=origin)
+        self.publish(loan, encoded.layout, metadata, origin=origin, meta_json=meta_json)
         return True
 
     def _stamp(self) -> tuple[int, int]:
@@ -345,14 +348,18 @@ class OutputChannel:
                 return loan
 
     def publish(self, loan: Loan, layout: Layout, metadata: dict[str, Any] | None,
-                *, origin: tuple[int, int] | None = None) -> None:
-        """Hand a filled loan to every live consumer of this output."""
+                *, origin: tuple[int, int] | None = None,
+                meta_json: bytes | None = None) -> None:
+        """Hand a filled loan to every live consumer of this output (``origin`` and
+        ``meta_json`` as for :meth:`send`)."""
         pool = loan._pool
-        try:
-            meta = messages.metadata_json(metadata)
-        except PayloadError:
-            pool.cancel(loan)
-            raise
+        meta = meta_json
+        if meta is None:
+            try:
+                meta = messages.metadata_json(metadata)
+            except PayloadError:
+                pool.cancel(loan)
+                raise
         readers = self._reachable()
         generation = pool.stamp(loan, readers)
         seq, sent_ns = origin or (next(self._seq), time.time_ns())

@@ -208,7 +208,8 @@ def decode_numpy(layout: Layout, holder: np.ndarray, value: pa.Array) -> np.ndar
 
 
 def tensor_view(layout: TensorLayout, holder: np.ndarray) -> np.ndarray:
-    """The received tensor in the sender's dtype and shape, over ``holder`` (no copy)."""
+    """``holder`` (a 1-D uint8 array: a received payload, a loaned slot) in the layout's
+    dtype and shape (no copy)."""
     return holder.view(_dtype(layout.dt)).reshape(layout.sh)
 
 

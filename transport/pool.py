@@ -78,11 +78,11 @@ class Loan:
 
     __slots__ = ("_pool", "array", "index", "nbytes")
 
-    def __init__(self, pool: SlotPool, index: int, array: np.ndarray) -> None:
+    def __init__(self, pool: SlotPool, index: int, array: np.ndarray, nbytes: int) -> None:
         self._pool = pool
         self.index = index
         self.array = array
-        self.nbytes = int(array.nbytes)
+        self.nbytes = nbytes
 
     @property
     def pool(self) -> SlotPool:
@@ -127,6 +127,10 @@ class SlotPool:
         """Wakes ``acquire`` when a slot frees up; hot paths take ``_lock`` itself."""
         self._buffer: Any = self.segment.buffer
         self._writable: Any = self.segment.whole(writable=True)
+        self._slot_arrays: list[np.ndarray] = [
+            self._writable[start:start + slot_bytes]
+            for start in (self.offset(i) for i in range(slots))]
+        """Each slot's writable view, made once: a loan of a whole slot takes it as it is."""
         self._generations = [0] * slots
         self._published_at = [0.0] * slots  # monotonic time of each slot's last publish
         # Most recently freed slot is handed out first: its pages are the warmest.
@@ -174,14 +178,7 @@ class SlotPool:
                 raise ClosedError(f"pool {self.name} is closed")
             if not self._free:
                 return None
-            index = self._free.pop()
-            # Generation 0 in the table while the payload is rewritten: any stale ref fails.
-            _ENTRY.pack_into(self._buffer, _HEADER.size + index * _ENTRY.size, 0, 0)
-            start = self.offset(index)
-            loan = Loan(self, index, self._writable[start:start + nbytes])
-            self._loans[index] = loan
-            self._acquired_total += 1
-            return loan
+            return self._lend_free(nbytes)
 
     def note_exhausted(self, *, timed_out: bool) -> None:
         """Count one acquire that found no free slot (and gave up, if ``timed_out``)."""
@@ -204,7 +201,10 @@ class SlotPool:
         index = self._free.pop()
         # Generation 0 in the table while the payload is rewritten: any stale ref fails.
         self._write_entry(index, 0, 0)
-        loan = Loan(self, index, self.segment.view(self.offset(index), nbytes, writable=True))
+        array = self._slot_arrays[index]
+        if nbytes != self.slot_bytes:
+            array = array[:nbytes]
+        loan = Loan(self, index, array, nbytes)
         self._loans[index] = loan
         self._acquired_total += 1
         return loan
@@ -236,8 +236,7 @@ class SlotPool:
             generation = self._generations[index] + 1
             self._generations[index] = generation
             self._published_at[index] = time.monotonic()
-            _ENTRY.pack_into(self._buffer, _HEADER.size + index * _ENTRY.size, generation,
-                             loan.nbytes)
+            self._write_entry(index, generation, loan.nbytes)
             if holders:
                 self._holders[index] = set(holders)
             else:
@@ -350,7 +349,9 @@ class SlotPool:
                 return
             self._closed = True
             self._cond.notify_all()
-            self._buffer = self._writable = None  # or the mapping could not be closed
+            # or the mapping could not be closed
+            self._buffer = self._writable = None
+            self._slot_arrays = []
         self.segment.unlink()
         self.segment.close()
 
@@ -406,7 +407,8 @@ class SlotReader:
                 f"slot length {ref.length} outside 0..{self.slot_bytes} in {self.segment.name}"
             )
         segment = self.segment
-        generation, length = _ENTRY.unpack_from(segment.buffer, _HEADER.size + index * _ENTRY.size)
+        buffer = segment.readonly_buffer
+        generation, length = _ENTRY.unpack_from(buffer, _HEADER.size + index * _ENTRY.size)
         if ref.generation == 0 or ref.generation != generation or ref.length != length:
             raise DescriptorError(
                 f"stale slot reference to {segment.name}[{index}]: generation "
@@ -414,8 +416,6 @@ class SlotReader:
             )
         # Over the mapping itself, not a slice of a segment-wide array: numpy makes every
         # view derived from this one keep *this* array alive (its base is not an array), so
-        # the slot is released only once the last view of it is gone.
-        view = np.frombuffer(segment.buffer, dtype=np.uint8, count=ref.length,
-                             offset=ref.offset)
-        view.flags.writeable = False
-        return view
+        # the slot is released only once the last view of it is gone. Read-only, as the
+        # buffer is.
+        return np.frombuffer(buffer, dtype=np.uint8, count=ref.length, offset=ref.offset)

@@ -125,7 +125,8 @@ class Segment:
         # Views are slices of these two arrays: cheaper than a frombuffer export per view.
         self._rw: np.ndarray | None = np.frombuffer(mm, np.uint8)
         # Over a read-only buffer, so numpy refuses to flip a view's writeable flag back on.
-        self._ro: np.ndarray | None = np.frombuffer(memoryview(mm).toreadonly(), np.uint8)
+        self._ro_buffer: memoryview | None = memoryview(mm).toreadonly()
+        self._ro: np.ndarray | None = np.frombuffer(self._ro_buffer, np.uint8)
         self._address = int(self._rw.__array_interface__["data"][0])
         self._unlinked = False
 
@@ -216,6 +217,14 @@ class Segment:
         return self._mm
 
     @property
+    def readonly_buffer(self) -> memoryview:
+        """The mapping as a read-only buffer: ``np.frombuffer`` over it makes a read-only
+        array that is the base of every view derived from it."""
+        if self._ro_buffer is None:
+            raise ClosedError(f"segment {self.name} is closed")
+        return self._ro_buffer
+
+    @property
     def closed(self) -> bool:
         return self._mm is None
 
@@ -277,7 +286,7 @@ class Segment:
     def close(self) -> None:
         """Unmap now, or, while numpy views still exist, when the last of them is collected."""
         mm, self._mm = self._mm, None
-        self._rw = self._ro = None
+        self._rw = self._ro = self._ro_buffer = None
         if mm is None:
             return
         # Live views hold the mmap object (BufferError); it unmaps when they are collected.

@@ -234,9 +234,10 @@ def _depth(value: object) -> int:
 _PLAIN = frozenset({str, bool, type(None)})
 
 
-def _flat_json(metadata: dict[str, Any]) -> bytes | None:
+def flat_json(metadata: dict[str, Any]) -> bytes | None:
     """The JSON of metadata that is one level of plain values (the usual case, checked in
-    one pass), or None: then :func:`metadata_json` checks it in full."""
+    one pass), or None: then :func:`metadata_json` checks it in full. Such metadata needs
+    no conversion either (``pinflow.nodes.metadata.to_wire`` would return it unchanged)."""
     for key, value in metadata.items():
         kind = type(value)
         if type(key) is not str or not (
@@ -269,7 +270,7 @@ def metadata_json(metadata: dict[str, Any] | None) -> bytes:
         return b""
     if not isinstance(metadata, dict):
         raise PayloadError(f"metadata must be a dict, got {type(metadata).__name__}")
-    flat = _flat_json(metadata)
+    flat = flat_json(metadata)
     if flat is not None:
         return flat
     text_bytes = 0

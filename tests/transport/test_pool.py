@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import msgspec
+import numpy as np
 import pytest
 
 from pinflow.errors import ClosedError, DescriptorError, PayloadError
@@ -88,6 +89,11 @@ def test_the_loan_is_a_writable_view_of_exactly_the_requested_bytes(make_pool) -
     assert pool.stats().loaned == 1
     pool.cancel(loan)
     assert pool.stats().free == 2
+    whole = pool.acquire(pool.slot_bytes, timeout=0)  # the slot's own view, made once
+    assert whole is not None and whole.nbytes == whole.array.nbytes == pool.slot_bytes
+    assert whole.array.__array_interface__["data"][0] == pool.segment.address() + PAGE * (
+        1 + whole.index)
+    pool.cancel(whole)
 
 
 def test_stale_unknown_and_malformed_releases_are_ignored(make_pool) -> None:
@@ -197,6 +203,9 @@ def test_a_reader_returns_the_published_bytes_as_a_read_only_view(make_pool) -> 
     view = reader.read(ref)
     assert view.tobytes() == b"payload"
     assert not view.flags.writeable
+    with pytest.raises(ValueError):  # over a read-only buffer: cannot be flipped back
+        view.flags.writeable = True
+    assert not isinstance(view.base, np.ndarray), "derived views must keep this array alive"
     assert reader.current_generation(ref.index) == 1
     reader.segment.close()
 
