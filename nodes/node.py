@@ -143,10 +143,7 @@ class _LoanBlock:
         loan = self._loan = self._channel.loan(self._nbytes, pinned=self._pinned)
         if loan is None:
             return None
-        layout = self._layout
-        if layout.dt == "|u1" and len(layout.sh) == 1:
-            return loan.array
-        return codec.tensor_view(layout, loan.array)
+        return codec.tensor_view(self._layout, loan.array)  # not the pool's own slot view
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         loan, self._loan = self._loan, None

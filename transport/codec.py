@@ -90,13 +90,29 @@ def tensor_layout(dtype: Any, shape: tuple[int, ...]) -> tuple[TensorLayout, int
     return TensorLayout(dt.str, dims), nbytes
 
 
+@functools.lru_cache(maxsize=64)
+def _sendable(dtype: np.dtype) -> tuple[np.dtype, str]:
+    """The dtype a tensor of ``dtype`` travels as (this machine's byte order) and its
+    string; ``PayloadError`` if no receiver could decode it. Cached: numpy calls cost tens
+    of microseconds each on a message's cold path, so a message makes as few as it can."""
+    _check_dtype(dtype)
+    native = dtype if dtype.isnative else dtype.newbyteorder("=")
+    return native, native.str
+
+
 def _numpy_layout(array: np.ndarray, src: str) -> Encoded:
-    _check_dtype(array.dtype)
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    array = np.ascontiguousarray(array)
-    layout = TensorLayout(array.dtype.str, list(array.shape), src)  # type: ignore[arg-type]
-    return Encoded(layout, memoryview(array.reshape(-1)).cast("B"))
+    native, dt = _sendable(array.dtype)
+    if native is not array.dtype:
+        array = array.astype(native)
+    raw = memoryview(array)
+    if not raw.c_contiguous:
+        array = np.ascontiguousarray(array)
+        raw = memoryview(array)
+    layout = TensorLayout(dt, list(array.shape), src)  # type: ignore[arg-type]
+    try:
+        return Encoded(layout, raw.cast("B"))
+    except TypeError:  # a zero in the shape: memoryview will not cast it, there is no byte
+        return Encoded(layout, memoryview(array.reshape(-1)).cast("B"))
 
 
 def _arrow_layout(array: pa.Array) -> Encoded:
@@ -208,9 +224,10 @@ def decode_numpy(layout: Layout, holder: np.ndarray, value: pa.Array) -> np.ndar
 
 
 def tensor_view(layout: TensorLayout, holder: np.ndarray) -> np.ndarray:
-    """``holder`` (a 1-D uint8 array: a received payload, a loaned slot) in the layout's
-    dtype and shape (no copy)."""
-    return holder.view(_dtype(layout.dt)).reshape(layout.sh)
+    """``holder`` (a 1-D uint8 array of the layout's size: a received payload, a loaned
+    slot) in the layout's dtype and shape: a new array over it, whose base is ``holder``
+    (one numpy call, not a view and a reshape)."""
+    return np.ndarray(layout.sh, _dtype(layout.dt), holder)
 
 
 @functools.cache
