@@ -52,7 +52,8 @@ def test_tiny_bench_run_prints_every_arm_and_writes_json(pinflow, tmp_path):
     no_iox2 = iox2.unavailable()
     assert [a["arm"] for a in report["arms"]] == (
         ["floor", "pinned", "shm", "copy", "inplace", "zbytes", "zshm"]
-        + (["iox2"] if no_iox2 is None else []) + (["ztcp", "cross"] if reason is None else []))
+        + (["iox2"] if no_iox2 is None else []) + ["bare"]
+        + (["ztcp", "cross"] if reason is None else []))
     assert report["skipped"] == ({} if no_iox2 is None else {"iox2": no_iox2}) | (
         {} if reason is None else {"ztcp": reason, "cross": reason})
     if reason is not None:
@@ -203,7 +204,7 @@ def test_cross_arm_asked_for_where_unavailable_reports_why(monkeypatch, tmp_path
     why = "no namespaces here (test)"
     monkeypatch.setattr(iox2, "unavailable", lambda: None)
     assert arms.default_arms() == (["floor", "pinned", "shm", "copy", "inplace", "zbytes",
-                                    "zshm", "iox2"], {"ztcp": why, "cross": why})
+                                    "zshm", "iox2", "bare"], {"ztcp": why, "cross": why})
     for name in ("ztcp", "cross"):
         arm = measure.measure_arm(name, 10, 0, "cpu", tmp_path)
         assert arm.error == f"cross-host arm unavailable: {why}"
@@ -244,6 +245,21 @@ def test_iox2_arm_delivers_every_frame_intact_and_leaves_no_files(monkeypatch, t
     assert _iox2_leftovers() == shm_before
     assert not any(root.exists() for root in roots), "each run's root folder is removed"
     assert Path("/tmp/iceoryx2").exists() == tmp_before, "iceoryx2's default root unused"
+
+
+def test_bare_python_arm_delivers_every_frame_intact_and_leaves_no_files(tmp_path):
+    """Two plain Python processes over a memfd ring and a unix socket, paced and unthrottled:
+    every frame arrives (the consumer exits non-zero if a checked frame is not intact; the
+    unthrottled run outruns the 4-slot ring, so the producer waits for credits), and the
+    socket is gone afterwards (the ring is an anonymous memfd: no file to leave)."""
+    result = measure.measure_arm("bare", 12, 12, "cpu", tmp_path)
+    assert result.error is None, result.error
+    assert list(asdict(result)) == ARM_KEYS
+    assert result.label == arms.ARMS["bare"].label
+    assert result.delivered == 12 and result.dropped == 0 and result.p50_ms > 0
+    assert result.max_fps > 0 and result.max_run_delivered == 12
+    assert result.producer_rss_mib > 0 and result.consumer_rss_mib > 0
+    assert not list(tmp_path.glob("*.sock")), "the consumer removes its socket"
 
 
 def test_iox2_arm_without_iceoryx2_is_skipped_or_refused_naming_the_extra(monkeypatch, capsys):

@@ -1,6 +1,6 @@
 """The baselines ``pinflow bench`` compares against: a plain copy, and plain zenoh programs.
 
-``python -m pinflow.tools.baselines producer|consumer --mode memcpy|bytes|shm|tcp ...``
+``python -m pinflow.tools.baselines producer|consumer --mode memcpy|bytes|shm|tcp|iox2|bare``
 
 - ``memcpy`` (producer only): one copy of the frame into a buffer of the same process, then
   one byte read per page: the floor every transport is measured against.
@@ -15,6 +15,8 @@
   pinflow's gateways add to a frame that crosses hosts.
 - ``iox2``: iceoryx2's publish-subscribe, a loaned slice with one copy in
   (:mod:`pinflow.tools.bench.iox2`; needs ``pip install 'pinflow[bench]'``).
+- ``bare``: two Python processes, a shared-memory ring and a unix socket, no checks
+  (:mod:`pinflow.tools.bench.bare`): the least a Python pair does per frame.
 
 zenoh-python cannot expose zenoh shared memory as a buffer, so both sides pay copies that
 pinflow avoids; that is the point of the comparison. ``bytes`` and ``shm`` use only a unix
@@ -38,7 +40,7 @@ from pinflow.transport.session import loopback_config
 from pinflow.transport.wire import wire_config
 
 KEY = "pinflow-bench/frames"
-MODES = ("memcpy", "bytes", "shm", "tcp", "iox2")
+MODES = ("memcpy", "bytes", "shm", "tcp", "iox2", "bare")
 
 
 def _session(args: argparse.Namespace, *, listen: bool) -> zenoh.Session:
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("role", choices=["producer", "consumer"])
     parser.add_argument("--mode", choices=MODES, required=True)
-    parser.add_argument("--socket", type=Path, help="unix socket path (bytes, shm)")
+    parser.add_argument("--socket", type=Path, help="unix socket path (bytes, shm, bare)")
     parser.add_argument("--endpoint", help="tcp/ADDR:PORT the consumer listens on (tcp)")
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--fps", type=float, default=30.0, help="0 = as fast as possible")
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.mode == "tcp" and not args.endpoint:
         parser.error("--mode tcp needs --endpoint tcp/ADDR:PORT")
-    if args.mode in ("bytes", "shm") and args.socket is None:
+    if args.mode in ("bytes", "shm", "bare") and args.socket is None:
         parser.error(f"--mode {args.mode} needs --socket PATH")
     if args.mode == "iox2":
         if args.iox2_root is None or not args.iox2_prefix:
@@ -210,6 +212,15 @@ def main(argv: list[str] | None = None) -> None:
             iox2.producer(args, _Pace)
         else:
             iox2.consumer(args, _record)
+    elif args.mode == "bare":
+        from pinflow.tools.bench import bare
+
+        if args.role == "producer":
+            bare.producer(args, _Pace)
+        elif args.out is None:
+            parser.error("the consumer needs --out")
+        else:
+            bare.consumer(args, _record)
     elif args.mode == "memcpy":
         if args.role != "producer" or args.out is None:
             parser.error("--mode memcpy runs as the producer alone and needs --out")

@@ -52,6 +52,9 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     # iceoryx2 publish-subscribe: a loaned slice, one copy in, an event wakes the consumer;
     # optional (`pinflow[bench]`): the one-copy reference of issue 16
     Arm("iox2", "iceoryx2 0.10 loan_slice_uninit + one copy in", baseline="iox2"),
+    # two bare Python processes: a shared-memory ring, 16 bytes on a unix socket, one copy
+    # in, no checks: what any Python node pays per frame on this machine, pinflow or not
+    Arm("bare", "bare Python pair: shm ring + unix socket, one copy in", baseline="bare"),
     # plain zenoh bytes over TCP between the cross arm's namespaces, the wire's zenoh config:
     # what the cross arm is measured against
     Arm("ztcp", "zenoh bytes over TCP (veth, the wire's config)", baseline="tcp",
