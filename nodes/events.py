@@ -235,7 +235,11 @@ class InputQueue:
         self.items.clear()
 
 
+_EMPTY = pa.nulls(0)
+
+
 def timer_value() -> pa.Array:
     """Value of a timer event: an empty array, as dora's; the tick time is in the metadata's
-    ``timestamp`` and, in ns, in ``sent_ns``."""
-    return pa.nulls(0)
+    ``timestamp`` and, in ns, in ``sent_ns``. One array for every tick (Arrow arrays are
+    immutable): a pyarrow call per tick would cost more than the rest of the tick."""
+    return _EMPTY
