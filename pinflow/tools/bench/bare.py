@@ -110,9 +110,6 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
         args.socket.unlink()
     conn.settimeout(args.timeout)
     shape = frames.shape_for(args.frame_bytes)
-    torch = None
-    if args.device.startswith("cuda"):
-        import torch
     failures = received = 0
     with conn:
         head, fds, _, _ = socket.recv_fds(conn, RING.size, 1)
@@ -134,14 +131,7 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
                     break
                 host = np.frombuffer(readonly, np.uint8, nbytes,
                                      (index % SLOTS) * stride).reshape(shape)
-                h2d_ns, device = None, "cpu"
-                if torch is not None:
-                    start = time.perf_counter_ns()
-                    tensor = torch.from_numpy(host).to(args.device)
-                    torch.cuda.current_stream(tensor.device).synchronize()
-                    h2d_ns, device = time.perf_counter_ns() - start, str(tensor.device)
-                else:
-                    frames.touch_pages(host)
+                h2d_ns, device = frames.make_usable(host, args.device)
                 record(out, index, sent_ns, h2d_ns, device)
                 if received % VERIFY_EVERY == 0:
                     failures += not framing.verify(host)[1]

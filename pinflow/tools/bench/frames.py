@@ -12,6 +12,7 @@ transport until the consumer holds a view of it and has read one byte of every p
 from __future__ import annotations
 
 import struct
+import time
 
 import numpy as np
 
@@ -72,3 +73,18 @@ def stamp_only(frame: np.ndarray, index: int) -> None:
 
 touch_pages = framing.touch_pages
 """Re-exported: the probe node and the baselines read frames the same way."""
+
+
+def make_usable(host: np.ndarray, device: str) -> tuple[int | None, str]:
+    """What the baselines' consumers do with a received frame, as the probe does: on a CUDA
+    ``device``, copy it there and wait for the copy (returns its ns and the device); on the
+    CPU, read one byte per page."""
+    if not device.startswith("cuda"):
+        touch_pages(host)
+        return None, "cpu"
+    import torch
+
+    start = time.perf_counter_ns()
+    tensor = torch.from_numpy(host).to(device)
+    torch.cuda.current_stream(tensor.device).synchronize()
+    return time.perf_counter_ns() - start, str(tensor.device)

@@ -138,9 +138,6 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
     listener = event.listener_builder().create()  # before the subscriber: no wake-up missed
     subscriber = service.subscriber_builder().buffer_size(BUFFER).create()
     shape = frames.shape_for(args.frame_bytes)
-    torch = None
-    if args.device.startswith("cuda"):
-        import torch
     failures, received, done = 0, 0, False
     deadline = time.monotonic() + args.timeout
     with open(args.out, "w", encoding="utf-8") as out:
@@ -153,14 +150,7 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
                     done = True
                     break
                 host = _view(sample.payload_ptr, sample.header.number_of_elements).reshape(shape)
-                h2d_ns, device = None, "cpu"
-                if torch is not None:
-                    start = time.perf_counter_ns()
-                    tensor = torch.from_numpy(host).to(args.device)
-                    torch.cuda.current_stream(tensor.device).synchronize()
-                    h2d_ns, device = time.perf_counter_ns() - start, str(tensor.device)
-                else:
-                    frames.touch_pages(host)
+                h2d_ns, device = frames.make_usable(host, args.device)
                 record(out, header.frame, header.sent_ns, h2d_ns, device)
                 if received % VERIFY_EVERY == 0:
                     failures += not framing.verify(host)[1]
