@@ -44,7 +44,8 @@ _ITEMSIZE = {dt: np.dtype(dt).itemsize for dt in ALLOWED_DTYPES}
 
 @dataclass(frozen=True)
 class Encoded:
-    """What ``encode`` produced: the layout header and a flat byte view to transmit."""
+    """What ``encode`` produced: the layout header and a flat byte view to transmit (1-D,
+    format ``B``: a slot's view takes it in one memoryview assignment)."""
 
     layout: Layout
     data: memoryview
@@ -129,7 +130,7 @@ def _arrow_layout(array: pa.Array) -> Encoded:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return Encoded(ARROW, memoryview(sink.getvalue()))
+    return Encoded(ARROW, memoryview(sink.getvalue()).cast("B"))  # pyarrow says "b"
 
 
 def encode(data: Any) -> Encoded:
