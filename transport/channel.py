@@ -254,7 +254,7 @@ class OutputChannel:
         already, so it is not made twice.
         """
         self._check_open()
-        if encoded.nbytes < self.options.shm_threshold and not pinned:
+        if self.inline(encoded.nbytes, pinned=pinned):
             meta = messages.metadata_json(metadata) if meta_json is None else meta_json
             seq, sent_ns = origin or self._stamp()
             readers = self._reachable()
@@ -274,6 +274,11 @@ class OutputChannel:
         memoryview(loan.array)[:] = encoded.data  # a memcpy, without numpy's cold dispatch
         self.publish(loan, encoded.layout, metadata, origin=origin, meta_json=meta_json)
         return True
+
+    def inline(self, nbytes: int, *, pinned: bool = False) -> bool:
+        """A message of ``nbytes`` travels in its frame, not in a slot (below the output's
+        ``shm_threshold``, and not asked to be pinned)."""
+        return nbytes < self.options.shm_threshold and not pinned
 
     def _stamp(self) -> tuple[int, int]:
         return next(self._seq), time.time_ns()

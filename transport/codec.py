@@ -112,7 +112,8 @@ def _numpy_layout(array: np.ndarray, src: str) -> Encoded:
     layout = TensorLayout(dt, list(array.shape), src)  # type: ignore[arg-type]
     try:
         return Encoded(layout, raw.cast("B"))
-    except TypeError:  # a zero in the shape: memoryview will not cast it, there is no byte
+    except TypeError:  # a zero in the shape or strides (an empty array; a length-1 axis
+        # numpy gave stride 0): memoryview will not cast it, the flat view will
         return Encoded(layout, memoryview(array.reshape(-1)).cast("B"))
 
 
@@ -221,7 +222,7 @@ def decode_numpy(layout: Layout, holder: np.ndarray, value: pa.Array) -> np.ndar
     """numpy view with the sender's dtype and shape (a copy only for non-tensor Arrow data)."""
     if isinstance(layout, ArrowLayout):
         return value.to_numpy(zero_copy_only=False)
-    return holder.view(_dtype(layout.dt)).reshape(layout.sh)
+    return tensor_view(layout, holder)
 
 
 def tensor_view(layout: TensorLayout, holder: np.ndarray) -> np.ndarray:

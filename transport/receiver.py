@@ -91,9 +91,6 @@ class SlotReceiver:
         self._claims = threading.Lock()
         self._newest: collections.OrderedDict[str, dict[int, int]] = collections.OrderedDict()
         """Per segment (mapped or not any more), per slot: the newest generation read."""
-        self._newest_last: tuple[str, dict[int, int]] = ("", {})
-        """The segment last read and its entry of ``_newest`` (already the most recent
-        there): consecutive messages from one pool skip the lookup and the reordering."""
         self._given_back: collections.OrderedDict[tuple[str, int, int], None] = (
             collections.OrderedDict())
         """Slots released without being read (refused descriptors): never read them later."""
@@ -176,16 +173,13 @@ class SlotReceiver:
         with self._claims:
             # Only now, with the generation checked against the segment: a forged one must
             # not make us refuse the genuine descriptors that follow.
-            last_segment, newest = self._newest_last
-            if segment != last_segment:
-                newest = self._newest.get(segment)  # type: ignore[assignment]
-                if newest is None:
-                    newest = self._newest[segment] = {}
-                    while len(self._newest) > self._REMEMBERED_SEGMENTS:
-                        self._newest.popitem(last=False)
-                else:
-                    self._newest.move_to_end(segment)
-                self._newest_last = (segment, newest)
+            newest = self._newest.get(segment)
+            if newest is None:
+                newest = self._newest[segment] = {}
+                while len(self._newest) > self._REMEMBERED_SEGMENTS:
+                    self._newest.popitem(last=False)
+            else:
+                self._newest.move_to_end(segment)  # O(1): the most recent stays remembered
             seen = newest.get(index, 0)
             if generation <= seen or (self._given_back and key in self._given_back):
                 raise DescriptorError(

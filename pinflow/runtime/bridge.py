@@ -394,7 +394,7 @@ class Importer:
             return
         if header.kind != "inline" or header.layout is None:
             raise DescriptorError(f"a {header.kind!r} message on a stream")
-        if total < self.channel.options.shm_threshold and not self._pinned:  # inline here
+        if self.channel.inline(total, pinned=self._pinned):  # as `send` will carry it here
             self._land_whole(header, read_exactly(sock, total))
             self.streamed += 1
             return

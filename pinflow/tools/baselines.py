@@ -16,7 +16,7 @@
 - ``iox2``: iceoryx2's publish-subscribe, a loaned slice with one copy in
   (:mod:`pinflow.tools.bench.iox2`; needs ``pip install 'pinflow[bench]'``).
 - ``bare``: two Python processes, a shared-memory ring and a unix socket, no checks
-  (:mod:`pinflow.tools.bench.bare`): the least a Python pair does per frame.
+  (:mod:`pinflow.tools.bench.bare`): a minimal Python pair, for what pinflow adds.
 
 zenoh-python cannot expose zenoh shared memory as a buffer, so both sides pay copies that
 pinflow avoids; that is the point of the comparison. ``bytes`` and ``shm`` use only a unix

@@ -49,6 +49,7 @@ def test_an_arrow_stream_with_two_batches_or_another_column_is_refused() -> None
     pa.array([1.5, 2.5]), np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::2],
     np.zeros((2, 0, 3)), np.asfortranarray(np.arange(6.0).reshape(2, 3)),
     bytearray(b"abc"), memoryview(np.arange(4, dtype=np.int32)),
+    np.arange(4, dtype=np.int32)[:, None],
 ])
 def test_whatever_the_sender_accepts_a_receiver_decodes(data: object) -> None:
     encoded = codec.encode(data)

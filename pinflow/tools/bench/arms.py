@@ -53,7 +53,7 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     # optional (`pinflow[bench]`): the one-copy reference of issue 16
     Arm("iox2", "iceoryx2 0.10 loan_slice_uninit + one copy in", baseline="iox2"),
     # two bare Python processes: a shared-memory ring, 16 bytes on a unix socket, one copy
-    # in, no checks: what any Python node pays per frame on this machine, pinflow or not
+    # in, no checks: about what a Python node pays per frame here before any work of its own
     Arm("bare", "bare Python pair: shm ring + unix socket, one copy in", baseline="bare"),
     # plain zenoh bytes over TCP between the cross arm's namespaces, the wire's zenoh config:
     # what the cross arm is measured against

@@ -1,6 +1,6 @@
-"""The bare Python baseline: the least two Python processes do to pass a frame through shared
-memory, so the table shows how much of a message's cost any Python node pays on this
-machine, beside what pinflow and iceoryx2 add to it.
+"""The bare Python baseline: two Python processes passing a frame through shared memory with
+almost nothing else, so the table shows how much of a message's cost a Python node pays on
+this machine before any work of its own, beside what pinflow and iceoryx2 add to it.
 
 The producer makes a ring of ``SLOTS`` slots in an anonymous shared file (``memfd``: nothing
 in /dev/shm to clean up), prefaults it, and hands the file to the consumer once over a unix
@@ -8,7 +8,7 @@ socket (``SCM_RIGHTS``). Per frame: one copy into the next slot, then 16 bytes (
 ``sent_ns``) on the socket. The consumer blocks in ``recv`` on its main thread, views the
 slot read-only, reads one byte per page, records, and sends one byte back: the slot is free
 again. The producer reads those credits only when all slots are out, so nothing is
-overwritten while read. No checks, no metadata, no discovery: a lower bound, not a transport.
+overwritten while read. No checks, no metadata, no discovery: a reference, not a transport.
 """
 
 from __future__ import annotations
