@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--mode tcp needs --endpoint tcp/ADDR:PORT")
     if args.mode in ("bytes", "shm", "bare") and args.socket is None:
         parser.error(f"--mode {args.mode} needs --socket PATH")
+    if args.role == "consumer":
+        frames.prepare_device(args.device)  # before it subscribes: the producer waits for it
     if args.mode == "iox2":
         if args.iox2_root is None or not args.iox2_prefix:
             parser.error("--mode iox2 needs --iox2-root DIR and --iox2-prefix NAME")

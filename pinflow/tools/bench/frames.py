@@ -75,6 +75,17 @@ touch_pages = framing.touch_pages
 """Re-exported: the probe node and the baselines read frames the same way."""
 
 
+def prepare_device(device: str) -> None:
+    """Start CUDA in a baseline's consumer before it takes its first frame, as pinflow's nodes
+    do before the dataflow starts: else the first frames would wait for CUDA's start-up."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    torch.empty(1, device=device)
+    torch.cuda.synchronize(device)
+
+
 def make_usable(host: np.ndarray, device: str) -> tuple[int | None, str]:
     """What the baselines' consumers do with a received frame, as the probe does: on a CUDA
     ``device``, copy it there and wait for the copy (returns its ns and the device); on the
