@@ -156,7 +156,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from pinflow.nodes.node import Node
+    from pinflow.nodes.warmup import warm_up_arrow
 
+    warm_up_arrow()  # its detections are Arrow arrays made from Python values
     node = Node()
     frames = boxes_sent = 0
     busy_ns = 0

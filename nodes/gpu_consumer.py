@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(TORCH_MISSING)
     torch.set_num_threads(max(1, args.threads))
     from pinflow.nodes.node import Node
+    from pinflow.nodes.warmup import warm_up_arrow
 
+    warm_up_arrow()  # its latency records are Arrow arrays made from Python values
     node = Node()
     book = BoxBook()
     tally = Tally()
