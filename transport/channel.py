@@ -235,6 +235,10 @@ class OutputChannel:
         if consumer in self._linked and not self._closed:
             self._links.reach(consumer)
 
+    def run_stopping(self) -> None:
+        """The run is stopping (consumers will close their links): see ``Outbound``."""
+        self._links.run_stopping()
+
     def settle(self) -> None:
         """Take in the releases consumers sent and push on what waits in link backlogs
         (the producer does it whenever it needs a slot; statistics call this meanwhile)."""

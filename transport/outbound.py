@@ -78,6 +78,7 @@ class Outbound:
         self._wake_lock = threading.Lock()
         self._wake_open = True
         self._unreachable_logged = -UNREACHABLE_LOG_INTERVAL_S
+        self._run_stopping = False
         self.undelivered = 0
         """Frames a consumer did not get (backlog overflow, a broken link, no listener)."""
 
@@ -116,7 +117,16 @@ class Outbound:
             self._peers[consumer] = peer
         return peer
 
+    def run_stopping(self) -> None:
+        """The run is stopping: consumers closing their links now is how a run ends, so a
+        link that cannot be opened is no longer worth a warning (still counted)."""
+        self._run_stopping = True
+
     def _cannot_reach(self, consumer: str, exc: OSError) -> None:
+        if self._run_stopping:
+            log.debug("%s/%s: %s has closed its link (the run is stopping): %s", self.node_id,
+                      self.output_id, consumer, exc.strerror or exc)
+            return
         now = time.monotonic()
         if now - self._unreachable_logged >= UNREACHABLE_LOG_INTERVAL_S:
             self._unreachable_logged = now

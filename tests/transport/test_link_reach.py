@@ -3,12 +3,14 @@ stands is still there (links are hung up only when the consumer's process is gon
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from pinflow.testing import use_standin
 from pinflow.testing.rig import make_rig
+from pinflow.transport import outbound
 
 
 def test_a_linked_consumer_whose_token_vanished_still_gets_every_frame(tmp_path: Path):
@@ -32,3 +34,32 @@ def test_a_linked_consumer_whose_token_vanished_still_gets_every_frame(tmp_path:
         rig.channel.consumer_lost("gpu")  # its process is really gone: the link is hung up
         rig.send(np.full(8192, 5, dtype=np.uint8))
         assert rig.channel.stats.unreachable == 1, "with no token and no link: counted"
+
+
+def _link_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and "cannot open a link" in r.getMessage()]
+
+
+def test_a_consumer_that_stopped_listening_is_warned_about_unless_the_run_is_stopping(
+        tmp_path: Path, caplog, monkeypatch):
+    """Its token still seen, its link socket gone: mid-run that is worth a warning (frames are
+    lost); once the run is stopping it is how consumers end, and a normal stop of the camera
+    dataflow printed it for a node whose consumer had closed first. Counted either way."""
+    caplog.set_level(logging.DEBUG, logger="pinflow")
+    monkeypatch.setattr(outbound, "UNREACHABLE_LOG_INTERVAL_S", 0.0)  # every time, no rate limit
+    with use_standin() as runtime, make_rig(tmp_path, runtime) as rig:
+        rig.send(np.full(8192, 1, dtype=np.uint8))
+        view, _, _ = rig.receive()
+        del view
+        rig.inbound.close()  # the consumer stopped listening; the producer still sees it
+        rig.send(np.full(8192, 2, dtype=np.uint8))
+        assert len(_link_warnings(caplog)) == 1
+        undelivered = rig.channel.stats.dropped_link
+        assert undelivered >= 1
+        caplog.clear()
+        rig.channel.run_stopping()
+        rig.send(np.full(8192, 3, dtype=np.uint8))
+        assert _link_warnings(caplog) == []
+        assert any("the run is stopping" in r.getMessage() for r in caplog.records)
+        assert rig.channel.stats.dropped_link == undelivered + 1
