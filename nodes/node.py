@@ -261,7 +261,7 @@ class Node:
         self._drops = DropLog(lambda text: self.log(text, level="warning"),
                               {i.name: str(i.queue_policy) for i in self._spec.inputs})
         if self._stats is not None:
-            self._stats.on_sample.append(lambda current: self._drops.observe(current.inputs))
+            self._stats.on_sample.append(lambda: self._drops.observe(self._inbox.snapshot()))
         # A node that simply returns from main() leaves its session open: close it before
         # the interpreter waits for zenoh's threads (see exit_hook).
         before_threads_join(self.close)
