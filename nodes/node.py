@@ -261,7 +261,7 @@ class Node:
         self._drops = DropLog(lambda text: self.log(text, level="warning"),
                               {i.name: str(i.queue_policy) for i in self._spec.inputs})
         if self._stats is not None:
-            self._stats.on_sample.append(lambda: self._drops.observe(self._inbox.snapshot()))
+            self._stats.on_sample.append(self._on_stats_sample)
         # A node that simply returns from main() leaves its session open: close it before
         # the interpreter waits for zenoh's threads (see exit_hook).
         before_threads_join(self.close)
@@ -381,6 +381,12 @@ class Node:
             self._counters, self._inbox.take_latencies, self._inbox.take_waiting,
             occupancy=self._inbox.occupancy,
         )
+
+    def _on_stats_sample(self) -> None:
+        """A few times a second, on the stats thread: say new drops; push on link backlogs."""
+        self._drops.observe(self._inbox.snapshot())
+        for channel in list(self._outputs.values()):
+            channel.flush_backlog()
 
     def _peers_joined(self) -> bool:
         """Every peer is linked to us, or declared gone by the launcher (a node that died

@@ -239,9 +239,16 @@ class OutputChannel:
         """The run is stopping (consumers will close their links): see ``Outbound``."""
         self._links.run_stopping()
 
+    def flush_backlog(self) -> None:
+        """Push on frames waiting in link backlogs: a consumer that stopped reading for a
+        while may read again while this producer sends nothing (statistics call this a few
+        times a second; cheap when nothing waits)."""
+        if not self._closed and self._links.queued():
+            self._links.flush()
+
     def settle(self) -> None:
         """Take in the releases consumers sent and push on what waits in link backlogs
-        (the producer does it whenever it needs a slot; statistics call this meanwhile)."""
+        (the producer does it whenever it needs a slot; the statistics report too)."""
         if not self._closed:
             self._links.collect()
             self._links.flush()

@@ -4,13 +4,14 @@ stands is still there (links are hung up only when the consumer's process is gon
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 
 from pinflow.testing import use_standin
 from pinflow.testing.rig import make_rig
-from pinflow.transport import outbound
+from pinflow.transport import codec, outbound
 
 
 def test_a_linked_consumer_whose_token_vanished_still_gets_every_frame(tmp_path: Path):
@@ -63,3 +64,39 @@ def test_a_consumer_that_stopped_listening_is_warned_about_unless_the_run_is_sto
         assert _link_warnings(caplog) == []
         assert any("the run is stopping" in r.getMessage() for r in caplog.records)
         assert rig.channel.stats.dropped_link == undelivered + 1
+
+
+def _read_all(rig, quiet_s: float = 0.3) -> int:
+    """Messages the consumer reads until nothing more arrives for ``quiet_s``."""
+    count, last = 0, time.monotonic()
+    while time.monotonic() - last < quiet_s:
+        got = rig.inbound.receive()
+        count += len(got)
+        if got:
+            last = time.monotonic()
+        else:
+            rig.inbound.wait(0.05)
+    return count
+
+
+def test_frames_left_in_a_backlog_go_out_when_the_producer_falls_silent(tmp_path: Path):
+    """A consumer that stopped reading filled its socket, so the producer kept the newest
+    frames in the link's backlog, then sent nothing more. Frames go out of a backlog when the
+    producer next writes or needs a slot, or when its statistics push them on
+    (``flush_backlog``, a few times a second). The statistics used to do that as a side
+    effect of a full snapshot ten times a second; without it the frames waited until the
+    once-a-second report."""
+    payload = codec.encode(np.full(3000, 7, dtype=np.uint8))  # inline: under shm_threshold
+    with use_standin() as runtime, make_rig(tmp_path, runtime, shm_threshold=1 << 16) as rig:
+        sent = 0
+        while not rig.channel._links.queued() and sent < 10_000:  # the socket is full
+            assert rig.channel.send(payload, None)
+            sent += 1
+        for _ in range(5):  # and a few wait in the backlog (it keeps up to 64)
+            assert rig.channel.send(payload, None)
+            sent += 1
+        first = _read_all(rig)
+        assert 0 < first < sent, "the backlog's frames are still with the producer"
+        rig.channel.flush_backlog()
+        assert first + _read_all(rig) == sent
+        assert rig.channel.stats.dropped_link == 0
