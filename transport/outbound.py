@@ -123,9 +123,13 @@ class Outbound:
         self._run_stopping = True
 
     def _cannot_reach(self, consumer: str, exc: OSError) -> None:
-        if self._run_stopping:
-            log.debug("%s/%s: %s has closed its link (the run is stopping): %s", self.node_id,
-                      self.output_id, consumer, exc.strerror or exc)
+        if self._run_stopping or isinstance(exc, FileNotFoundError):
+            # No socket file: the consumer closed its end (it ended, or is restarting), or the
+            # run is stopping and consumers are closing theirs before our stop news arrived
+            # (zenoh brings it to each node a few ms apart). A crashed consumer's file stays,
+            # and is refused: that one is warned about.
+            log.debug("%s/%s: %s has closed its link: %s", self.node_id, self.output_id,
+                      consumer, exc.strerror or exc)
             return
         now = time.monotonic()
         if now - self._unreachable_logged >= UNREACHABLE_LOG_INTERVAL_S:

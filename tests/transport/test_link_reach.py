@@ -4,6 +4,8 @@ stands is still there (links are hung up only when the consumer's process is gon
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 
 from pinflow.testing import use_standin
 from pinflow.testing.rig import make_rig
-from pinflow.transport import codec, outbound
+from pinflow.transport import codec, links, outbound
 
 
 def test_a_linked_consumer_whose_token_vanished_still_gets_every_frame(tmp_path: Path):
@@ -42,28 +44,41 @@ def _link_warnings(caplog) -> list[str]:
             if r.levelno >= logging.WARNING and "cannot open a link" in r.getMessage()]
 
 
-def test_a_consumer_that_stopped_listening_is_warned_about_unless_the_run_is_stopping(
+def test_a_consumer_that_cannot_be_reached_is_warned_about_unless_it_closed_its_link(
         tmp_path: Path, caplog, monkeypatch):
-    """Its token still seen, its link socket gone: mid-run that is worth a warning (frames are
-    lost); once the run is stopping it is how consumers end, and a normal stop of the camera
-    dataflow printed it for a node whose consumer had closed first. Counted either way."""
+    """A consumer whose socket file stays but refuses (its process crashed) is worth a
+    warning: its frames are lost. One that removed its socket file closed its end on
+    purpose (it ended, or the run is stopping), and a normal stop of the camera dataflow
+    printed the warning for it, because zenoh brings the stop to each node a few ms apart.
+    Counted either way; once the run is stopping, even a refusal is not warned about."""
     caplog.set_level(logging.DEBUG, logger="pinflow")
     monkeypatch.setattr(outbound, "UNREACHABLE_LOG_INTERVAL_S", 0.0)  # every time, no rate limit
     with use_standin() as runtime, make_rig(tmp_path, runtime) as rig:
         rig.send(np.full(8192, 1, dtype=np.uint8))
         view, _, _ = rig.receive()
         del view
-        rig.inbound.close()  # the consumer stopped listening; the producer still sees it
+        rig.inbound.close()  # the consumer closed its end: its socket file is gone
         rig.send(np.full(8192, 2, dtype=np.uint8))
-        assert len(_link_warnings(caplog)) == 1
-        undelivered = rig.channel.stats.dropped_link
-        assert undelivered >= 1
-        caplog.clear()
-        rig.channel.run_stopping()
-        rig.send(np.full(8192, 3, dtype=np.uint8))
         assert _link_warnings(caplog) == []
-        assert any("the run is stopping" in r.getMessage() for r in caplog.records)
-        assert rig.channel.stats.dropped_link == undelivered + 1
+        assert any("has closed its link" in r.getMessage() for r in caplog.records)
+        lost = rig.channel.stats.dropped_link
+        assert lost >= 1
+
+        path = links.link_path(rig.channel._keys.run_id, "gpu")
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(os.fspath(path))  # a crashed consumer's file: there, but nobody listens
+        stale.close()
+        try:
+            rig.send(np.full(8192, 3, dtype=np.uint8))
+            assert len(_link_warnings(caplog)) == 1
+            assert rig.channel.stats.dropped_link == lost + 1
+            caplog.clear()
+            rig.channel.run_stopping()
+            rig.send(np.full(8192, 4, dtype=np.uint8))
+            assert _link_warnings(caplog) == []
+            assert rig.channel.stats.dropped_link == lost + 2
+        finally:
+            path.unlink()
 
 
 def _read_all(rig, quiet_s: float = 0.3) -> int:
