@@ -131,3 +131,22 @@ def test_device_frames_complete_in_the_background_without_a_per_frame_wait():
     assert [r["frame"] for r in records] == [0, 1, 2]
     assert all(r["done_ns"] > 0 for r in records)
     gpu.check()
+
+
+def test_the_warm_up_runs_the_whole_preprocessing_once_per_device(monkeypatch):
+    """On a GPU it loads the kernels before the first frame (measured on an H200); here the
+    same call runs on the CPU, and a node without CUDA (no devices) does nothing."""
+    seen = []
+    real = gpu_consumer.process
+
+    def spy(image, boxes=(), **options):
+        out = real(image, boxes, **options)
+        seen.append((str(image.device), tuple(image.shape), tuple(out.resized.shape),
+                     len(out.crops)))
+        return out
+
+    monkeypatch.setattr(gpu_consumer, "process", spy)
+    gpu_consumer.warm_up([], shape=(48, 64, 4))
+    assert seen == []
+    gpu_consumer.warm_up(["cpu"], shape=(48, 64, 4))
+    assert seen == [("cpu", (48, 64, 4), (3, 360, 640), 1)]
