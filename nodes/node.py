@@ -533,8 +533,6 @@ class Node:
                 self._state.add(state)
                 if state == "stop":
                     self._inbox.stop("MANUAL")
-                    for channel in list(self._outputs.values()):
-                        channel.run_stopping()
             self._lock.notify_all()
 
     def _on_launcher(self, sample: zenoh.Sample) -> None:

@@ -235,10 +235,6 @@ class OutputChannel:
         if consumer in self._linked and not self._closed:
             self._links.reach(consumer)
 
-    def run_stopping(self) -> None:
-        """The run is stopping (consumers will close their links): see ``Outbound``."""
-        self._links.run_stopping()
-
     def flush_backlog(self) -> None:
         """Push on frames waiting in link backlogs: a consumer that stopped reading for a
         while may read again while this producer sends nothing (statistics call this a few

@@ -78,7 +78,6 @@ class Outbound:
         self._wake_lock = threading.Lock()
         self._wake_open = True
         self._unreachable_logged = -UNREACHABLE_LOG_INTERVAL_S
-        self._run_stopping = False
         self.undelivered = 0
         """Frames a consumer did not get (backlog overflow, a broken link, no listener)."""
 
@@ -117,17 +116,11 @@ class Outbound:
             self._peers[consumer] = peer
         return peer
 
-    def run_stopping(self) -> None:
-        """The run is stopping: consumers closing their links now is how a run ends, so a
-        link that cannot be opened is no longer worth a warning (still counted)."""
-        self._run_stopping = True
-
     def _cannot_reach(self, consumer: str, exc: OSError) -> None:
-        if self._run_stopping or isinstance(exc, FileNotFoundError):
-            # No socket file: the consumer closed its end (it ended, or is restarting), or the
-            # run is stopping and consumers are closing theirs before our stop news arrived
-            # (zenoh brings it to each node a few ms apart). A crashed consumer's file stays,
-            # and is refused: that one is warned about.
+        if isinstance(exc, FileNotFoundError):
+            # No socket file: the consumer closed its end on purpose (it ended, is restarting,
+            # or the run is stopping and it closed before its producer stopped sending). A
+            # crashed consumer's file stays, and is refused: that one is warned about.
             log.debug("%s/%s: %s has closed its link: %s", self.node_id, self.output_id,
                       consumer, exc.strerror or exc)
             return

@@ -349,7 +349,7 @@ class SlotPool:
                 return
             self._closed = True
             self._cond.notify_all()
-            # or the mapping could not be closed
+            # drop our views, or the mapping could not be closed
             self._buffer = self._writable = None
             self._slot_arrays = []
         self.segment.unlink()

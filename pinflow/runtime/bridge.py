@@ -638,7 +638,6 @@ class Bridge:
         state = last_part(sample.key_expr)
         if state not in RUN_STATES:
             return  # no state of a run: nothing any host waits for
-        self._note_stop(state, sample)
         self._mirror(self._to_wire, self.wire, self.wire_keys.state(state),
                      sample.kind == zenoh.SampleKind.PUT)
 
@@ -646,16 +645,8 @@ class Bridge:
         state = last_part(sample.key_expr)
         if state not in RUN_STATES:
             return
-        self._note_stop(state, sample)
         self._mirror(self._to_local, self.local, self.local_keys.state(state),
                      sample.kind == zenoh.SampleKind.PUT)
-
-    def _note_stop(self, state: str, sample: zenoh.Sample) -> None:
-        """The run is stopping (seen on either side): this host's consumers close their
-        links now, so the imported outputs stop warning about it."""
-        if state == "stop" and sample.kind == zenoh.SampleKind.PUT:
-            for importer in list(self.importers):
-                importer.channel.run_stopping()
 
     def _mirror(self, tokens: dict[str, zenoh.LivelinessToken], session: zenoh.Session,
                 key: str, put: bool) -> None:

@@ -48,9 +48,9 @@ def test_a_consumer_that_cannot_be_reached_is_warned_about_unless_it_closed_its_
         tmp_path: Path, caplog, monkeypatch):
     """A consumer whose socket file stays but refuses (its process crashed) is worth a
     warning: its frames are lost. One that removed its socket file closed its end on
-    purpose (it ended, or the run is stopping), and a normal stop of the camera dataflow
-    printed the warning for it, because zenoh brings the stop to each node a few ms apart.
-    Counted either way; once the run is stopping, even a refusal is not warned about."""
+    purpose (it ended, restarts, or the run is stopping), and a normal stop of the camera
+    dataflow printed the warning for it, even after the producer was told of the stop
+    (the nodes see the stop at different moments, we infer). Counted either way."""
     caplog.set_level(logging.DEBUG, logger="pinflow")
     monkeypatch.setattr(outbound, "UNREACHABLE_LOG_INTERVAL_S", 0.0)  # every time, no rate limit
     with use_standin() as runtime, make_rig(tmp_path, runtime) as rig:
@@ -72,11 +72,6 @@ def test_a_consumer_that_cannot_be_reached_is_warned_about_unless_it_closed_its_
             rig.send(np.full(8192, 3, dtype=np.uint8))
             assert len(_link_warnings(caplog)) == 1
             assert rig.channel.stats.dropped_link == lost + 1
-            caplog.clear()
-            rig.channel.run_stopping()
-            rig.send(np.full(8192, 4, dtype=np.uint8))
-            assert _link_warnings(caplog) == []
-            assert rig.channel.stats.dropped_link == lost + 2
         finally:
             path.unlink()
 

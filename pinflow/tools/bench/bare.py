@@ -36,8 +36,6 @@ RING = struct.Struct("<QQ")
 """Sent once with the ring's file: the frame size and the slot stride."""
 END = -1
 """The frame index of the closing message."""
-VERIFY_EVERY = 30
-"""Like the probe: the integrity of every 30th frame is checked, after it was timed."""
 
 
 def _stride(nbytes: int) -> int:
@@ -133,7 +131,7 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
                                      (index % SLOTS) * stride).reshape(shape)
                 h2d_ns, device = frames.make_usable(host, args.device)
                 record(out, index, sent_ns, h2d_ns, device)
-                if received % VERIFY_EVERY == 0:
+                if received % frames.VERIFY_EVERY == 0:
                     failures += not framing.verify(host)[1]
                 received += 1
                 del host

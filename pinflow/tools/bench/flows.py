@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from pinflow.tools.bench.arms import Arm
-from pinflow.tools.bench.frames import FRAME_BYTES
+from pinflow.tools.bench.frames import FRAME_BYTES, VERIFY_EVERY
 
 CROSS_MACHINE = "far"
 """The ``machine:`` of the cross arm's consumer, served by a daemon in namespace b."""
@@ -38,7 +38,7 @@ def dataflow(arm: Arm, frames: int, fps: float, out: Path, device: str,
     if arm.cross_host:
         probe["machine"] = CROSS_MACHINE
     # A frame written in place carries no checksum: nothing to verify.
-    verify = "0" if arm.how == "inplace" else "30"
+    verify = "0" if arm.how == "inplace" else str(VERIFY_EVERY)
     probe |= {"args": ["--out", str(out), "--stamp", "sent_ns", "--verify-every", verify],
               "inputs": {"image": image}}
     return {"nodes": [sender, probe]}

@@ -71,6 +71,9 @@ def stamp_only(frame: np.ndarray, index: int) -> None:
         struct.pack("<qq", index, 0), dtype=np.uint8)
 
 
+VERIFY_EVERY = 30
+"""Every consumer of the bench checks the integrity of every 30th frame, after timing it."""
+
 touch_pages = framing.touch_pages
 """Re-exported: the probe node and the baselines read frames the same way."""
 

@@ -36,8 +36,6 @@ ROOT_MAX = 56
 """The longest root folder path :func:`run_root` uses."""
 BUFFER = 4
 """Samples the subscriber's queue holds before the publisher waits."""
-VERIFY_EVERY = 30
-"""Like the probe: the integrity of every 30th frame is checked, after it was timed."""
 END = -1
 """The frame index of the closing sample."""
 
@@ -152,7 +150,7 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
                 host = _view(sample.payload_ptr, sample.header.number_of_elements).reshape(shape)
                 h2d_ns, device = frames.make_usable(host, args.device)
                 record(out, header.frame, header.sent_ns, h2d_ns, device)
-                if received % VERIFY_EVERY == 0:
+                if received % frames.VERIFY_EVERY == 0:
                     failures += not framing.verify(host)[1]
                 received += 1
                 sample.delete()
