@@ -118,6 +118,7 @@ def test_frames_are_rendered_before_timing_and_the_in_place_arm_writes_only_the_
     assert all(framing.verify(frame)[1] for frame in prepared), "copied frames verify"
     slot = prepared[2].copy()
     frames.stamp_only(slot, 7)
+    assert framing.read_stamp(slot)[0] == 7
     assert (slot.reshape(-1)[framing.STAMP_BYTES:]
             == prepared[2].reshape(-1)[framing.STAMP_BYTES:]).all()
     assert frames.touch_pages(slot) >= 0
