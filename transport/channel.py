@@ -247,7 +247,7 @@ class OutputChannel:
         (the producer does it whenever it needs a slot; the statistics report too)."""
         if not self._closed:
             self._links.collect()
-            self._links.flush()
+            self.flush_backlog()
 
     # -- sending --------------------------------------------------------------------------
     def send(self, encoded: Encoded, metadata: dict[str, Any] | None, *,
