@@ -5,9 +5,10 @@ byte per page was read (CPU; :func:`pinflow.nodes.framing.touch_pages`), so the 
 includes the consumer really reaching the bytes, not only their descriptor. One JSON line
 per frame: frame, the producer's time stamp (the metadata key ``--stamp`` names: the camera
 node's ``capture_ns`` by default, the bench sender's ``sent_ns``), usable_ns, h2d_ns,
-device, pinned; then one ``{"summary": ...}`` line with what the input received, dropped
-(queue overflow) and refused as malformed, and how many checked frames failed their
-checksum, so a soak can account for every frame. ``pinflow bench`` runs it for its pinflow
+device, pinned, read_ns (kept in memory and written in batches: ``pinflow.nodes.frame_log``); then
+one ``{"summary": ...}`` line with what the input received, dropped (queue overflow) and
+refused as malformed, and how many checked frames failed their checksum, so a soak can
+account for every frame. ``pinflow bench`` runs it for its pinflow
 arms; ``pinflow.tools.baselines`` records the other arms alike.
 
     pinflow YAML:  module: pinflow.nodes.latency_probe
@@ -17,26 +18,29 @@ arms; ``pinflow.tools.baselines`` records the other arms alike.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from pinflow.nodes import framing
+from pinflow.nodes.frame_log import FrameLog
 from pinflow.nodes.node import Node
 
 
-def usable(event: Any) -> tuple[str, int | None]:
-    """Make the event's payload usable where its input delivers; return (device, h2d_ns)."""
+def usable(event: Any) -> tuple[str, int | None, int | None]:
+    """Make the event's payload usable where its input delivers; return (device, h2d_ns,
+    read_ns): the device copy's time, or on the CPU the page read's."""
     if event["device"] == "cpu":
-        framing.touch_pages(event.to_numpy())
-        return "cpu", None
+        array = event.to_numpy()
+        start = time.perf_counter_ns()
+        framing.touch_pages(array)
+        return "cpu", None, time.perf_counter_ns() - start
     import torch
 
     start = time.perf_counter_ns()
     tensor = event.to_torch()
     torch.cuda.current_stream(tensor.device).synchronize()
-    return str(tensor.device), time.perf_counter_ns() - start
+    return str(tensor.device), time.perf_counter_ns() - start, None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,26 +56,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     node = Node()
     failures = 0
-    with open(args.out, "w", encoding="utf-8") as out:
+    with FrameLog(args.out, stamp=args.stamp) as out:
         for n, event in enumerate(node):
             if event["type"] != "INPUT":
                 continue
-            device, h2d_ns = usable(event)
+            device, h2d_ns, read_ns = usable(event)
             usable_ns = time.time_ns()
             meta = event["metadata"]
             if args.verify_every and n % args.verify_every == 0:
                 failures += not framing.verify(event.to_numpy())[1]
-            out.write(json.dumps({
-                "frame": meta.get("frame"), args.stamp: meta.get(args.stamp),
-                "usable_ns": usable_ns, "h2d_ns": h2d_ns, "device": device,
-                "pinned": event["pinned"],
-            }) + "\n")
+            out.log(meta.get("frame"), meta.get(args.stamp), h2d_ns, device, event["pinned"],
+                    usable_ns=usable_ns, read_ns=read_ns)
             event.release()
         stats = node.stats()
         image = stats["inputs"]["image"]
-        out.write(json.dumps({"summary": {
+        out.write({"summary": {
             "received": image["received"], "dropped": image["dropped"],
-            "malformed": stats["malformed"], "integrity_failures": failures}}) + "\n")
+            "malformed": stats["malformed"], "integrity_failures": failures}})
     if failures:
         raise SystemExit(f"{failures} frame(s) failed the integrity check")
 

@@ -27,7 +27,7 @@ ARM_KEYS = ["arm", "label", "frames", "delivered", "dropped", "p50_ms", "p99_ms"
             "producer_cpu_pct", "consumer_cpu_pct", "producer_rss_mib", "consumer_rss_mib",
             "pinned_mib", "max_fps", "h2d_ms_p50", "device", "error", "delivered_fps",
             "gateway_cpu_pct", "latencies_ms", "startup_max_ms", "p50_vs_floor", "frame_bytes",
-            "max_run_frames", "max_run_delivered"]
+            "max_run_frames", "max_run_delivered", "read_ms_p50"]
 SOAK_KEYS = ["schema", "duration_s", "device", "no_gpu_reason", "frames", "delivered", "error",
              "producer_rss_mib", "consumer_rss_mib", "pinned_mib", "flat", "accounting", "lost"]
 ACCOUNTING_KEYS = ["frames", "sent", "dropped_pool_full", "not_produced", "ticks_missed",
@@ -89,6 +89,7 @@ def test_size_sweep_measures_the_floor_copy_and_loan_arms_at_each_size(pinflow, 
     for row in sweep:
         assert list(row) == ARM_KEYS and row["error"] is None, row["error"]
         assert row["delivered"] > 0 and row["p50_ms"] > 0
+        assert 0 < row["read_ms_p50"] <= row["p50_ms"], "the page read is part of latency"
         floor = next(r for r in sweep if r["arm"] == "floor"
                      and r["frame_bytes"] == row["frame_bytes"])
         assert row["p50_vs_floor"] == pytest.approx(row["p50_ms"] / floor["p50_ms"])

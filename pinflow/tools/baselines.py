@@ -30,11 +30,12 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import zenoh
 
+from pinflow.nodes.frame_log import FrameLog
 from pinflow.tools.bench import frames
 from pinflow.transport.session import loopback_config
 from pinflow.transport.wire import wire_config
@@ -67,25 +68,19 @@ class _Pace:
             time.sleep(max(0.0, self.start + index * self.period - time.monotonic()))
 
 
-def _record(out: TextIO, index: int, sent_ns: int, h2d_ns: int | None = None,
-            device: str = "cpu", pinned: bool = False) -> None:
-    out.write(json.dumps({"frame": index, "sent_ns": sent_ns, "usable_ns": time.time_ns(),
-                          "h2d_ns": h2d_ns, "device": device, "pinned": pinned}) + "\n")
-
-
 def memcpy(args: argparse.Namespace) -> None:
     """The floor: one copy into this process's own (already touched) buffer, then the read
     every consumer makes."""
     sources = frames.prepared(frames.shape_for(args.frame_bytes))
     target = np.zeros_like(sources[0])
     pace = _Pace(args.fps)
-    with open(args.out, "w", encoding="utf-8") as out:
+    with FrameLog(args.out) as out:
         for index in range(args.frames):
             pace.wait(index)
             sent_ns = time.time_ns()
             np.copyto(target, sources[index % len(sources)])
-            frames.touch_pages(target)
-            _record(out, index, sent_ns)
+            _, _, read_ns = frames.make_usable(target, "cpu")
+            out.log(index, sent_ns, read_ns=read_ns)
 
 
 def producer(args: argparse.Namespace) -> None:
@@ -128,7 +123,7 @@ class _Consumer:
         self.args = args
         self.shape = frames.shape_for(args.frame_bytes)
         self.cuda = args.device.startswith("cuda")
-        self.out = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 (closed in run)
+        self.out = FrameLog(args.out)  # closed in run
         self.done = False
         self.staging: Any = None
         if self.cuda:
@@ -147,7 +142,7 @@ class _Consumer:
             self.done = True
             return
         host = np.frombuffer(sample.payload.to_bytes(), dtype=np.uint8).reshape(self.shape)
-        h2d_ns = None
+        h2d_ns = read_ns = None
         if self.cuda:
             start = time.perf_counter_ns()
             if self.staging is not None:
@@ -163,10 +158,9 @@ class _Consumer:
             if self.staging is not None:
                 np.copyto(self.staging, host)
                 host = self.staging
-            frames.touch_pages(host)
-            device = "cpu"
-        _record(self.out, header["frame"], header["sent_ns"], h2d_ns, device,
-                self.staging is not None and self.cuda)
+            _, device, read_ns = frames.make_usable(host, "cpu")
+        self.out.log(header["frame"], header["sent_ns"], h2d_ns, device,
+                     self.staging is not None and self.cuda, read_ns=read_ns)
 
     def run(self) -> None:
         session = _session(self.args, listen=self.args.mode == "tcp")
@@ -213,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.role == "producer":
             iox2.producer(args, _Pace)
         else:
-            iox2.consumer(args, _record)
+            iox2.consumer(args)
     elif args.mode == "bare":
         from pinflow.tools.bench import bare
 
@@ -222,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.out is None:
             parser.error("the consumer needs --out")
         else:
-            bare.consumer(args, _record)
+            bare.consumer(args)
     elif args.mode == "memcpy":
         if args.role != "producer" or args.out is None:
             parser.error("--mode memcpy runs as the producer alone and needs --out")

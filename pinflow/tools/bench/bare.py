@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pinflow.nodes import framing
+from pinflow.nodes.frame_log import FrameLog
 from pinflow.tools.bench import frames
 
 SLOTS = 4
@@ -93,8 +94,8 @@ def producer(args: argparse.Namespace, pace: Any) -> None:
             pass
 
 
-def consumer(args: argparse.Namespace, record: Any) -> None:
-    """``record(out, index, sent_ns, h2d_ns, device)``: the baselines' record writer."""
+def consumer(args: argparse.Namespace) -> None:
+    """Takes every frame, makes it usable and logs when (``FrameLog``, as the probe)."""
     with contextlib.suppress(FileNotFoundError):
         args.socket.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,7 +120,7 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
         finally:
             os.close(fds[0])
         readonly = memoryview(ring).toreadonly()
-        with open(args.out, "w", encoding="utf-8") as out:
+        with FrameLog(args.out) as out:
             while True:
                 message = conn.recv(MESSAGE.size, socket.MSG_WAITALL)
                 if len(message) != MESSAGE.size:
@@ -129,8 +130,8 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
                     break
                 host = np.frombuffer(readonly, np.uint8, nbytes,
                                      (index % SLOTS) * stride).reshape(shape)
-                h2d_ns, device = frames.make_usable(host, args.device)
-                record(out, index, sent_ns, h2d_ns, device)
+                h2d_ns, device, read_ns = frames.make_usable(host, args.device)
+                out.log(index, sent_ns, h2d_ns, device, read_ns=read_ns)
                 if received % frames.VERIFY_EVERY == 0:
                     failures += not framing.verify(host)[1]
                 received += 1

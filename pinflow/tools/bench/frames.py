@@ -94,16 +94,17 @@ def prepare_device(device: str) -> None:
     torch.cuda.synchronize(device)
 
 
-def make_usable(host: np.ndarray, device: str) -> tuple[int | None, str]:
+def make_usable(host: np.ndarray, device: str) -> tuple[int | None, str, int | None]:
     """What the baselines' consumers do with a received frame, as the probe does: on a CUDA
-    ``device``, copy it there and wait for the copy (returns its ns and the device); on the
-    CPU, read one byte per page."""
+    ``device``, copy it there and wait for the copy; on the CPU, read one byte per page.
+    Returns (the copy's ns, the device, the page read's ns)."""
     if not device.startswith("cuda"):
+        start = time.perf_counter_ns()
         touch_pages(host)
-        return None, "cpu"
+        return None, "cpu", time.perf_counter_ns() - start
     import torch
 
     start = time.perf_counter_ns()
     tensor = torch.from_numpy(host).to(device)
     torch.cuda.current_stream(tensor.device).synchronize()
-    return time.perf_counter_ns() - start, str(tensor.device)
+    return time.perf_counter_ns() - start, str(tensor.device), None

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pinflow.nodes import framing
+from pinflow.nodes.frame_log import FrameLog
 from pinflow.tools.bench import frames
 
 SERVICE = "pinflow-bench/frames"
@@ -130,15 +131,15 @@ def _send(sample: Any, notifier: Any, index: int, sent_ns: int) -> None:
     notifier.notify()
 
 
-def consumer(args: argparse.Namespace, record: Any) -> None:
-    """``record(out, index, sent_ns, h2d_ns, device)``: the baselines' record writer."""
+def consumer(args: argparse.Namespace) -> None:
+    """Takes every frame, makes it usable and logs when (``FrameLog``, as the probe)."""
     iox2, _node, service, event = _open(args)
     listener = event.listener_builder().create()  # before the subscriber: no wake-up missed
     subscriber = service.subscriber_builder().buffer_size(BUFFER).create()
     shape = frames.shape_for(args.frame_bytes)
     failures, received, done = 0, 0, False
     deadline = time.monotonic() + args.timeout
-    with open(args.out, "w", encoding="utf-8") as out:
+    with FrameLog(args.out) as out:
         while not done and time.monotonic() < deadline:
             listener.timed_wait(iox2.Duration.from_millis(200))
             while (sample := subscriber.receive()) is not None:
@@ -148,8 +149,8 @@ def consumer(args: argparse.Namespace, record: Any) -> None:
                     done = True
                     break
                 host = _view(sample.payload_ptr, sample.header.number_of_elements).reshape(shape)
-                h2d_ns, device = frames.make_usable(host, args.device)
-                record(out, header.frame, header.sent_ns, h2d_ns, device)
+                h2d_ns, device, read_ns = frames.make_usable(host, args.device)
+                out.log(header.frame, header.sent_ns, h2d_ns, device, read_ns=read_ns)
                 if received % frames.VERIFY_EVERY == 0:
                     failures += not framing.verify(host)[1]
                 received += 1

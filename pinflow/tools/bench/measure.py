@@ -59,6 +59,9 @@ class ArmResult:
     """Of those, frames the consumer got: ``max_fps`` is their rate. Fewer than
     ``max_run_frames`` when the producer outran the path and frames were dropped on the way
     (queues drop the oldest, counted where they drop)."""
+    read_ms_p50: float | None = None
+    """On the CPU: how long the consumer took to read one byte of every page of a frame
+    (median), a part of ``p50_ms`` that grows with the frame, whatever carried it."""
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -91,6 +94,7 @@ def measure_arm(name: str, frames: int, max_frames: int, device: str, work: Path
     window = ((records[0]["sent_ns"] / 1e9, records[-1]["usable_ns"] / 1e9) if records
               else (0.0, 0.0))
     h2d = [r["h2d_ns"] / 1e6 for r in records if r.get("h2d_ns") is not None]
+    read = [r["read_ns"] / 1e6 for r in records if r.get("read_ns") is not None]
     max_fps, max_delivered = None, 0
     if max_frames:
         max_run = run_arm(arm, max_frames, 0, device, work, frame_bytes)
@@ -116,6 +120,7 @@ def measure_arm(name: str, frames: int, max_frames: int, device: str, work: Path
                          if arm.cross_host and arm.baseline is None else None),
         startup_max_ms=max(lat[:STARTUP_FRAMES]) if lat else None, frame_bytes=frame_bytes,
         max_run_frames=max_frames, max_run_delivered=max_delivered,
+        read_ms_p50=percentile(read, 50),
     )
 
 

@@ -45,6 +45,7 @@ SWEEP_COLUMNS = (
     Column("x floor", "p50_vs_floor", ".2f", 8),
     Column("p99 ms", "p99_ms", ".2f", 8),
     Column("max fps", "max_fps", ".0f", 8),
+    Column("read ms", "read_ms_p50", ".2f", 8),
 )
 UNITS = ("x floor: p50 over the floor arm's p50 in this run; start ms: worst latency of the "
          "first 100 frames; RSS in MiB (max over the run); CPU in % of one core; pinned in "
@@ -73,7 +74,8 @@ def render(report: dict[str, Any]) -> str:
 
 
 def _sweep(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per frame size, the sweep's arms side by side (p50, ratio, p99, max fps)."""
+    """One line per frame size, the sweep's arms side by side (p50, ratio, p99, max fps,
+    page read)."""
     arms = list(dict.fromkeys(row["arm"] for row in rows))
     width = sum(c.width for c in SWEEP_COLUMNS)
     head = f"{'size sweep':<14}" + "".join(f"{arm:^{width}}" for arm in arms)
@@ -90,7 +92,8 @@ def _sweep(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(line + (f"   ERROR {'; '.join(errors)}" if errors else ""))
     lines.append("size sweep: the same run at each frame size (frames of 1024-pixel RGBA rows); "
                  "floor = one memcpy, copy = send_output, inplace = a loan with 16 bytes "
-                 "written.")
+                 "written; read ms: of p50, the consumer's own read of one byte per page "
+                 "(median), which grows with the frame whatever carries it.")
     return lines
 
 
