@@ -2,7 +2,7 @@
 
 Overflow is counted in ``node.stats()`` and the stats report; this makes it visible in the
 run's output too (dora logs every drop). The first drop of an input is reported at the next
-look (the stats thread looks ten times a second), then at most one line a second per input
+look (the stats thread looks once a second), then at most one line a second per input
 with the count since the last line; :meth:`DropLog.flush` reports the rest when the node
 closes, so the counts in the lines add up to the input's ``dropped`` counter.
 """

@@ -8,6 +8,7 @@ the payload back in the sender's shape: ``to_numpy()``, ``to_torch()``, ``to_byt
 from __future__ import annotations
 
 import collections
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ ALL_INPUTS_CLOSED = "ALL_INPUTS_CLOSED"
 """The id of the STOP that follows the last INPUT_CLOSED (dora's name)."""
 KIND = "dora"
 """Every event's ``kind``: dora tells its own events from merged external ones by it."""
+QUARTER_NS = 250_000_000
+"""Queue fill is judged per quarter of a second, at its fullest (``InputQueue.peak``)."""
 
 
 class Event(dict):
@@ -208,14 +211,30 @@ class InputQueue:
     close_queued: bool = False  # INPUT_CLOSED is waiting behind the queued messages
     close_delivered: bool = False
     peak: int = 0
-    """The most items queued since the stats last looked: messages are queued when the
-    node's thread reads its links, in ``next()``, so between two calls the queue only
+    """The most items queued in the current quarter of a second: messages are queued when
+    the node's thread reads its links, in ``next()``, so between two reads the queue only
     shrinks; its fill is judged at its highest."""
+    quarter: int = field(default_factory=lambda: time.monotonic_ns() // QUARTER_NS)
+    """The quarter of a second ``peak`` is about (monotonic ns // ``QUARTER_NS``)."""
+    fill_sum: int = 0
+    """Sum of the peaks of the quarters closed since :meth:`take_occupancy` last looked."""
+    fill_quarters: int = 0
+
+    def _roll(self) -> None:
+        """Close the quarters that ended before now, before the queue changes: each had the
+        fill ``peak`` (the current one) or, if nothing happened in it, the queue's length."""
+        now = time.monotonic_ns() // QUARTER_NS
+        if now > self.quarter:
+            idle = now - self.quarter - 1
+            self.fill_sum += self.peak + idle * len(self.items)
+            self.fill_quarters += 1 + idle
+            self.quarter, self.peak = now, len(self.items)
 
     def push(self, item: Pending) -> None:
         """Queue ``item`` (caller holds the node's lock); a dropped one is simply let go."""
         if self.closed:
             return
+        self._roll()
         self.received += 1
         if len(self.items) >= self.size:
             self.dropped += 1
@@ -226,12 +245,44 @@ class InputQueue:
         if len(self.items) > self.peak:
             self.peak = len(self.items)
 
+    def pop(self) -> Pending:
+        """The oldest item, delivered (caller holds the node's lock)."""
+        self._roll()
+        self.delivered += 1
+        return self.items.popleft()
+
+    def take_occupancy(self) -> float:
+        """The mean fill (0..1) since the last call, each quarter of a second counted at its
+        fullest (the current, unfinished quarter too)."""
+        self._roll()
+        total, quarters = self.fill_sum + self.peak, self.fill_quarters + 1
+        self.fill_sum = self.fill_quarters = 0
+        self.peak = len(self.items)
+        return total / quarters / self.size
+
+    def push_run(self, count: int, item: Callable[[int], Pending]) -> None:
+        """Queue ``count`` arrivals at once, ``item(i)`` making the i-th (from 0): the queue
+        and its counters end up as if each had been pushed in turn, but the ones the policy
+        would drop anyway are never made (a timer's ticks that came due while the node was
+        busy: there may be many)."""
+        if self.closed or count <= 0:
+            return
+        keep = min(count, self.size)
+        skipped = count - keep
+        self.received += skipped
+        self.dropped += skipped
+        # drop_newest keeps what came first; the other policies what came last.
+        start = 0 if self.policy == "drop_newest" else skipped
+        for i in range(start, start + keep):
+            self.push(item(i))
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.close_queued = True
 
     def drain(self) -> None:
+        self._roll()
         self.items.clear()
 
 

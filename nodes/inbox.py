@@ -2,7 +2,8 @@
 
 The thread that calls ``next()`` pumps the node's links (``feed``: messages are read and
 queued on that thread, no hand-off) and sleeps in the links' ``wait`` until something comes;
-timers and zenoh callbacks (STOP, closed inputs) push from their own threads and wake it.
+timers are descriptors that wait watches (``add_timer``), so their ticks are queued on that
+thread too; zenoh callbacks (STOP, closed inputs) push from their own threads and wake it.
 Events leave in arrival order across inputs; STOP overtakes everything (queued messages are
 dropped, releasing their slots) and is the last event: nothing arriving after it is
 delivered; INPUT_CLOSED comes after the messages its input still had queued. Once every
@@ -14,6 +15,7 @@ way.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import threading
 import time
@@ -22,6 +24,7 @@ from typing import Protocol
 
 from pinflow.nodes import events
 from pinflow.nodes.events import Event, InputQueue, Pending
+from pinflow.nodes.timers import TickTimer
 from pinflow.protocol.stats import QueueStats
 from pinflow.spec import InputSpec
 
@@ -39,6 +42,16 @@ class Waiter(Protocol):
     def wake(self) -> None:
         """Make ``wait`` return (any thread; never blocks)."""
 
+    def watch(self, fd: int, on_ready: Callable[[], None]) -> None:
+        """Return from ``wait`` when ``fd`` is readable too; the pump calls ``on_ready()``."""
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd``."""
+
+
+TickBuilder = Callable[[int, str], Event]
+"""``build(k, input name)``: the event of a timer's tick ``k``."""
+
 
 class _EventWaiter:
     """The waiter of an inbox fed only by other threads' pushes."""
@@ -52,6 +65,12 @@ class _EventWaiter:
 
     def wake(self) -> None:
         self._event.set()
+
+    def watch(self, fd: int, on_ready: Callable[[], None]) -> None:
+        raise NotImplementedError("an inbox fed only by pushes has no descriptors to wait on")
+
+    def unwatch(self, fd: int) -> None:
+        pass
 
 
 class Inbox:
@@ -77,11 +96,46 @@ class Inbox:
         self._reader = threading.Lock()
         """One thread takes at a time (``next`` called from several threads queues them)."""
         self._sleeping = False
+        self._timers: list[tuple[TickTimer, TickBuilder]] = []
 
     def feed(self, pump: Callable[[], None], waiter: Waiter) -> None:
         """``pump()`` reads what arrived into the queues (on the thread that takes);
         ``waiter`` is where that thread sleeps meanwhile."""
         self._pump, self._waiter = pump, waiter
+
+    def add_timer(self, timer: TickTimer, build: TickBuilder) -> None:
+        """Deliver ``timer``'s ticks on its input (``timer.name``); ``build(k, name)`` makes
+        tick ``k``'s event when it is delivered. The waiter wakes for the timer."""
+        self._timers.append((timer, build))
+        self._waiter.watch(timer.fileno(), timer.fire)
+
+    def remove_timers(self) -> list[TickTimer]:
+        """Stop waiting on the timers (before they are closed); returns them."""
+        timers, self._timers = [timer for timer, _ in self._timers], []
+        for timer in timers:
+            self._waiter.unwatch(timer.fileno())
+        return timers
+
+    def _read_inputs(self) -> None:
+        """Queue what the links brought and the ticks that came due (the reading thread)."""
+        self._pump()
+        if self._timers:
+            self._queue_ticks()
+
+    def _queue_ticks(self) -> None:
+        for timer, build in self._timers:
+            first, count = timer.take()
+            if not count:
+                continue
+            with self._lock:
+                if self._stop_reason is not None:
+                    return  # the stream is ending
+                self._queues[timer.name].push_run(
+                    count, functools.partial(self._tick, build, first, timer.name))
+
+    def _tick(self, build: TickBuilder, first: int, name: str, i: int) -> Pending:
+        """The queued form of tick ``first + i`` (caller holds the lock)."""
+        return next(self._arrivals), functools.partial(build, first + i), name
 
     # -- producers of events (any thread) ---------------------------------------------------
     def push(self, names: Iterable[str], build: Callable[[str], Event]) -> None:
@@ -133,7 +187,7 @@ class Inbox:
         lock = self._lock
         try:
             while True:
-                self._pump()
+                self._read_inputs()
                 with lock:
                     taken = self._take()
                     if taken is not None or self._ended():
@@ -188,8 +242,7 @@ class Inbox:
             if queue.items and (best is None or best.items[0][0] > queue.items[0][0]):
                 best = queue
         if best is not None:
-            best.delivered += 1
-            return best.items.popleft()
+            return best.pop()
         for queue in self._queues.values():
             if queue.close_queued:
                 queue.close_queued = False
@@ -208,7 +261,7 @@ class Inbox:
         reading them right now)."""
         if self._reader.acquire(blocking=False):
             try:
-                self._pump()
+                self._read_inputs()
             finally:
                 self._reader.release()
         return self._has_event()
@@ -230,7 +283,7 @@ class Inbox:
             return
         try:
             while True:
-                self._pump()
+                self._read_inputs()
                 with self._lock:
                     if given_up.is_set() or self._stop_delivered or self._has_event():
                         return
@@ -273,14 +326,11 @@ class Inbox:
         return taken
 
     def occupancy(self) -> dict[str, float]:
-        """How full each input queue was at its fullest since the last call (0..1): sampled
-        often, so kept cheap."""
+        """How full each input queue was since the last call (0..1): the mean over its
+        quarters of a second, each at its fullest. Kept by the queues as they change, on
+        the node's thread, so nothing has to wake to sample them."""
         with self._lock:
-            fills = {}
-            for name, queue in self._queues.items():
-                fills[name] = max(queue.peak, len(queue.items)) / queue.size
-                queue.peak = len(queue.items)
-            return fills
+            return {name: queue.take_occupancy() for name, queue in self._queues.items()}
 
     def snapshot(self) -> dict[str, QueueStats]:
         with self.cond:

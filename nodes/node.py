@@ -48,7 +48,7 @@ from pinflow.nodes.exit_hook import before_threads_join
 from pinflow.nodes.inbox import Inbox
 from pinflow.nodes.raw_sample import SampleHandler
 from pinflow.nodes.stats import StatsPublisher
-from pinflow.nodes.timers import GridTimer
+from pinflow.nodes.timers import TickTimer
 from pinflow.protocol import messages
 from pinflow.protocol.keys import RunKeys, last_part
 from pinflow.protocol.messages import TensorLayout
@@ -198,7 +198,6 @@ class Node:
         """Producers reported gone (and whether to close their inputs), for ``_pump``."""
         """Peers the launcher declared gone for good: nobody waits for them to join."""
         self._state: set[str] = set()
-        self._timer_stop = threading.Event()
         self._outputs: dict[str, OutputChannel] = {}
         self._devices = Devices(self._spec.id, self._spec.inputs,
                                 lambda text: self.log(text, level="warning"))
@@ -370,9 +369,8 @@ class Node:
         self._pump()
         for spec in self._spec.inputs:
             if spec.timer_period_s is not None:
-                GridTimer(spec.name, spec.timer_period_s,
-                          lambda wall_ns, k, name=spec.name: self._on_tick(name, wall_ns, k),
-                          self._timer_stop)
+                timer = TickTimer(spec.name, spec.timer_period_s)
+                self._inbox.add_timer(timer, functools.partial(self._tick_event, timer))
         stats_key = self._keys.stats(self.id)
         self._stats = StatsPublisher(
             lambda body: session.put(stats_key, body),
@@ -552,11 +550,13 @@ class Node:
                  "stopping with LAUNCHER_LOST", level="warning")
 
     # -- timers ---------------------------------------------------------------------------
-    def _on_tick(self, name: str, wall_ns: int, k: int) -> None:
-        self._inbox.push([name], lambda _name: events.make_event(
+    @staticmethod
+    def _tick_event(timer: TickTimer, k: int, name: str) -> Event:
+        wall_ns = timer.wall_ns(k)
+        return events.make_event(
             events.INPUT, name, value=events.timer_value(),
             metadata={wire_metadata.TIMESTAMP: wire_metadata.utc_from_ns(wall_ns)}, seq=k,
-            sent_ns=wall_ns))
+            sent_ns=wall_ns)
 
     # -- receiving ------------------------------------------------------------------------
     def next(self, timeout: float | None = None) -> Event | None:
@@ -779,7 +779,6 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        self._timer_stop.set()
         if self._stats is not None:
             self._stats.close()
         self._drops.flush(self._inbox.snapshot())
@@ -797,7 +796,10 @@ class Node:
                 declared.undeclare()
             self._peers.close()
             self._launcher.close()
+            timers = self._inbox.remove_timers()
             self._inbound.close()
+            for timer in timers:
+                timer.close()
             self._receiver.close()  # unregisters segments from CUDA before unmapping
             self._devices.close()
         finally:

@@ -6,8 +6,9 @@ on the thread that calls ``next()``: it accepts new links, reads every frame tha
 and checks each one before anything is built from it (the header's types, the metadata, the
 layout against the bytes, the slot against the segment), so the node's queues only ever
 hold messages that will decode. ``wait()`` sleeps until a link has something to read, a new
-producer connects, or another thread called ``wake()`` (a timer tick, STOP, a closed input).
-No network callback and no hand-off between threads sits on the path of a message.
+producer connects, a watched descriptor is readable (the node's timers: ``watch``), or another
+thread called ``wake()`` (STOP, a closed input). No network callback and no hand-off between
+threads sits on the path of a message or a timer tick.
 
 A link is trusted once its first frame, a :class:`~pinflow.protocol.frames.Hello`, names
 this node and one of the outputs it reads and carries the producer's MAC (the key the pair
@@ -24,7 +25,7 @@ import logging
 import os
 import select
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -107,6 +108,9 @@ class Inbound:
         self._never = threading.Event()
         self._ready: list[tuple[int, int]] | None = None
         """What the last ``wait`` found ready (``receive`` reads just those)."""
+        self._watched: dict[int, Callable[[], None]] = {}
+        """Other descriptors the reader waits on (a node's timers): fd -> what to call when
+        it is readable."""
 
     @property
     def path(self) -> str | None:
@@ -138,14 +142,36 @@ class Inbound:
                         self._read(source, got)  # a producer speaks first, at once
                 elif fd == self._wake_r:
                     self._clear_wake()
+                else:
+                    on_ready = self._watched.get(fd)
+                    if on_ready is not None:
+                        on_ready()
         return got
 
+    def watch(self, fd: int, on_ready: Callable[[], None]) -> None:
+        """Wake ``wait`` when ``fd`` is readable too, and call ``on_ready()`` from
+        ``receive`` then (on the reader's thread, under the reader's lock: it must read
+        ``fd`` and do nothing that waits)."""
+        with self._reading:
+            self._watched[fd] = on_ready
+            self._poller.register(fd, select.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop waiting on ``fd`` (before it is closed)."""
+        with self._reading:
+            if self._watched.pop(fd, None) is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._poller.unregister(fd)
+
     def wait(self, timeout: float | None) -> None:
-        """Sleep until a link has something to read, a producer connects, :meth:`wake` is
-        called, or ``timeout`` (seconds; None: no limit) passes. One waiter at a time."""
+        """Sleep until a link has something to read, a producer connects, a watched
+        descriptor is readable, :meth:`wake` is called, or ``timeout`` (seconds; None: no
+        limit) passes. One waiter at a time."""
         if self._closed:
             self._never.wait(timeout)  # nothing can arrive any more
             return
+        if timeout != 0:
+            self._receiver.prepare_views()  # the next messages' views, while the caches are warm
         ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
         try:
             self._ready = self._poller.poll(ms)

@@ -382,6 +382,10 @@ class SlotReader:
         self.slots = slots
         self.slot_bytes = slot_bytes
         self.stride = stride
+        self._spares: dict[int, np.ndarray] = {}
+        """Per slot, a fresh view not handed out yet (:meth:`prepare_views`)."""
+        self._read: list[tuple[int, int]] = []
+        """(index, length) of the slots read since the last :meth:`prepare_views`."""
 
     def current_generation(self, index: int) -> int:
         """Generation the producer last stamped on slot ``index`` (0: never or being written)."""
@@ -414,8 +418,35 @@ class SlotReader:
                 f"stale slot reference to {segment.name}[{index}]: generation "
                 f"{ref.generation}/{ref.length} bytes, header has {generation}/{length}"
             )
-        # Over the mapping itself, not a slice of a segment-wide array: numpy makes every
-        # view derived from this one keep *this* array alive (its base is not an array), so
-        # the slot is released only once the last view of it is gone. Read-only, as the
-        # buffer is.
-        return np.frombuffer(buffer, dtype=np.uint8, count=ref.length, offset=ref.offset)
+        if len(self._read) < self.slots:  # bounded when nobody prepares (the mesh path)
+            self._read.append((index, length))
+        spare = self._spares.pop(index, None)  # one atomic step: no view is handed out twice
+        if spare is not None and len(spare) == length:
+            return spare
+        return np.frombuffer(buffer, dtype=np.uint8, count=length, offset=ref.offset)
+
+    def prepare_views(self) -> None:
+        """Make a fresh view for each slot read since the last call, for its next read: a
+        numpy call costs tens of microseconds on a message's path after the reader slept
+        (its caches went cold), a few when made right after the last message, which is when
+        the reader calls this, before it waits again.
+
+        Each view is over the mapping itself, not a slice of a segment-wide array: numpy
+        makes every view derived from it keep *it* alive (its base is not an array), so the
+        slot is released only once the last view of it is gone. Read-only, as the buffer
+        is."""
+        read, self._read = self._read, []
+        if not read:
+            return
+        try:
+            buffer = self.segment.readonly_buffer
+        except ClosedError:
+            return
+        for index, length in read:
+            self._spares[index] = np.frombuffer(buffer, dtype=np.uint8, count=length,
+                                                offset=slot_offset(index, self.stride))
+
+    def close(self) -> None:
+        """Drop the spare views (before the segment is closed: they would keep it mapped)."""
+        self._spares.clear()
+        self._read = []

@@ -127,6 +127,12 @@ class SlotReceiver:
         with self._lock:
             return list(self._mappings.values())
 
+    def prepare_views(self) -> None:
+        """Make the views the next reads take (the node's thread, before it waits: see
+        ``SlotReader.prepare_views``)."""
+        for mapping in list(self._mappings.values()):
+            mapping.reader.prepare_views()
+
     def read(self, producer: tuple[str, str], ref: SlotRef | None) -> tuple[np.ndarray, Mapping]:
         """Verify ``ref`` (a decoded descriptor that came over the mesh from ``producer`` =
         (node, output)) and return a read-only view of its bytes whose collection releases
@@ -336,6 +342,7 @@ class SlotReceiver:
         caused a regrowth, nor stop ``close()`` half-way.
         """
         mapping = self._mappings.pop(name)
+        mapping.reader.close()
         for callback in self.on_unmap:
             try:
                 callback(mapping.segment)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -105,3 +106,21 @@ def test_occupancy_is_judged_at_the_queue_s_fullest_since_the_last_sample():
     assert inbox.next(timeout=0) is not None
     assert inbox.occupancy()["a"] == 1.0
     assert inbox.occupancy()["a"] == 0.75, "the fullest since the last sample, not ever"
+
+
+def test_occupancy_is_the_mean_of_each_quarter_second_at_its_fullest(monkeypatch):
+    """The queues keep their fill as they change (on the node's thread), so the stats thread
+    wakes only to report: a quarter in which nothing happened counts at the length the
+    queue had then."""
+    clock = [10 * events.QUARTER_NS]
+    monkeypatch.setattr(events, "time", SimpleNamespace(monotonic_ns=lambda: clock[0]))
+    inbox = _inbox(size=4)
+    for _ in range(4):
+        inbox.push(["a"], lambda n: events.make_event(events.INPUT, n))
+    for _ in range(3):
+        assert inbox.next(timeout=0) is not None  # quarter 10: full, then 1 left
+    clock[0] += 2 * events.QUARTER_NS  # quarter 11 passes with nothing: 1 queued all along
+    inbox.push(["a"], lambda n: events.make_event(events.INPUT, n))  # quarter 12: 2
+    clock[0] += events.QUARTER_NS + events.QUARTER_NS // 2  # half-way through quarter 13
+    assert inbox.occupancy()["a"] == (4 + 1 + 2 + 2) / 4 / 4
+    assert inbox.occupancy()["a"] == 2 / 4, "the current quarter alone, since the last look"

@@ -290,3 +290,46 @@ def test_a_reader_in_another_process_reads_the_published_bytes(make_pool) -> Non
     assert done.returncode == 0, done.stderr
     assert bytes.fromhex(done.stdout) == payload
     assert pool.segment.path.exists()
+
+
+def test_views_made_ahead_are_fresh_read_only_and_taken_once(make_pool) -> None:
+    """The reader makes each slot's next view before it waits (``prepare_views``), so a
+    message's read makes no numpy call; every read must still get an array of its own (a
+    finalizer on it releases the slot), over the right bytes, never one handed out before."""
+    pool = make_pool(slots=2, slot_bytes=100)
+    reader = SlotReader(Segment.open(pool.name, expected_size=pool.total_bytes))
+    first = fill(pool, b"one", {"c"})
+    view = reader.read(first)
+    reader.prepare_views()
+    assert pool.release(first.index, first.generation, "c")
+    second = fill(pool, b"two", {"c"})
+    assert second.index == first.index, "the warmest slot again: its view was made ahead"
+    ahead = reader.read(second)
+    assert ahead is not view and ahead.tobytes() == b"two"
+    assert not ahead.flags.writeable and not isinstance(ahead.base, np.ndarray)
+    assert pool.release(second.index, second.generation, "c")
+    third = fill(pool, b"three", {"c"})  # longer: the view made ahead does not fit, a new one
+    again = reader.read(third)
+    assert again.tobytes() == b"three" and again is not ahead
+    reader.close()
+    reader.segment.close()
+
+
+def _mappings_of(path: str) -> int:
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        return sum(line.rstrip().endswith(path) for line in maps)
+
+
+def test_views_made_ahead_let_the_segment_unmap_once_the_reader_is_closed(make_pool) -> None:
+    pool = make_pool(slots=1, slot_bytes=100)
+    segment = Segment.open(pool.name, expected_size=pool.total_bytes)
+    path = str(segment.path)
+    reader = SlotReader(segment)
+    ref = fill(pool, b"abc", {"c"})
+    view = reader.read(ref)
+    reader.prepare_views()
+    del view
+    assert _mappings_of(path) == 2, "the pool's mapping and the reader's"
+    reader.close()
+    segment.close()
+    assert _mappings_of(path) == 1, "a view made ahead kept the reader's mapping alive"
