@@ -3,9 +3,9 @@ kernel.
 
 A timer used to be a thread of its own that slept until each tick and pushed it into the
 node's queues, waking the node's thread through a pipe: on the 2-vCPU development VM that
-thread alone took ~180 µs of CPU per tick at 30 Hz (measured per thread from
-``/proc/<pid>/task/*/schedstat``), more than the node's own thread spent sending the frame
-the tick asked for. Now each timer is a ``timerfd`` (Linux), armed once on a fixed grid
+thread took ~180-210 µs of CPU per tick at 30 Hz, beside ~290 µs on the node's own thread
+for the tick and the frame it sent (per thread, from ``/proc/<pid>/task/*/schedstat``).
+Now each timer is a ``timerfd`` (Linux), armed once on a fixed grid
 (start + k * period, in absolute ``CLOCK_MONOTONIC`` time, so lateness never accumulates as
 drift) and watched by the node's own thread where it already waits for its links: a tick
 wakes it straight from ``poll``, and reading the timer says how many ticks came due since

@@ -428,8 +428,8 @@ class SlotReader:
     def prepare_views(self) -> None:
         """Make a fresh view for each slot read since the last call, for its next read: a
         numpy call costs tens of microseconds on a message's path after the reader slept
-        (its caches went cold), a few when made right after the last message, which is when
-        the reader calls this, before it waits again.
+        (its caches went cold); made here, right after the last message and before the
+        reader waits again, it is off that path.
 
         Each view is over the mapping itself, not a slice of a segment-wide array: numpy
         makes every view derived from it keep *it* alive (its base is not an array), so the
