@@ -381,7 +381,7 @@ class Node:
         )
 
     def _on_stats_sample(self) -> None:
-        """A few times a second, on the stats thread: say new drops; push on link backlogs."""
+        """Once a second, on the stats thread: say new drops; push on link backlogs."""
         self._drops.observe(self._inbox.snapshot())
         for channel in list(self._outputs.values()):
             channel.flush_backlog()

@@ -237,8 +237,8 @@ class OutputChannel:
 
     def flush_backlog(self) -> None:
         """Push on frames waiting in link backlogs: a consumer that stopped reading for a
-        while may read again while this producer sends nothing (statistics call this a few
-        times a second; cheap when nothing waits)."""
+        while may read again while this producer sends nothing (the statistics thread calls
+        this once a second; cheap when nothing waits)."""
         if not self._closed and self._links.queued():
             self._links.flush()
 
