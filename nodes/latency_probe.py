@@ -3,12 +3,12 @@
 "Usable" means: a device tensor whose copy completed (CUDA), or a host array of which one
 byte per page was read (CPU; :func:`pinflow.nodes.framing.touch_pages`), so the figure
 includes the consumer really reaching the bytes, not only their descriptor. One JSON line
-per frame: frame, the producer's time stamp (the metadata key ``--stamp`` names: the camera
-node's ``capture_ns`` by default, the bench sender's ``sent_ns``), usable_ns, h2d_ns,
-device, pinned, read_ns (kept in memory and written in batches: ``pinflow.nodes.frame_log``); then
-one ``{"summary": ...}`` line with what the input received, dropped (queue overflow) and
-refused as malformed, and how many checked frames failed their checksum, so a soak can
-account for every frame. ``pinflow bench`` runs it for its pinflow
+per frame (kept in memory and written in batches: ``pinflow.nodes.frame_log``): frame, the
+producer's time stamp (the metadata key ``--stamp`` names: the camera node's
+``capture_ns`` by default, the bench sender's ``sent_ns``), usable_ns, h2d_ns, device,
+pinned, read_ns; then one ``{"summary": ...}`` line with what the input received, dropped
+(queue overflow) and refused as malformed, and how many checked frames failed their
+checksum, so a soak can account for every frame. ``pinflow bench`` runs it for its pinflow
 arms; ``pinflow.tools.baselines`` records the other arms alike.
 
     pinflow YAML:  module: pinflow.nodes.latency_probe
@@ -31,10 +31,7 @@ def usable(event: Any) -> tuple[str, int | None, int | None]:
     """Make the event's payload usable where its input delivers; return (device, h2d_ns,
     read_ns): the device copy's time, or on the CPU the page read's."""
     if event["device"] == "cpu":
-        array = event.to_numpy()
-        start = time.perf_counter_ns()
-        framing.touch_pages(array)
-        return "cpu", None, time.perf_counter_ns() - start
+        return "cpu", None, framing.timed_touch_pages(event.to_numpy())
     import torch
 
     start = time.perf_counter_ns()

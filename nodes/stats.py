@@ -37,8 +37,8 @@ INTERVAL_S = 1.0
 backlogs. Every node pays for its wake-ups, most of it in caches gone cold while it slept:
 on the 2-vCPU development VM the stats thread of a node taking 30 frames a second cost
 ~40 µs of CPU per frame waking four times a second, ~22 µs waking once (per thread, from
-``/proc/<pid>/task/*/schedstat``). Queue fill needs no sampling: the queues keep it as they
-change (``InputQueue.take_occupancy``)."""
+``/proc/<pid>/task/*/schedstat``; one pair of runs). Queue fill needs no sampling: the
+queues keep it as they change (``InputQueue.take_occupancy``)."""
 
 
 def _rate(now: int, before: int, seconds: float) -> float:

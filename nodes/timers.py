@@ -18,6 +18,7 @@ them only from Python 3.13.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 import time
@@ -37,12 +38,21 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = (("it_interval", _Timespec), ("it_value", _Timespec))
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.timerfd_create.argtypes = (ctypes.c_int, ctypes.c_int)
-_libc.timerfd_create.restype = ctypes.c_int
-_libc.timerfd_settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec),
-                                  ctypes.POINTER(_Itimerspec))
-_libc.timerfd_settime.restype = ctypes.c_int
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library's timerfd calls, bound on first use: importing pinflow needs none, and
+    where the C library has no timerfd (not Linux) a timer input says so when it starts."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        create, settime = libc.timerfd_create, libc.timerfd_settime
+    except AttributeError:
+        raise OSError(f"timer inputs need Linux's timerfd, which this C library "
+                      f"({sys.platform}) does not have") from None
+    create.argtypes, create.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    settime.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec),
+                        ctypes.POINTER(_Itimerspec))
+    settime.restype = ctypes.c_int
+    return libc
 
 
 def _timespec(ns: int) -> _Timespec:
@@ -65,13 +75,14 @@ class TickTimer:
     def __init__(self, name: str, period_s: float) -> None:
         self.name = name
         self.period_ns = max(1, int(period_s * 1e9))
-        self._fd = _check(_libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC),
+        libc = _libc()
+        self._fd = _check(libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC),
                           f"timer {name}: timerfd_create")
         try:
             self._start = time.monotonic_ns()
             self._wall_offset = time.time_ns() - self._start
             spec = _Itimerspec(_timespec(self.period_ns), _timespec(self._start + self.period_ns))
-            _check(_libc.timerfd_settime(self._fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None),
+            _check(libc.timerfd_settime(self._fd, TFD_TIMER_ABSTIME, ctypes.byref(spec), None),
                    f"timer {name}: timerfd_settime")
         except BaseException:
             os.close(self._fd)

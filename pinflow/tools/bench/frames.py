@@ -99,9 +99,7 @@ def make_usable(host: np.ndarray, device: str) -> tuple[int | None, str, int | N
     ``device``, copy it there and wait for the copy; on the CPU, read one byte per page.
     Returns (the copy's ns, the device, the page read's ns)."""
     if not device.startswith("cuda"):
-        start = time.perf_counter_ns()
-        touch_pages(host)
-        return None, "cpu", time.perf_counter_ns() - start
+        return None, "cpu", framing.timed_touch_pages(host)
     import torch
 
     start = time.perf_counter_ns()
